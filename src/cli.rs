@@ -1,0 +1,225 @@
+//! The command line: clap derive definitions, their translation into checked session options,
+//! and [`run`], which dispatches a parsed command. `anyhow` is used from here up only.
+
+use crate::codec::Encoding;
+use crate::session::terminal::Terminal;
+use crate::session::{self, Eol, Options};
+use crate::transport::HostPort;
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+/// Talk to, test and learn TCP and UDP.
+#[derive(Debug, Parser)]
+#[command(name = "wirechat", version, about, propagate_version = true, after_help = TOP_EXAMPLES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// More diagnostics on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print no events on stderr (warnings and errors still show).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+const TOP_EXAMPLES: &str = "Examples:
+  wirechat demo                              narrated TCP and UDP walkthrough on loopback
+  wirechat tcp listen 8899                   the tutorial's TCP server
+  wirechat tcp connect 127.0.0.1:8899 -e gbk chat with a GBK peer
+  wirechat udp listen 8888 --quit 88         the tutorial's UDP receiver
+  wirechat udp connect 127.0.0.1:8888        the tutorial's UDP sender";
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// TCP: listen for a client or connect to a server, then converse.
+    #[command(subcommand)]
+    Tcp(TcpCommand),
+    /// UDP: receive datagrams and send lines as datagrams.
+    #[command(subcommand)]
+    Udp(UdpCommand),
+    /// A narrated walkthrough: a TCP and a UDP conversation on loopback, step by step.
+    Demo,
+}
+
+/// `wirechat tcp ...`
+#[derive(Debug, Subcommand)]
+pub enum TcpCommand {
+    /// Listen on [HOST:]PORT, accept one client and converse (all interfaces without HOST).
+    #[command(after_help = "Examples:
+  wirechat tcp listen 8899                 accept one client on any interface
+  wirechat tcp listen 127.0.0.1:0          the kernel picks a port; the line on stderr says which
+  wirechat tcp listen [::1]:8899 -k        IPv6 loopback, clients one after another
+  wirechat tcp listen 8888 -e gbk --quit end --eol none   the tutorial's chat server")]
+    Listen {
+        /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
+        addr: HostPort,
+        /// Serve clients one after another instead of exiting after the first.
+        #[arg(short = 'k', long)]
+        keep_open: bool,
+        #[command(flatten)]
+        talk: TalkArgs,
+    },
+    /// Connect to HOST:PORT and converse.
+    #[command(after_help = "Examples:
+  wirechat tcp connect 127.0.0.1:8899
+  wirechat tcp connect example.org:80 < request.txt > response.txt
+  wirechat tcp connect 127.0.0.1:8888 -e gbk --quit end --eol none   the tutorial's chat client
+  wirechat tcp connect 127.0.0.1:7 --hex         type 48 65 6c 6c 6f, see a hexdump")]
+    Connect {
+        /// Server address: HOST:PORT or [IPV6]:PORT.
+        addr: HostPort,
+        /// Give up connecting after SECS seconds.
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        talk: TalkArgs,
+    },
+}
+
+/// `wirechat udp ...`
+#[derive(Debug, Subcommand)]
+pub enum UdpCommand {
+    /// Bind [HOST:]PORT and receive datagrams; typed lines go to --peer or the last sender.
+    #[command(after_help = "Examples:
+  wirechat udp listen 127.0.0.1:8888 -e gbk --quit 88    the tutorial's UDP receiver
+  wirechat udp listen 8989 --peer 127.0.0.1:8080         one side of the two-way chat")]
+    Listen {
+        /// Address to bind: PORT, HOST:PORT or [IPV6]:PORT.
+        addr: HostPort,
+        /// Send typed lines to this address instead of to the last sender.
+        #[arg(long, value_name = "HOST:PORT")]
+        peer: Option<HostPort>,
+        #[command(flatten)]
+        talk: TalkArgs,
+    },
+    /// Send typed lines as datagrams to HOST:PORT and show the replies.
+    #[command(after_help = "Examples:
+  wirechat udp connect 127.0.0.1:8888 -e gbk --quit 88   the tutorial's UDP sender
+  wirechat udp connect 127.0.0.1:8989 --bind 8080        the other side of the two-way chat")]
+    Connect {
+        /// Where datagrams go: HOST:PORT or [IPV6]:PORT.
+        addr: HostPort,
+        /// Local address to send from (and receive on): PORT or HOST:PORT.
+        #[arg(long, value_name = "[HOST:]PORT")]
+        bind: Option<HostPort>,
+        #[command(flatten)]
+        talk: TalkArgs,
+    },
+}
+
+/// Options shared by every conversation.
+#[derive(Debug, Args)]
+pub struct TalkArgs {
+    /// Text encoding on the wire (gbk, gb18030, big5, shift_jis, utf-8, ...); the terminal
+    /// stays UTF-8. Without it bytes pass through untouched.
+    #[arg(short, long, value_name = "LABEL", value_parser = parse_encoding)]
+    pub encoding: Option<Encoding>,
+    /// Typed lines are hex bytes (48 65 6c or 48656c); received data is shown as a hexdump.
+    #[arg(short = 'x', long)]
+    pub hex: bool,
+    /// A line equal to WORD, typed or received, ends the conversation (the tutorial uses
+    /// "end" for TCP and "88" for UDP).
+    #[arg(long, value_name = "WORD")]
+    pub quit: Option<String>,
+    /// Send line endings as CRLF (same as --eol crlf).
+    #[arg(short = 'C', long, conflicts_with = "eol")]
+    pub crlf: bool,
+    /// Line ending sent after each typed line on TCP: lf, crlf, or none (each line a message
+    /// of its own, as the tutorial's Python peers expect).
+    #[arg(long, value_enum, value_name = "EOL")]
+    pub eol: Option<Eol>,
+    /// Tag each received message with the sender's address (default for udp listen on a
+    /// terminal).
+    #[arg(long, overrides_with = "hide_peer")]
+    pub show_peer: bool,
+    /// Do not tag received messages with the sender's address.
+    #[arg(long)]
+    pub hide_peer: bool,
+    /// Tag each received message with the local time.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Close after SECS seconds with no data either way.
+    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Option<Duration>,
+    /// Read the terminal plainly instead of through the line editor.
+    #[arg(long)]
+    pub no_editor: bool,
+}
+
+fn parse_encoding(label: &str) -> Result<Encoding, String> {
+    Encoding::from_label(label).map_err(|e| e.to_string())
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a positive duration"))
+}
+
+impl TalkArgs {
+    /// The session options these arguments ask for, given what the terminal is.
+    fn options(&self, term: &Terminal, peer_default: bool) -> Options {
+        let show_peer = if self.hide_peer {
+            false
+        } else {
+            self.show_peer || (peer_default && term.stdout_is_tty)
+        };
+        Options {
+            encoding: self.encoding,
+            hex: self.hex,
+            quit: self.quit.clone(),
+            eol: if self.crlf {
+                Eol::Crlf
+            } else {
+                self.eol.unwrap_or_default()
+            },
+            show_peer,
+            timestamps: self.timestamps,
+            pretty: term.stdout_is_tty,
+            idle_timeout: self.idle_timeout,
+            wait_for_input: !term.stdin_is_tty,
+            ..Options::default()
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let quiet = cli.quiet;
+    let term = |talk: &TalkArgs| Terminal::stdio(!talk.no_editor, quiet);
+    match cli.command {
+        Command::Demo => crate::demo::run().await?,
+        Command::Tcp(TcpCommand::Listen {
+            addr,
+            keep_open,
+            talk,
+        }) => {
+            let mut t = term(&talk);
+            let opts = talk.options(&t, false);
+            session::tcp::listen(&addr, keep_open, &opts, &mut t).await?;
+        }
+        Command::Tcp(TcpCommand::Connect {
+            addr,
+            timeout,
+            talk,
+        }) => {
+            let mut t = term(&talk);
+            let opts = talk.options(&t, false);
+            session::tcp::connect(&addr, timeout, &opts, &mut t).await?;
+        }
+        Command::Udp(UdpCommand::Listen { addr, peer, talk }) => {
+            let mut t = term(&talk);
+            let opts = talk.options(&t, true);
+            session::udp::listen(&addr, peer.as_ref(), &opts, &mut t).await?;
+        }
+        Command::Udp(UdpCommand::Connect { addr, bind, talk }) => {
+            let mut t = term(&talk);
+            let opts = talk.options(&t, false);
+            session::udp::connect(&addr, bind.as_ref(), &opts, &mut t).await?;
+        }
+    }
+    Ok(())
+}

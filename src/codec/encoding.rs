@@ -1,0 +1,201 @@
+//! The wire encoding: a checked wrapper around `encoding_rs`, with stateful halves per direction.
+
+use super::Error;
+use encoding_rs::{CoderResult, EncoderResult};
+
+/// A text encoding for the wire, chosen by a WHATWG label (`gbk`, `gb18030`, `big5`, ...).
+///
+/// Built with `for_label_no_replacement`, so the "replacement" pseudo-encoding cannot be chosen
+/// by accident, and refusing encodings that encoding_rs can only decode (UTF-16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoding(&'static encoding_rs::Encoding);
+
+impl Encoding {
+    /// UTF-8, the local side's encoding.
+    pub const UTF8: Encoding = Encoding(encoding_rs::UTF_8);
+    /// GBK, what the tutorial and most Chinese network assistants put on the wire.
+    pub const GBK: Encoding = Encoding(encoding_rs::GBK);
+
+    /// Looks up a label such as `gbk`, `GB2312`, `utf8` or `shift_jis`.
+    pub fn from_label(label: &str) -> Result<Self, Error> {
+        let enc = encoding_rs::Encoding::for_label_no_replacement(label.trim().as_bytes())
+            .ok_or_else(|| Error::UnknownEncoding(label.to_string()))?;
+        if enc.output_encoding() != enc {
+            return Err(Error::DecodeOnly(enc.name()));
+        }
+        Ok(Encoding(enc))
+    }
+
+    /// The canonical name (`GBK`, `UTF-8`).
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// True for UTF-8, where the local and wire sides agree and no transcoding is needed.
+    pub fn is_utf8(self) -> bool {
+        self.0 == encoding_rs::UTF_8
+    }
+
+    /// A stateful decoder (wire -> UTF-8) for one direction of a stream.
+    pub fn decoder(self) -> TextDecoder {
+        TextDecoder(self.0.new_decoder_without_bom_handling())
+    }
+
+    /// A stateful encoder (UTF-8 -> wire) for one direction of a stream.
+    pub fn encoder(self) -> TextEncoder {
+        TextEncoder {
+            inner: self.0.new_encoder(),
+            unmappable: 0,
+        }
+    }
+
+    /// Decodes one self-contained message (a datagram); malformed bytes become U+FFFD.
+    pub fn decode_message(self, bytes: &[u8], out: &mut String) {
+        let mut dec = self.decoder();
+        dec.decode(bytes, true, out);
+    }
+
+    /// Encodes one self-contained message; returns how many characters had no mapping.
+    pub fn encode_message(self, text: &str, out: &mut Vec<u8>) -> usize {
+        let mut enc = self.encoder();
+        enc.encode(text, true, out);
+        enc.unmappable
+    }
+}
+
+/// Wire bytes -> UTF-8, keeping a character split across two reads until its end arrives.
+pub struct TextDecoder(encoding_rs::Decoder);
+
+impl TextDecoder {
+    /// Appends the text decoded from `bytes` to `out`; `last` flushes a pending partial character
+    /// (as U+FFFD) at the end of the stream.
+    pub fn decode(&mut self, bytes: &[u8], last: bool, out: &mut String) {
+        let mut rest = bytes;
+        loop {
+            let need = self
+                .0
+                .max_utf8_buffer_length(rest.len())
+                .unwrap_or(rest.len().saturating_mul(3).saturating_add(16));
+            out.reserve(need);
+            let (result, read, _) = self.0.decode_to_string(rest, out, last);
+            rest = &rest[read..];
+            match result {
+                CoderResult::InputEmpty => return,
+                CoderResult::OutputFull => continue,
+            }
+        }
+    }
+}
+
+/// UTF-8 -> wire bytes. Characters the encoding cannot represent are sent as `?` and counted,
+/// as network assistants do, rather than as HTML character references.
+pub struct TextEncoder {
+    inner: encoding_rs::Encoder,
+    unmappable: usize,
+}
+
+impl TextEncoder {
+    /// Appends the encoding of `text` to `out`.
+    pub fn encode(&mut self, text: &str, last: bool, out: &mut Vec<u8>) {
+        let mut rest = text;
+        loop {
+            let need = self
+                .inner
+                .max_buffer_length_from_utf8_without_replacement(rest.len())
+                .unwrap_or(rest.len().saturating_mul(4).saturating_add(16));
+            out.reserve(need);
+            let (result, read) = self
+                .inner
+                .encode_from_utf8_to_vec_without_replacement(rest, out, last);
+            rest = &rest[read..];
+            match result {
+                EncoderResult::InputEmpty => return,
+                EncoderResult::OutputFull => continue,
+                EncoderResult::Unmappable(_) => {
+                    out.push(b'?');
+                    self.unmappable += 1;
+                }
+            }
+        }
+    }
+
+    /// How many characters so far had no mapping and were sent as `?`; resets the count.
+    pub fn take_unmappable(&mut self) -> usize {
+        std::mem::take(&mut self.unmappable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(Encoding::from_label("GB2312").map(|e| e.name()), Ok("GBK"));
+        assert_eq!(
+            Encoding::from_label(" utf8 ").map(|e| e.name()),
+            Ok("UTF-8")
+        );
+        assert!(matches!(
+            Encoding::from_label("klingon"),
+            Err(Error::UnknownEncoding(_))
+        ));
+        assert!(matches!(
+            Encoding::from_label("utf-16le"),
+            Err(Error::DecodeOnly(_))
+        ));
+        assert!(matches!(
+            Encoding::from_label("replacement"),
+            Err(Error::UnknownEncoding(_))
+        ));
+    }
+
+    #[test]
+    fn gbk_split_across_reads() {
+        let mut wire = Vec::new();
+        Encoding::GBK.encode_message("你好", &mut wire);
+        assert_eq!(wire, [0xc4, 0xe3, 0xba, 0xc3]);
+        let mut dec = Encoding::GBK.decoder();
+        let mut text = String::new();
+        for b in &wire {
+            dec.decode(std::slice::from_ref(b), false, &mut text);
+        }
+        dec.decode(&[], true, &mut text);
+        assert_eq!(text, "你好");
+    }
+
+    #[test]
+    fn invalid_and_unmappable() {
+        let mut text = String::new();
+        Encoding::GBK.decode_message(&[0x81, b'a', 0xff], &mut text);
+        assert!(text.contains('\u{fffd}'));
+        let mut wire = Vec::new();
+        assert_eq!(Encoding::GBK.encode_message("a😀b", &mut wire), 1);
+        assert_eq!(wire, b"a?b");
+    }
+
+    proptest! {
+        #[test]
+        fn gb18030_round_trips_any_text(s in "\\PC{0,64}") {
+            let enc = Encoding::from_label("gb18030").unwrap();
+            let mut wire = Vec::new();
+            prop_assert_eq!(enc.encode_message(&s, &mut wire), 0);
+            let mut back = String::new();
+            enc.decode_message(&wire, &mut back);
+            prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn decoding_never_fails(bytes in proptest::collection::vec(any::<u8>(), 0..256), split in 0usize..256) {
+            let mut dec = Encoding::GBK.decoder();
+            let mut out = String::new();
+            let cut = split.min(bytes.len());
+            dec.decode(&bytes[..cut], false, &mut out);
+            dec.decode(&bytes[cut..], true, &mut out);
+            let mut whole = String::new();
+            Encoding::GBK.decode_message(&bytes, &mut whole);
+            prop_assert_eq!(out, whole);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Hex in (typed lines such as `48 65 6c 6c 6f`) and hex out (a `hexdump -C` style dump).
+//!
+//! Written here rather than taken from a crate: the input side must accept the spellings network
+//! assistants use (spaces, `0x` prefixes, `:`/`,`/`-` separators) and name the offending token in
+//! its error, and the output side must continue offsets across the reads of a stream.
+
+use super::Error;
+use std::fmt::Write as _;
+
+/// Parses a typed hex line: pairs of hex digits, optionally separated by whitespace, `:`, `,` or
+/// `-`, each token optionally prefixed with `0x`. An empty line parses to no bytes.
+pub fn parse_hex(line: &str) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(line.len() / 2);
+    for token in line.split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '-')) {
+        if token.is_empty() {
+            continue;
+        }
+        let digits = token
+            .strip_prefix("0x")
+            .or_else(|| token.strip_prefix("0X"))
+            .unwrap_or(token);
+        if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(Error::BadHex(format!(
+                "{bad:?} in {token:?} is not a hex digit"
+            )));
+        }
+        if digits.is_empty() || digits.len() % 2 != 0 {
+            return Err(Error::BadHex(format!(
+                "{token:?} has an odd number of digits (write each byte as two, e.g. 0a)"
+            )));
+        }
+        for pair in digits.as_bytes().chunks_exact(2) {
+            out.push((nibble(pair[0]) << 4) | nibble(pair[1]));
+        }
+    }
+    Ok(out)
+}
+
+fn nibble(d: u8) -> u8 {
+    match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        b'A'..=b'F' => d - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// A hexdump whose offsets continue across calls, as `ncat -x` and NetAssist's HEX view show a
+/// stream: `00000010  48 65 6c 6c 6f 0a ...  |Hello.|`.
+#[derive(Default)]
+pub struct HexDump {
+    offset: u64,
+}
+
+impl HexDump {
+    /// Appends the dump of `data` to `out`, sixteen bytes a row.
+    pub fn dump(&mut self, data: &[u8], out: &mut String) {
+        for row in data.chunks(16) {
+            let _ = write!(out, "{:08x} ", self.offset);
+            for i in 0..16 {
+                if i == 8 {
+                    out.push(' ');
+                }
+                match row.get(i) {
+                    Some(b) => {
+                        let _ = write!(out, " {b:02x}");
+                    }
+                    None => out.push_str("   "),
+                }
+            }
+            out.push_str("  |");
+            out.extend(row.iter().map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            }));
+            out.push_str("|\n");
+            self.offset += row.len() as u64;
+        }
+    }
+
+    /// Starts offsets from zero again (each datagram is its own message).
+    pub fn reset(&mut self) {
+        self.offset = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn spellings() {
+        assert_eq!(parse_hex("48656c6c6f").unwrap(), b"Hello");
+        assert_eq!(parse_hex(" 48 65\t6C:6c,0x6f ").unwrap(), b"Hello");
+        assert_eq!(parse_hex("").unwrap(), b"");
+        assert!(
+            parse_hex("4")
+                .unwrap_err()
+                .to_string()
+                .contains("odd number")
+        );
+        assert!(parse_hex("zz").unwrap_err().to_string().contains("'z'"));
+        assert!(parse_hex("0x").is_err());
+    }
+
+    #[test]
+    fn dump_rows_and_offsets() {
+        let mut d = HexDump::default();
+        let mut s = String::new();
+        d.dump(b"Hello, world!\n\x00\xffABC", &mut s);
+        assert_eq!(
+            s,
+            "00000000  48 65 6c 6c 6f 2c 20 77  6f 72 6c 64 21 0a 00 ff  |Hello, world!...|\n\
+             00000010  41 42 43                                          |ABC|\n"
+        );
+        s.clear();
+        d.dump(b"x", &mut s);
+        assert!(s.starts_with("00000013 "));
+    }
+
+    proptest! {
+        #[test]
+        fn parse_inverts_formatting(bytes in proptest::collection::vec(any::<u8>(), 0..128), spaced in any::<bool>()) {
+            let sep = if spaced { " " } else { "" };
+            let text: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
+            prop_assert_eq!(parse_hex(&text.join(sep)).unwrap(), bytes);
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,64}") {
+            let _ = parse_hex(&s);
+        }
+    }
+}

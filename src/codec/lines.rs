@@ -1,0 +1,163 @@
+//! Bounded line framing for typed input: split bytes on `\n`, strip a `\r` before it, and never
+//! hold more than a maximum in memory. A longer line is passed on in pieces rather than dropped,
+//! so nothing typed or piped is lost.
+
+/// One unit of framed input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// A whole line without its terminator; `terminated` is false for a last line without `\n`.
+    Line { text: &'a [u8], terminated: bool },
+    /// Part of a line longer than the maximum; more of it (or its end) follows.
+    Partial(&'a [u8]),
+}
+
+/// Splits a byte stream into lines of at most `max` bytes.
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+    /// True while the current line has already been passed on in part.
+    continuing: bool,
+}
+
+impl LineSplitter {
+    /// A splitter that keeps at most `max` bytes of an unfinished line.
+    pub fn new(max: usize) -> Self {
+        LineSplitter {
+            buf: Vec::new(),
+            max: max.max(1),
+            continuing: false,
+        }
+    }
+
+    /// Feeds `data`, calling `emit` for each complete line or over-long piece.
+    pub fn push(&mut self, mut data: &[u8], emit: &mut dyn FnMut(Piece<'_>)) {
+        while !data.is_empty() {
+            let newline = data.iter().position(|&b| b == b'\n');
+            let end = newline.unwrap_or(data.len());
+            let room = self.max - self.buf.len();
+            if end > room {
+                // The line would outgrow the bound: pass on what fits and keep going.
+                self.buf.extend_from_slice(&data[..room]);
+                data = &data[room..];
+                // Keep a trailing '\r' back: it may be the first half of a CRLF.
+                let keep_cr = self.buf.len() > 1 && self.buf.last() == Some(&b'\r');
+                let cut = self.buf.len() - usize::from(keep_cr);
+                emit(Piece::Partial(&self.buf[..cut]));
+                self.buf.drain(..cut);
+                self.continuing = true;
+                continue;
+            }
+            let Some(i) = newline else {
+                self.buf.extend_from_slice(data);
+                return;
+            };
+            if self.buf.is_empty() {
+                emit(Piece::Line {
+                    text: strip_cr(&data[..i]),
+                    terminated: true,
+                });
+            } else {
+                self.buf.extend_from_slice(&data[..i]);
+                emit(Piece::Line {
+                    text: strip_cr(&self.buf),
+                    terminated: true,
+                });
+                self.buf.clear();
+            }
+            self.continuing = false;
+            data = &data[i + 1..];
+        }
+    }
+
+    /// Ends the stream: a pending unterminated line is emitted.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Piece<'_>)) {
+        if !self.buf.is_empty() || self.continuing {
+            let line = std::mem::take(&mut self.buf);
+            let text = strip_cr(&line);
+            emit(Piece::Line {
+                text,
+                terminated: false,
+            });
+            self.continuing = false;
+        }
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn split(max: usize, chunks: &[&[u8]]) -> Vec<(Vec<u8>, &'static str)> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        let mut emit = |p: Piece<'_>| match p {
+            Piece::Line { text, terminated } => {
+                out.push((text.to_vec(), if terminated { "line" } else { "last" }))
+            }
+            Piece::Partial(t) => out.push((t.to_vec(), "part")),
+        };
+        for c in chunks {
+            s.push(c, &mut emit);
+        }
+        s.finish(&mut emit);
+        out
+    }
+
+    #[test]
+    fn lines_crlf_and_last() {
+        assert_eq!(
+            split(64, &[b"ab\r\ncd", b"e\nf"]),
+            vec![
+                (b"ab".to_vec(), "line"),
+                (b"cde".to_vec(), "line"),
+                (b"f".to_vec(), "last")
+            ]
+        );
+    }
+
+    #[test]
+    fn long_lines_come_in_pieces() {
+        assert_eq!(
+            split(4, &[b"abcdefghij\nxy"]),
+            vec![
+                (b"abcd".to_vec(), "part"),
+                (b"efgh".to_vec(), "part"),
+                (b"ij".to_vec(), "line"),
+                (b"xy".to_vec(), "last")
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn nothing_lost(data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
+                        max in 1usize..40, cut in 0usize..300) {
+            let cut = cut.min(data.len());
+            let pieces = split(max, &[&data[..cut], &data[cut..]]);
+            let mut rebuilt = Vec::new();
+            for (text, kind) in &pieces {
+                prop_assert!(text.len() <= max);
+                rebuilt.extend_from_slice(text);
+                if *kind == "line" { rebuilt.push(b'\n'); }
+            }
+            // Rebuilding loses only the '\r' of each CRLF.
+            let expected: Vec<u8> = {
+                let mut e = Vec::new();
+                for (i, &b) in data.iter().enumerate() {
+                    if b == b'\r' && data.get(i + 1) == Some(&b'\n') { continue; }
+                    e.push(b);
+                }
+                e
+            };
+            let unterminated_cr = expected.last() == Some(&b'\r') && pieces.last().is_some_and(|p| p.1 == "last");
+            if !unterminated_cr {
+                prop_assert_eq!(rebuilt, expected);
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! `wirechat demo`: placeholder replaced below.
+pub async fn run() -> anyhow::Result<()> {
+    Ok(())
+}

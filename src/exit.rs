@@ -1,0 +1,88 @@
+//! The stable exit statuses, in one place.
+//!
+//! Scripts depend on these numbers, so they never change meaning. The README's table is written
+//! from [`Status::ALL`]; `classify` maps an error chain to the status that names its cause.
+
+use std::io;
+
+/// Why wirechat exited. The discriminant is the process exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The conversation ended normally (stdin EOF and peer EOF, the quit word, idle timeout).
+    Ok = 0,
+    /// An error during the conversation: reset by the peer, an I/O error.
+    Failure = 1,
+    /// Bad arguments (clap's own status for usage errors).
+    Usage = 2,
+    /// The address to bind is already in use.
+    AddrInUse = 3,
+    /// The peer refused the connection: nothing listens there.
+    Refused = 4,
+    /// The host name could not be resolved.
+    UnknownHost = 5,
+    /// The operating system denied the operation (a port below 1024 without privileges).
+    PermissionDenied = 6,
+    /// A connect `--timeout` expired.
+    TimedOut = 7,
+    /// No route to the host or network.
+    Unreachable = 8,
+    /// Interrupted by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+    Interrupted = 130,
+}
+
+impl Status {
+    /// Every status with a one-line description, for the README and `--help`.
+    pub const ALL: [(Status, &'static str); 10] = [
+        (
+            Status::Ok,
+            "conversation ended normally (both sides closed, quit word, idle timeout)",
+        ),
+        (
+            Status::Failure,
+            "error during the conversation (connection reset, I/O error)",
+        ),
+        (Status::Usage, "bad arguments"),
+        (Status::AddrInUse, "address already in use"),
+        (Status::Refused, "connection refused"),
+        (Status::UnknownHost, "unknown host"),
+        (Status::PermissionDenied, "permission denied"),
+        (Status::TimedOut, "connect timed out"),
+        (Status::Unreachable, "host or network unreachable"),
+        (Status::Interrupted, "interrupted (Ctrl-C, SIGTERM)"),
+    ];
+
+    /// The numeric exit status.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// The status that names the cause of `err`: the first I/O error in its chain decides.
+    pub fn classify(err: &anyhow::Error) -> Status {
+        for cause in err.chain() {
+            if let Some(t) = cause.downcast_ref::<crate::transport::Error>() {
+                if let Some(s) = t.status() {
+                    return s;
+                }
+            }
+            if let Some(io) = cause.downcast_ref::<io::Error>() {
+                if let Some(s) = Status::from_io(io.kind()) {
+                    return s;
+                }
+            }
+        }
+        Status::Failure
+    }
+
+    /// The status for an I/O error kind, when that kind has one of its own.
+    pub fn from_io(kind: io::ErrorKind) -> Option<Status> {
+        use io::ErrorKind as K;
+        Some(match kind {
+            K::AddrInUse => Status::AddrInUse,
+            K::ConnectionRefused => Status::Refused,
+            K::PermissionDenied => Status::PermissionDenied,
+            K::TimedOut => Status::TimedOut,
+            K::HostUnreachable | K::NetworkUnreachable => Status::Unreachable,
+            _ => return None,
+        })
+    }
+}

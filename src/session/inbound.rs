@@ -1,0 +1,255 @@
+//! Wire -> terminal: what received bytes become on stdout.
+//!
+//! Pass-through writes bytes untouched. Otherwise the stream (or each datagram) is decoded from
+//! the wire encoding with a stateful decoder, or shown as a hexdump; on a terminal each message
+//! is sanitised and ends with a newline; tags (sender, time) start each message when asked for.
+//! It also watches for the quit word, compared on the wire bytes.
+
+use super::Options;
+use super::outbound::Flow;
+use crate::codec::{Encoding, HexDump, TextDecoder, sanitize_into};
+use crate::transport::display_addr;
+use std::net::SocketAddr;
+
+/// The wire -> terminal transform of one conversation.
+pub struct Inbound {
+    encoding: Option<Encoding>,
+    decoder: Option<TextDecoder>,
+    hex: Option<HexDump>,
+    quit: Option<QuitMatcher>,
+    pretty: bool,
+    show_peer: bool,
+    timestamps: bool,
+    at_line_start: bool,
+    text: String,
+}
+
+impl Inbound {
+    /// The transform for `opts`.
+    pub fn new(opts: &Options) -> Self {
+        let encoding = opts.encoding;
+        let needs_text = opts.pretty || opts.show_peer || opts.timestamps;
+        let quit = opts.quit.as_ref().map(|w| {
+            let mut word = Vec::new();
+            match encoding {
+                Some(e) => {
+                    e.encode_message(w, &mut word);
+                }
+                None => word.extend_from_slice(w.as_bytes()),
+            }
+            QuitMatcher {
+                word,
+                line: Vec::new(),
+                overflow: false,
+            }
+        });
+        Inbound {
+            encoding,
+            decoder: match encoding {
+                Some(e) => Some(e.decoder()),
+                None if needs_text => Some(Encoding::UTF8.decoder()),
+                None => None,
+            },
+            hex: opts.hex.then(HexDump::default),
+            quit,
+            pretty: opts.pretty,
+            show_peer: opts.show_peer,
+            timestamps: opts.timestamps,
+            at_line_start: true,
+            text: String::new(),
+        }
+    }
+
+    /// Appends what `chunk`, read from a stream, shows as to `out`.
+    pub fn stream(&mut self, chunk: &[u8], peer: SocketAddr, out: &mut Vec<u8>) -> Flow {
+        let quit = self.quit.as_mut().is_some_and(|q| q.feed(chunk));
+        if let Some(dump) = &mut self.hex {
+            let mut s = String::new();
+            if self.show_peer || self.timestamps {
+                tag(&mut s, self.show_peer.then_some(peer), self.timestamps);
+                s.push_str(&format!("{} bytes\n", chunk.len()));
+            }
+            dump.dump(chunk, &mut s);
+            out.extend_from_slice(s.as_bytes());
+        } else if let Some(dec) = &mut self.decoder {
+            let mut text = std::mem::take(&mut self.text);
+            text.clear();
+            dec.decode(chunk, false, &mut text);
+            self.messages(&text, peer, out);
+            if self.pretty && !self.at_line_start {
+                // On a terminal a read without a newline is a message of its own (the tutorial's
+                // peers send lines without endings), so it must not run into the next one.
+                out.push(b'\n');
+                self.at_line_start = true;
+            }
+            self.text = text;
+        } else {
+            out.extend_from_slice(chunk);
+        }
+        if quit { Flow::Quit } else { Flow::Continue }
+    }
+
+    /// The stream ended: flush a partial character and close an unfinished line on a terminal.
+    pub fn finish_stream(&mut self, peer: SocketAddr, out: &mut Vec<u8>) {
+        if let Some(dec) = &mut self.decoder {
+            let mut text = String::new();
+            dec.decode(&[], true, &mut text);
+            self.messages(&text, peer, out);
+        }
+        if (self.pretty || self.show_peer || self.timestamps) && !self.at_line_start {
+            out.push(b'\n');
+            self.at_line_start = true;
+        }
+    }
+
+    /// Appends what one datagram shows as to `out`: always exactly one message.
+    pub fn datagram(&mut self, payload: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Flow {
+        let body = payload
+            .strip_suffix(b"\n")
+            .map(|p| p.strip_suffix(b"\r").unwrap_or(p))
+            .unwrap_or(payload);
+        let quit = self.quit.as_ref().is_some_and(|q| q.word == body);
+        let mut s = String::new();
+        let tagged = self.show_peer || self.timestamps;
+        if tagged {
+            tag(&mut s, self.show_peer.then_some(from), self.timestamps);
+        }
+        if let Some(dump) = &mut self.hex {
+            s.push_str(&format!("{} bytes\n", payload.len()));
+            dump.reset();
+            dump.dump(payload, &mut s);
+            out.extend_from_slice(s.as_bytes());
+        } else if self.pretty || tagged || self.encoding.is_some() {
+            let mut text = String::new();
+            self.encoding
+                .unwrap_or(Encoding::UTF8)
+                .decode_message(body, &mut text);
+            if self.pretty {
+                sanitize_into(&text, &mut s);
+            } else {
+                s.push_str(&text);
+            }
+            s.push('\n');
+            out.extend_from_slice(s.as_bytes());
+        } else {
+            out.extend_from_slice(body);
+            out.push(b'\n');
+        }
+        if quit { Flow::Quit } else { Flow::Continue }
+    }
+
+    fn messages(&mut self, text: &str, peer: SocketAddr, out: &mut Vec<u8>) {
+        let mut s = String::with_capacity(text.len() + 32);
+        for seg in text.split_inclusive('\n') {
+            if self.at_line_start && (self.show_peer || self.timestamps) {
+                tag(&mut s, self.show_peer.then_some(peer), self.timestamps);
+            }
+            let (content, newline) = match seg.strip_suffix('\n') {
+                Some(c) => (c, true),
+                None => (seg, false),
+            };
+            if self.pretty {
+                sanitize_into(content.strip_suffix('\r').unwrap_or(content), &mut s);
+            } else {
+                s.push_str(content);
+            }
+            if newline {
+                s.push('\n');
+            }
+            self.at_line_start = newline;
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn tag(s: &mut String, peer: Option<SocketAddr>, time: bool) {
+    if time {
+        s.push_str(&chrono::Local::now().format("[%H:%M:%S%.3f] ").to_string());
+    }
+    if let Some(p) = peer {
+        s.push_str(&format!("[{}] ", display_addr(p)));
+    }
+}
+
+/// Spots the quit word in a byte stream: a line equal to it, or a read that ends with it as a
+/// message of its own (peers like the tutorial's send `end` with no newline). Keeps at most the
+/// word's length plus one byte.
+struct QuitMatcher {
+    word: Vec<u8>,
+    line: Vec<u8>,
+    overflow: bool,
+}
+
+impl QuitMatcher {
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        for &b in chunk {
+            if b == b'\n' {
+                if self.matches() {
+                    return true;
+                }
+                self.line.clear();
+                self.overflow = false;
+            } else if self.line.len() <= self.word.len() {
+                self.line.push(b);
+            } else {
+                self.overflow = true;
+            }
+        }
+        self.matches()
+    }
+
+    fn matches(&self) -> bool {
+        !self.overflow && self.line.strip_suffix(b"\r").unwrap_or(&self.line) == self.word
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9))
+    }
+
+    #[test]
+    fn gbk_split_and_sanitised_on_a_terminal() {
+        let opts = Options {
+            encoding: Some(Encoding::GBK),
+            pretty: true,
+            ..Options::default()
+        };
+        let mut i = Inbound::new(&opts);
+        let mut out = Vec::new();
+        i.stream(b"\xc4\xe3\xba", peer(), &mut out);
+        i.stream(b"\xc3\x1b[2J\n", peer(), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "你\n好\\x1b[2J\n");
+    }
+
+    #[test]
+    fn quit_word_alone_or_as_a_line() {
+        let opts = Options {
+            quit: Some("end".into()),
+            ..Options::default()
+        };
+        let mut i = Inbound::new(&opts);
+        let mut out = Vec::new();
+        assert_eq!(i.stream(b"endless\nbut", peer(), &mut out), Flow::Continue);
+        assert_eq!(i.stream(b"\nend", peer(), &mut out), Flow::Quit);
+        let mut i = Inbound::new(&opts);
+        assert_eq!(i.stream(b"x\r\nend\r\n", peer(), &mut out), Flow::Quit);
+        assert_eq!(i.datagram(b"end\n", peer(), &mut out), Flow::Quit);
+        assert_eq!(i.datagram(b"ends", peer(), &mut out), Flow::Continue);
+    }
+
+    #[test]
+    fn datagrams_are_tagged_lines() {
+        let opts = Options {
+            show_peer: true,
+            ..Options::default()
+        };
+        let mut i = Inbound::new(&opts);
+        let mut out = Vec::new();
+        i.datagram(b"hi\n", peer(), &mut out);
+        assert_eq!(out, b"[127.0.0.1:9] hi\n");
+    }
+}

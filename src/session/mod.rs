@@ -1,0 +1,266 @@
+//! The conversation pump: terminal input -> [`Outbound`] -> socket and socket -> [`Inbound`] ->
+//! terminal output, both directions at once, with events reported to an [`Events`] sink.
+//!
+//! The terminal side is a parameter (any `AsyncRead` and `AsyncWrite`), so the same pump serves a
+//! pipe, the interactive line editor of [`terminal`], the demo and the tests. [`drive`] decides
+//! when a conversation is over: TCP ends when both directions are done (stdin EOF sends FIN and
+//! receiving goes on), on the quit word, on an idle timeout, or on an error.
+
+mod events;
+mod inbound;
+mod outbound;
+pub mod tcp;
+pub mod terminal;
+pub mod udp;
+
+pub use events::{Event, Events};
+pub use inbound::Inbound;
+pub use outbound::Outbound;
+
+use crate::codec::Encoding;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How typed lines end on the wire (TCP; a UDP line is a datagram and carries no ending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Eol {
+    /// `\n`, as typed.
+    #[default]
+    Lf,
+    /// `\r\n`, for telnet-style and Windows peers.
+    Crlf,
+    /// Nothing: each line is sent as one message of its own, as the tutorial's peers send.
+    None,
+}
+
+impl Eol {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Eol::Lf => b"\n",
+            Eol::Crlf => b"\r\n",
+            Eol::None => b"",
+        }
+    }
+}
+
+/// Checked options for one conversation.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The wire encoding; `None` passes bytes through untouched.
+    pub encoding: Option<Encoding>,
+    /// Typed lines are hex; received data is shown as a hexdump.
+    pub hex: bool,
+    /// A line equal to this, typed or received, ends the conversation.
+    pub quit: Option<String>,
+    /// Line ending sent after each typed line (TCP).
+    pub eol: Eol,
+    /// Tag received messages with the sender's address.
+    pub show_peer: bool,
+    /// Tag received messages with the local time.
+    pub timestamps: bool,
+    /// The output is a terminal: escape control characters, end each message with a newline.
+    pub pretty: bool,
+    /// End the conversation after this long without data in either direction.
+    pub idle_timeout: Option<Duration>,
+    /// Longest typed line kept whole in memory; longer ones are sent in pieces (TCP).
+    pub max_line: usize,
+    /// After the peer's EOF keep sending until our input ends (scripts, pipes); a person at a
+    /// terminal is done when the peer is.
+    pub wait_for_input: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            encoding: None,
+            hex: false,
+            quit: None,
+            eol: Eol::Lf,
+            show_peer: false,
+            timestamps: false,
+            pretty: false,
+            idle_timeout: None,
+            max_line: 1 << 20,
+            wait_for_input: true,
+        }
+    }
+}
+
+impl Options {
+    /// True when bytes may move untouched in both directions: the zero-copy fast path.
+    pub fn is_passthrough(&self) -> bool {
+        self.encoding.is_none()
+            && !self.hex
+            && self.quit.is_none()
+            && self.eol == Eol::Lf
+            && !self.show_peer
+            && !self.timestamps
+            && !self.pretty
+    }
+}
+
+/// What can end a conversation with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the terminal side failed.
+    #[error("reading input: {0}")]
+    Input(#[source] io::Error),
+    /// Writing the terminal side failed.
+    #[error("writing output: {0}")]
+    Output(#[source] io::Error),
+    /// The socket failed (reset by the peer, unreachable).
+    #[error("{}", crate::transport::describe(.0))]
+    Socket(#[source] io::Error),
+}
+
+/// Which side of the conversation something came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Us: typed or piped input.
+    Local,
+    /// The peer.
+    Peer,
+}
+
+/// How a conversation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Both directions finished (or the output was closed, like `| head`).
+    Closed,
+    /// The quit word was typed or received.
+    Quit(Side),
+    /// Nothing moved for the idle timeout.
+    Idle,
+}
+
+/// How the sending direction ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendEnd {
+    /// Input reached EOF (for TCP, FIN was sent).
+    Eof,
+    /// The quit word was typed and sent.
+    Quit,
+}
+
+/// How the receiving direction ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecvEnd {
+    /// The peer sent FIN.
+    PeerClosed,
+    /// The quit word was received.
+    Quit,
+    /// Our output went away (a closed pipe): nobody reads any more.
+    OutputClosed,
+}
+
+/// Progress counters shared by both directions, for the idle timer and the closing summary.
+pub struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Records `n` bytes sent.
+    pub fn sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Records `n` bytes received.
+    pub fn received(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// Bytes (sent, received) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+
+    fn last_activity(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Runs both directions until the conversation is over; see the module docs for when that is.
+pub async fn drive<S, R>(
+    send: S,
+    recv: R,
+    activity: &Activity,
+    opts: &Options,
+    events: &Events,
+) -> Result<End, Error>
+where
+    S: Future<Output = Result<SendEnd, Error>>,
+    R: Future<Output = Result<RecvEnd, Error>>,
+{
+    tokio::pin!(send, recv);
+    let (mut sending, mut receiving) = (true, true);
+    loop {
+        let idle = async {
+            match opts.idle_timeout {
+                Some(t) => tokio::time::sleep_until((activity.last_activity() + t).into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut send, if sending => match r? {
+                SendEnd::Eof => {
+                    sending = false;
+                    if !receiving {
+                        return Ok(End::Closed);
+                    }
+                }
+                SendEnd::Quit => return Ok(End::Quit(Side::Local)),
+            },
+            r = &mut recv, if receiving => match r? {
+                RecvEnd::PeerClosed => {
+                    receiving = false;
+                    events.emit(Event::PeerClosed);
+                    if !sending || !opts.wait_for_input {
+                        return Ok(End::Closed);
+                    }
+                }
+                RecvEnd::Quit => return Ok(End::Quit(Side::Peer)),
+                RecvEnd::OutputClosed => return Ok(End::Closed),
+            },
+            () = idle => {
+                if let Some(t) = opts.idle_timeout {
+                    if activity.last_activity().elapsed() >= t {
+                        events.emit(Event::Idle(t));
+                        return Ok(End::Idle);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// True for the errors that mean "the reader of our output has gone", which end a conversation
+/// quietly, as `nc ... | head` should.
+fn is_closed_output(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}

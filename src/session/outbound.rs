@@ -1,0 +1,239 @@
+//! Terminal -> wire: what typed (or piped) bytes become on the socket.
+//!
+//! Pass-through moves bytes untouched. Otherwise input is framed into lines (bounded), and each
+//! line is checked for the quit word, then parsed as hex or transcoded from UTF-8 to the wire
+//! encoding, and given the chosen line ending (TCP) or sent as one datagram (UDP).
+
+use super::{Eol, Events, Options};
+use crate::codec::{Encoding, LineSplitter, Piece, TextDecoder, parse_hex};
+
+/// The largest UDP payload over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Whether the conversation goes on after this input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// The quit word was just passed on: stop after sending it.
+    Quit,
+}
+
+/// The terminal -> wire transform of one conversation.
+pub struct Outbound {
+    lines: Option<LineSplitter>,
+    sink: LineSink,
+}
+
+struct LineSink {
+    encoding: Option<Encoding>,
+    hex: bool,
+    quit: Option<String>,
+    eol: &'static [u8],
+    datagram: bool,
+    /// Decoder for a line that arrives in pieces (a UTF-8 character may straddle two pieces).
+    partial: Option<TextDecoder>,
+    /// A datagram-mode line outgrew the largest datagram; its pieces are being skipped.
+    oversize: bool,
+    quit_seen: bool,
+    events: Events,
+}
+
+impl Outbound {
+    /// `datagram` selects UDP framing: one line is one datagram, with no line ending.
+    pub fn new(opts: &Options, datagram: bool, events: Events) -> Self {
+        let raw = !datagram
+            && opts.encoding.is_none()
+            && !opts.hex
+            && opts.quit.is_none()
+            && opts.eol == Eol::Lf;
+        let max = if datagram {
+            MAX_UDP_PAYLOAD
+        } else {
+            opts.max_line
+        };
+        Outbound {
+            lines: (!raw).then(|| LineSplitter::new(max)),
+            sink: LineSink {
+                encoding: opts.encoding.filter(|e| !e.is_utf8()),
+                hex: opts.hex,
+                quit: opts.quit.clone(),
+                eol: if datagram { b"" } else { opts.eol.bytes() },
+                datagram,
+                partial: None,
+                oversize: false,
+                quit_seen: false,
+                events,
+            },
+        }
+    }
+
+    /// Turns `input` into messages appended to `out` (TCP: write them in order; UDP: one
+    /// datagram each). Returns [`Flow::Quit`] once the quit word has been passed on.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<Vec<u8>>) -> Flow {
+        let sink = &mut self.sink;
+        match &mut self.lines {
+            None => out.push(input.to_vec()),
+            Some(lines) => lines.push(input, &mut |piece| sink.piece(piece, out)),
+        }
+        self.flow()
+    }
+
+    /// The input ended: pass on an unterminated last line.
+    pub fn finish(&mut self, out: &mut Vec<Vec<u8>>) -> Flow {
+        let sink = &mut self.sink;
+        if let Some(lines) = &mut self.lines {
+            lines.finish(&mut |piece| sink.piece(piece, out));
+        }
+        self.flow()
+    }
+
+    fn flow(&self) -> Flow {
+        if self.sink.quit_seen {
+            Flow::Quit
+        } else {
+            Flow::Continue
+        }
+    }
+}
+
+impl LineSink {
+    fn piece(&mut self, piece: Piece<'_>, out: &mut Vec<Vec<u8>>) {
+        if self.quit_seen {
+            return;
+        }
+        match piece {
+            Piece::Partial(text) => {
+                if self.datagram || self.hex {
+                    self.oversize = true;
+                    return;
+                }
+                let mut s = String::new();
+                self.partial
+                    .get_or_insert_with(|| Encoding::UTF8.decoder())
+                    .decode(text, false, &mut s);
+                out.push(self.encode(&s));
+            }
+            Piece::Line { text, terminated } => {
+                if std::mem::take(&mut self.oversize) {
+                    let limit = if self.datagram {
+                        "is too long for one datagram"
+                    } else {
+                        "is too long for a hex line"
+                    };
+                    self.events.warn(format!(
+                        "a line of more than {} bytes {limit}: not sent",
+                        MAX_UDP_PAYLOAD
+                    ));
+                    return;
+                }
+                let mut line = String::new();
+                match self.partial.take() {
+                    Some(mut dec) => dec.decode(text, true, &mut line),
+                    None => line = String::from_utf8_lossy(text).into_owned(),
+                }
+                if self.quit.as_deref() == Some(line.as_str()) {
+                    self.quit_seen = true;
+                    let mut msg = self.encode(&line);
+                    if !self.hex {
+                        msg.extend_from_slice(self.eol);
+                    }
+                    out.push(msg);
+                    return;
+                }
+                let mut msg = if self.hex {
+                    match parse_hex(&line) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            self.events.warn(format!("{e}; nothing sent"));
+                            return;
+                        }
+                    }
+                } else {
+                    self.encode(&line)
+                };
+                if terminated && !self.hex {
+                    msg.extend_from_slice(self.eol);
+                }
+                if !msg.is_empty() || self.datagram {
+                    out.push(msg);
+                }
+            }
+        }
+    }
+
+    fn encode(&self, text: &str) -> Vec<u8> {
+        match self.encoding {
+            None => text.as_bytes().to_vec(),
+            Some(enc) => {
+                let mut wire = Vec::with_capacity(text.len());
+                let unmappable = enc.encode_message(text, &mut wire);
+                if unmappable > 0 {
+                    self.events.warn(format!(
+                        "{unmappable} character(s) have no {} form and were sent as '?'",
+                        enc.name()
+                    ));
+                }
+                wire
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(opts: &Options, datagram: bool, input: &[&[u8]]) -> (Vec<Vec<u8>>, Flow) {
+        let mut o = Outbound::new(opts, datagram, Events::new(|_| {}));
+        let mut out = Vec::new();
+        let mut flow = Flow::Continue;
+        for chunk in input {
+            flow = o.feed(chunk, &mut out);
+        }
+        if flow == Flow::Continue {
+            flow = o.finish(&mut out);
+        }
+        (out, flow)
+    }
+
+    #[test]
+    fn passthrough_is_untouched() {
+        let (out, flow) = run(&Options::default(), false, &[b"a\r\nb\xff", b"c"]);
+        assert_eq!(out.concat(), b"a\r\nb\xffc");
+        assert_eq!(flow, Flow::Continue);
+    }
+
+    #[test]
+    fn gbk_lines_with_crlf_and_quit() {
+        let opts = Options {
+            encoding: Some(Encoding::GBK),
+            eol: Eol::Crlf,
+            quit: Some("end".into()),
+            ..Options::default()
+        };
+        let (out, flow) = run(&opts, false, &["你好\nend\nafter\n".as_bytes()]);
+        assert_eq!(
+            out,
+            vec![b"\xc4\xe3\xba\xc3\r\n".to_vec(), b"end\r\n".to_vec()]
+        );
+        assert_eq!(flow, Flow::Quit);
+    }
+
+    #[test]
+    fn datagrams_carry_no_line_ending_and_bad_hex_is_skipped() {
+        let opts = Options {
+            hex: true,
+            ..Options::default()
+        };
+        let (out, _) = run(&opts, true, &[b"48 69\nzz\n0x0a"]);
+        assert_eq!(out, vec![b"Hi".to_vec(), b"\n".to_vec()]);
+    }
+
+    #[test]
+    fn oversized_datagram_is_refused_not_split() {
+        let long = vec![b'x'; MAX_UDP_PAYLOAD + 10];
+        let (out, _) = run(&Options::default(), true, &[&long, b"\nok\n"]);
+        assert_eq!(out, vec![b"ok".to_vec()]);
+    }
+}

@@ -1,0 +1,253 @@
+//! TCP conversations: the pump over any terminal side, the zero-copy pass-through on Linux, and
+//! the `tcp listen` / `tcp connect` commands built from them.
+
+use super::outbound::Flow;
+use super::terminal::Terminal;
+use super::{
+    Activity, End, Eol, Error, Event, Events, Inbound, Options, Outbound, RecvEnd, SendEnd, drive,
+    is_closed_output,
+};
+use crate::transport::{self, HostPort};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Holds one conversation on `stream`: `input` is sent, what arrives is written to `output`.
+pub async fn converse<R, W>(
+    stream: TcpStream,
+    mut input: R,
+    mut output: W,
+    opts: &Options,
+    events: &Events,
+    activity: &Activity,
+) -> Result<End, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let peer = stream.peer_addr().map_err(Error::Socket)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let send = async {
+        let mut outbound = Outbound::new(opts, false, events.clone());
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut msgs = Vec::new();
+        loop {
+            let n = input.read(&mut buf).await.map_err(Error::Input)?;
+            let flow = match n {
+                0 => outbound.finish(&mut msgs),
+                n => outbound.feed(&buf[..n], &mut msgs),
+            };
+            if opts.eol == Eol::None {
+                // Each line goes out in a write of its own: a message boundary where possible.
+                for m in msgs.drain(..) {
+                    wr.write_all(&m).await.map_err(Error::Socket)?;
+                    activity.sent(m.len());
+                }
+            } else if !msgs.is_empty() {
+                let wire = msgs.concat();
+                msgs.clear();
+                wr.write_all(&wire).await.map_err(Error::Socket)?;
+                activity.sent(wire.len());
+            }
+            if flow == Flow::Quit {
+                return Ok(SendEnd::Quit);
+            }
+            if n == 0 {
+                // The tutorial's four-way close begins here: our FIN, and we keep reading.
+                wr.shutdown().await.map_err(Error::Socket)?;
+                return Ok(SendEnd::Eof);
+            }
+        }
+    };
+    let recv = async {
+        let mut inbound = Inbound::new(opts);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            let n = rd.read(&mut buf).await.map_err(Error::Socket)?;
+            out.clear();
+            let flow = if n == 0 {
+                inbound.finish_stream(peer, &mut out);
+                Flow::Continue
+            } else {
+                activity.received(n);
+                inbound.stream(&buf[..n], peer, &mut out)
+            };
+            if !out.is_empty() {
+                let written = async {
+                    output.write_all(&out).await?;
+                    output.flush().await
+                };
+                match written.await {
+                    Ok(()) => {}
+                    Err(e) if is_closed_output(&e) => return Ok(RecvEnd::OutputClosed),
+                    Err(e) => return Err(Error::Output(e)),
+                }
+            }
+            if n == 0 {
+                return Ok(RecvEnd::PeerClosed);
+            }
+            if flow == Flow::Quit {
+                return Ok(RecvEnd::Quit);
+            }
+        }
+    };
+    drive(send, recv, activity, opts, events).await
+}
+
+/// The pass-through on Linux: each direction on a thread of its own moving bytes inside the
+/// kernel (sendfile or splice), the socket in blocking mode.
+#[cfg(target_os = "linux")]
+async fn converse_spliced(
+    stream: TcpStream,
+    opts: &Options,
+    events: &Events,
+    activity: std::sync::Arc<Activity>,
+) -> Result<End, Error> {
+    use std::os::fd::AsFd;
+    use tokio::sync::oneshot;
+
+    let sock = stream.into_std().map_err(Error::Socket)?;
+    sock.set_nonblocking(false).map_err(Error::Socket)?;
+    let reader = sock.try_clone().map_err(Error::Socket)?;
+    let (send_tx, send_rx) = oneshot::channel();
+    let (recv_tx, recv_rx) = oneshot::channel();
+    let act = activity.clone();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let r = transport::splice::send(stdin.as_fd(), &sock, &|n| act.sent(n))
+            .and_then(|_| sock.shutdown(std::net::Shutdown::Write))
+            .map(|()| SendEnd::Eof)
+            .map_err(Error::Socket);
+        let _ = send_tx.send(r);
+    });
+    let act = activity.clone();
+    std::thread::spawn(move || {
+        let stdout = std::io::stdout();
+        let r = match transport::splice::receive(&reader, stdout.as_fd(), &|n| act.received(n)) {
+            Ok(_) => Ok(RecvEnd::PeerClosed),
+            Err(e) if is_closed_output(&e) => Ok(RecvEnd::OutputClosed),
+            Err(e) => Err(Error::Socket(e)),
+        };
+        let _ = recv_tx.send(r);
+    });
+    let died = || Error::Socket(std::io::Error::other("copy thread ended unexpectedly"));
+    let send = async { send_rx.await.unwrap_or_else(|_| Err(died())) };
+    let recv = async { recv_rx.await.unwrap_or_else(|_| Err(died())) };
+    drive(send, recv, &activity, opts, events).await
+}
+
+/// Holds a conversation on `stream` with the process's terminal side, choosing the
+/// pass-through when nothing needs to look at the bytes.
+async fn talk(
+    stream: TcpStream,
+    term: &mut Terminal,
+    opts: &Options,
+    single: bool,
+) -> Result<End, Error> {
+    let events = term.events.clone();
+    let activity = std::sync::Arc::new(Activity::default());
+    #[cfg(target_os = "linux")]
+    let end = if single && term.spliceable && opts.is_passthrough() {
+        converse_spliced(stream, opts, &events, activity.clone()).await
+    } else {
+        converse(
+            stream,
+            &mut term.input,
+            &mut term.output,
+            opts,
+            &events,
+            &activity,
+        )
+        .await
+    };
+    #[cfg(not(target_os = "linux"))]
+    let end = {
+        let _ = single;
+        converse(
+            stream,
+            &mut term.input,
+            &mut term.output,
+            opts,
+            &events,
+            &activity,
+        )
+        .await
+    };
+    let _ = term.output.flush().await;
+    let end = end?;
+    if let End::Quit(side) = end {
+        events.emit(Event::Quit {
+            by_peer: side == super::Side::Peer,
+            word: opts.quit.clone().unwrap_or_default(),
+        });
+    }
+    let (sent, received) = activity.totals();
+    events.emit(Event::Closed { sent, received });
+    Ok(end)
+}
+
+/// `wirechat tcp connect`: connect, converse, exit.
+pub async fn connect(
+    target: &HostPort,
+    timeout: Option<Duration>,
+    opts: &Options,
+    term: &mut Terminal,
+) -> anyhow::Result<End> {
+    let stream = transport::tcp_connect(target, timeout).await?;
+    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    term.events.emit(Event::Connected { peer, local });
+    Ok(talk(stream, term, opts, true).await?)
+}
+
+/// `wirechat tcp listen`: accept a client and converse; with `keep_open`, one client after
+/// another until the quit word is typed or the process is stopped.
+pub async fn listen(
+    spec: &HostPort,
+    keep_open: bool,
+    opts: &Options,
+    term: &mut Terminal,
+) -> anyhow::Result<End> {
+    let listener = transport::tcp_listen(spec).await?;
+    term.events.emit(Event::Listening {
+        addr: listener.local_addr()?,
+        proto: "tcp",
+    });
+    let mut opts = opts.clone();
+    if keep_open {
+        // Input is shared by the clients in turn, so a client's EOF ends its turn.
+        opts.wait_for_input = false;
+    }
+    if !keep_open {
+        let stream = accept(&listener, &term.events).await;
+        // One conversation: stop listening so nobody else queues up behind it.
+        drop(listener);
+        return Ok(talk(stream, term, &opts, true).await?);
+    }
+    loop {
+        let stream = accept(&listener, &term.events).await;
+        match talk(stream, term, &opts, false).await {
+            Ok(End::Quit(super::Side::Local)) => return Ok(End::Quit(super::Side::Local)),
+            Ok(_) => {}
+            Err(e) => term.events.warn(format!("{e}")),
+        }
+    }
+}
+
+/// Accepts the next client, reporting it; passing accept errors back off instead of spinning.
+async fn accept(listener: &tokio::net::TcpListener, events: &Events) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                events.emit(Event::Accepted { peer });
+                return stream;
+            }
+            Err(e) => {
+                // EMFILE, ECONNABORTED and friends pass; a short pause keeps this from spinning.
+                events.warn(format!("accept failed: {}", transport::describe(&e)));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

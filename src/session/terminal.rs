@@ -1,0 +1,164 @@
+//! The terminal side of a conversation as the process has it: plain stdin/stdout (pipes, files,
+//! a terminal without the editor), or, when both are terminals, a line editor (rustyline) whose
+//! external printer shows incoming messages and events above the line being typed, so they
+//! never tear it.
+
+use super::Events;
+use bytes::Bytes;
+use std::io::{self, IsTerminal};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::io::StreamReader;
+
+/// The process's input, output and event sink for conversations.
+pub struct Terminal {
+    /// Typed or piped input.
+    pub input: Pin<Box<dyn AsyncRead + Send>>,
+    /// Where received data goes.
+    pub output: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Where events go.
+    pub events: Events,
+    /// stdin and stdout are plain descriptors that the pass-through may splice.
+    pub spliceable: bool,
+    /// stdout is a terminal (sanitise, end each message with a newline).
+    pub stdout_is_tty: bool,
+    /// stdin is a terminal: a person is typing.
+    pub stdin_is_tty: bool,
+}
+
+impl Terminal {
+    /// The process's stdio; with `editor` and both ends terminals, the line editor.
+    pub fn stdio(editor: bool, quiet: bool) -> Terminal {
+        let stdin_is_tty = io::stdin().is_terminal();
+        let stdout_is_tty = io::stdout().is_terminal();
+        if editor && stdin_is_tty && stdout_is_tty {
+            match start_editor(quiet) {
+                Ok(t) => return t,
+                Err(e) => eprintln!(
+                    "wirechat: warning: line editor unavailable ({e}); reading stdin plainly"
+                ),
+            }
+        }
+        Terminal {
+            input: Box::pin(tokio::io::stdin()),
+            output: Box::pin(tokio::io::stdout()),
+            events: Events::stderr(quiet),
+            spliceable: !stdin_is_tty && !stdout_is_tty,
+            stdout_is_tty,
+            stdin_is_tty,
+        }
+    }
+}
+
+type Printer = Arc<Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>;
+
+fn start_editor(quiet: bool) -> Result<Terminal, String> {
+    let (line_tx, line_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(64);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Printer, String>>();
+    std::thread::spawn(move || {
+        let mut editor = match rustyline::DefaultEditor::new() {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        match editor.create_external_printer() {
+            Ok(p) => {
+                let boxed: Box<dyn rustyline::ExternalPrinter + Send> = Box::new(p);
+                let _ = ready_tx.send(Ok(Arc::new(Mutex::new(boxed))));
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e.to_string()));
+                return;
+            }
+        }
+        loop {
+            match editor.readline("> ") {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    let mut bytes = line.into_bytes();
+                    bytes.push(b'\n');
+                    if line_tx.blocking_send(Ok(Bytes::from(bytes))).is_err() {
+                        return;
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => {
+                    // Ctrl-C at the prompt means what it means elsewhere: stop wirechat.
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+                    return;
+                }
+                // Ctrl-D, or the terminal went away: our input is over.
+                Err(_) => return,
+            }
+        }
+    });
+    let printer = ready_rx
+        .recv()
+        .map_err(|_| "editor thread ended".to_string())??;
+    let events_printer = printer.clone();
+    let events = Events::new(move |e| {
+        if !quiet || e.is_warning() {
+            if let Ok(mut p) = events_printer.lock() {
+                let _ = p.print(format!("wirechat: {e}\n"));
+            }
+        }
+    });
+    Ok(Terminal {
+        input: Box::pin(StreamReader::new(ReceiverStream::new(line_rx))),
+        output: Box::pin(PrinterWriter(printer)),
+        events,
+        spliceable: false,
+        stdout_is_tty: true,
+        stdin_is_tty: true,
+    })
+}
+
+/// Output through the editor's external printer: each write is printed above the prompt.
+struct PrinterWriter(Printer);
+
+impl AsyncWrite for PrinterWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let text = String::from_utf8_lossy(buf).into_owned();
+        let mut p = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("printer lock poisoned"))?;
+        p.print(text).map_err(io::Error::other)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The terminal's mode when wirechat started, put back on the way out: the editor may be in
+/// the middle of reading a line (raw mode) when a conversation ends.
+pub struct TtyGuard(Option<nix::sys::termios::Termios>);
+
+impl TtyGuard {
+    /// Saves stdin's terminal mode, if stdin is a terminal.
+    pub fn save() -> TtyGuard {
+        TtyGuard(nix::sys::termios::tcgetattr(io::stdin()).ok())
+    }
+
+    /// Restores the saved mode.
+    pub fn restore(&self) {
+        if let Some(t) = &self.0 {
+            let _ =
+                nix::sys::termios::tcsetattr(io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! UDP conversations: one typed line is one datagram, one datagram received is one message.
+//! There is no connection, so a peer policy says where typed lines go: the address we
+//! connected to, a fixed `--peer`, or whoever sent the last datagram.
+
+use super::outbound::Flow;
+use super::terminal::Terminal;
+use super::{
+    Activity, End, Error, Event, Events, Inbound, Options, Outbound, RecvEnd, SendEnd, Side, drive,
+    is_closed_output,
+};
+use crate::transport::{self, HostPort, datagrams::Batch};
+use std::cell::Cell;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+
+/// Where typed lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerPolicy {
+    /// The socket is connected: `send` reaches that address and only it is heard.
+    Connected,
+    /// Always this address (`udp listen --peer`).
+    Fixed(SocketAddr),
+    /// Whoever sent the last datagram (`udp listen` without `--peer`).
+    LastSender,
+}
+
+/// Output is written once this much is buffered, even if more datagrams are waiting.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Holds one UDP conversation on `socket`.
+pub async fn converse<R, W>(
+    socket: &UdpSocket,
+    policy: PeerPolicy,
+    mut input: R,
+    mut output: W,
+    opts: &Options,
+    events: &Events,
+    activity: &Activity,
+) -> Result<End, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    // Both directions run in this one task, so a Cell is enough to share the last sender.
+    let last_sender: Cell<Option<SocketAddr>> = Cell::new(None);
+    let connected_peer = socket.peer_addr().ok();
+    let send = async {
+        let mut outbound = Outbound::new(opts, true, events.clone());
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut msgs = Vec::new();
+        loop {
+            let n = input.read(&mut buf).await.map_err(Error::Input)?;
+            let flow = match n {
+                0 => outbound.finish(&mut msgs),
+                n => outbound.feed(&buf[..n], &mut msgs),
+            };
+            for m in msgs.drain(..) {
+                let dest = match policy {
+                    PeerPolicy::Connected => connected_peer,
+                    PeerPolicy::Fixed(a) => Some(a),
+                    PeerPolicy::LastSender => last_sender.get(),
+                };
+                let Some(dest) = dest else {
+                    events.warn(
+                        "nobody has sent a datagram yet, so this line has nowhere to go \
+                         (use --peer HOST:PORT); not sent",
+                    );
+                    continue;
+                };
+                send_one(socket, policy, dest, &m, events).await?;
+                activity.sent(m.len());
+            }
+            if flow == Flow::Quit {
+                return Ok(SendEnd::Quit);
+            }
+            if n == 0 {
+                return Ok(SendEnd::Eof);
+            }
+        }
+    };
+    let recv = async {
+        let mut inbound = Inbound::new(opts);
+        let mut batch = Batch::default();
+        let mut out = Vec::with_capacity(FLUSH_AT * 2);
+        loop {
+            match batch.recv(socket).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    refused(events, connected_peer);
+                    continue;
+                }
+                Err(e) => return Err(Error::Socket(e)),
+            }
+            let mut quit = false;
+            for (payload, from) in batch.iter() {
+                let from = from.or(connected_peer).unwrap_or(UNKNOWN);
+                activity.received(payload.len());
+                if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
+                    last_sender.set(Some(from));
+                    events.emit(Event::NewPeer(from));
+                }
+                if inbound.datagram(payload, from, &mut out) == Flow::Quit {
+                    quit = true;
+                    break;
+                }
+            }
+            if quit || out.len() >= FLUSH_AT || !more_waiting(socket) {
+                let written = async {
+                    output.write_all(&out).await?;
+                    output.flush().await
+                };
+                match written.await {
+                    Ok(()) => out.clear(),
+                    Err(e) if is_closed_output(&e) => return Ok(RecvEnd::OutputClosed),
+                    Err(e) => return Err(Error::Output(e)),
+                }
+            }
+            if quit {
+                return Ok(RecvEnd::Quit);
+            }
+        }
+    };
+    drive(send, recv, activity, opts, events).await
+}
+
+const UNKNOWN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
+/// True when another datagram is already queued, so writing the output can wait for it.
+fn more_waiting(socket: &UdpSocket) -> bool {
+    let mut probe = [0u8; 1];
+    socket.try_peek_from(&mut probe).is_ok()
+}
+
+async fn send_one(
+    socket: &UdpSocket,
+    policy: PeerPolicy,
+    dest: SocketAddr,
+    msg: &[u8],
+    events: &Events,
+) -> Result<(), Error> {
+    // A refusal reported here belongs to an earlier datagram; this one was not sent, so retry.
+    for _ in 0..2 {
+        let r = match policy {
+            PeerPolicy::Connected => socket.send(msg).await,
+            _ => socket.send_to(msg, dest).await,
+        };
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                refused(events, Some(dest));
+            }
+            Err(e) if e.raw_os_error() == Some(90 /* EMSGSIZE */) => {
+                events.warn(format!(
+                    "{} bytes is too long for one datagram; not sent",
+                    msg.len()
+                ));
+                return Ok(());
+            }
+            Err(e) => return Err(Error::Socket(e)),
+        }
+    }
+    Ok(())
+}
+
+fn refused(events: &Events, peer: Option<SocketAddr>) {
+    let who = peer.map_or("the peer".to_string(), |p| {
+        transport::display_addr(p).to_string()
+    });
+    events.warn(format!(
+        "{who} refused a datagram (ICMP port unreachable: nothing listening there yet?)"
+    ));
+}
+
+async fn run(
+    socket: UdpSocket,
+    policy: PeerPolicy,
+    term: &mut Terminal,
+    opts: &Options,
+) -> anyhow::Result<End> {
+    let events = term.events.clone();
+    let activity = Activity::default();
+    let end = converse(
+        &socket,
+        policy,
+        &mut term.input,
+        &mut term.output,
+        opts,
+        &events,
+        &activity,
+    )
+    .await;
+    let _ = term.output.flush().await;
+    let end = end?;
+    if let End::Quit(side) = end {
+        events.emit(Event::Quit {
+            by_peer: side == Side::Peer,
+            word: opts.quit.clone().unwrap_or_default(),
+        });
+    }
+    let (sent, received) = activity.totals();
+    events.emit(Event::Closed { sent, received });
+    Ok(end)
+}
+
+/// `wirechat udp listen`: bind, show each datagram and its sender, send typed lines to `--peer`
+/// or to the last sender.
+pub async fn listen(
+    spec: &HostPort,
+    peer: Option<&HostPort>,
+    opts: &Options,
+    term: &mut Terminal,
+) -> anyhow::Result<End> {
+    let socket = transport::udp_bind(spec).await?;
+    let local = socket.local_addr()?;
+    let policy = match peer {
+        Some(p) => PeerPolicy::Fixed(map_family(first(p).await?, local)),
+        None => PeerPolicy::LastSender,
+    };
+    term.events.emit(Event::Listening {
+        addr: local,
+        proto: "udp",
+    });
+    if let PeerPolicy::Fixed(p) = policy {
+        term.events.emit(Event::UdpReady {
+            local,
+            peer: Some(p),
+        });
+    }
+    run(socket, policy, term, opts).await
+}
+
+/// `wirechat udp connect`: send typed lines to `target` and show its replies; `--bind` fixes
+/// the local address, as the tutorial's two peers on 8989 and 8080 do.
+pub async fn connect(
+    target: &HostPort,
+    bind: Option<&HostPort>,
+    opts: &Options,
+    term: &mut Terminal,
+) -> anyhow::Result<End> {
+    let dest = first(target).await?;
+    let local = match bind {
+        Some(b) if b.host.is_some() => first(b).await?,
+        Some(b) => SocketAddr::new(unspecified(dest), b.port),
+        None => SocketAddr::new(unspecified(dest), 0),
+    };
+    let socket =
+        transport::udp_bind_addr(local, false).map_err(|source| transport::Error::Bind {
+            what: "bind",
+            addr: local,
+            source,
+        })?;
+    socket
+        .connect(dest)
+        .await
+        .map_err(|source| transport::Error::Connect {
+            addr: dest.to_string(),
+            source,
+        })?;
+    term.events.emit(Event::UdpReady {
+        local: socket.local_addr()?,
+        peer: Some(dest),
+    });
+    run(socket, PeerPolicy::Connected, term, opts).await
+}
+
+async fn first(spec: &HostPort) -> Result<SocketAddr, transport::Error> {
+    let addrs = transport::resolve(spec).await?;
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| transport::Error::UnknownHost {
+            host: spec.to_string(),
+            reason: "no addresses".into(),
+        })
+}
+
+fn unspecified(like: SocketAddr) -> IpAddr {
+    match like {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// A dual-stack IPv6 socket reaches IPv4 peers through their mapped address.
+fn map_family(peer: SocketAddr, local: SocketAddr) -> SocketAddr {
+    match (peer, local) {
+        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        _ => peer,
+    }
+}

@@ -1,0 +1,261 @@
+//! Opening sockets from what the user typed: `[HOST:]PORT` specs, name resolution, TCP listeners
+//! and connections, UDP sockets, with the socket options a tool like this needs (reuse, a large
+//! backlog, dual-stack, no Nagle, large buffers). On Linux it also holds the fast paths:
+//! zero-copy pass-through (`splice`) and batched UDP receive (`datagrams`).
+
+mod address;
+pub mod datagrams;
+#[cfg(target_os = "linux")]
+pub mod splice;
+
+pub use address::HostPort;
+
+use crate::exit::Status;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+/// Listen backlog: large, so a burst of connects is never refused or delayed by a short queue
+/// (the kernel caps it at net.core.somaxconn).
+pub const BACKLOG: i32 = 4096;
+
+/// What can go wrong opening a socket. Each variant names the address involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The host name did not resolve.
+    #[error("unknown host {host:?}: {reason}")]
+    UnknownHost { host: String, reason: String },
+    /// Binding a local address failed.
+    #[error("cannot {what} {addr}: {}", describe(.source))]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    /// Connecting failed on every address the host resolved to.
+    #[error("cannot connect to {addr}: {}", describe(.source))]
+    Connect { addr: String, source: io::Error },
+    /// The connect timeout expired.
+    #[error("connecting to {addr} timed out after {secs:.1} s")]
+    ConnectTimeout { addr: String, secs: f64 },
+}
+
+impl Error {
+    /// The exit status for this error.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Error::UnknownHost { .. } => Some(Status::UnknownHost),
+            Error::ConnectTimeout { .. } => Some(Status::TimedOut),
+            Error::Bind { source, .. } | Error::Connect { source, .. } => {
+                Status::from_io(source.kind())
+            }
+        }
+    }
+}
+
+/// An I/O error in words a user can act on.
+pub fn describe(err: &io::Error) -> String {
+    use io::ErrorKind as K;
+    match err.kind() {
+        K::AddrInUse => "address already in use (another program is bound to it)".into(),
+        K::ConnectionRefused => "connection refused (nothing is listening there)".into(),
+        K::PermissionDenied => {
+            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into()
+        }
+        K::AddrNotAvailable => "address not available on this machine".into(),
+        K::HostUnreachable => "no route to host".into(),
+        K::NetworkUnreachable => "network unreachable".into(),
+        K::TimedOut => "timed out".into(),
+        K::ConnectionReset => "connection reset by peer".into(),
+        _ => {
+            let s = err.to_string();
+            // Strip std's " (os error N)" suffix; the words are enough.
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        }
+    }
+}
+
+/// Resolves `host:port` to socket addresses, IPv4 first when both exist.
+pub async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Error> {
+    let host = target.host.as_deref().unwrap_or("localhost");
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, target.port)]);
+    }
+    let unknown = |reason: String| Error::UnknownHost {
+        host: host.to_string(),
+        reason,
+    };
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, target.port))
+        .await
+        .map_err(|e| unknown(resolver_reason(&e)))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(unknown("no addresses".into()));
+    }
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs.dedup();
+    Ok(addrs)
+}
+
+fn resolver_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    if s.contains("not known") || s.contains("No address") || s.contains("not found") {
+        "name not found".into()
+    } else {
+        s
+    }
+}
+
+/// The local addresses to bind for a listen spec: the named host, or all interfaces.
+/// All interfaces means `[::]` with IPv4 mapped in (dual-stack), or `0.0.0.0` without IPv6.
+async fn local_addrs(spec: &HostPort) -> Result<Vec<SocketAddr>, Error> {
+    match &spec.host {
+        Some(_) => resolve(spec).await,
+        None => Ok(vec![
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), spec.port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), spec.port),
+        ]),
+    }
+}
+
+fn new_socket(addr: &SocketAddr, ty: Type, proto: Protocol, all: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(*addr), ty, Some(proto))?;
+    if addr.is_ipv6() && all {
+        // One socket serves both families when the wildcard was asked for.
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Binds and listens on `spec` with SO_REUSEADDR and a large backlog.
+pub async fn tcp_listen(spec: &HostPort) -> Result<TcpListener, Error> {
+    let all = spec.host.is_none();
+    let mut last = None;
+    for addr in local_addrs(spec).await? {
+        let attempt = (|| {
+            let socket = new_socket(&addr, Type::STREAM, Protocol::TCP, all)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SockAddr::from(addr))?;
+            socket.listen(BACKLOG)?;
+            TcpListener::from_std(socket.into())
+        })();
+        match attempt {
+            Ok(l) => return Ok(l),
+            // Without IPv6 in this kernel, fall back to the IPv4 wildcard.
+            Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => last = Some(e),
+            Err(source) => {
+                return Err(Error::Bind {
+                    what: "listen on",
+                    addr,
+                    source,
+                });
+            }
+        }
+    }
+    Err(Error::Bind {
+        what: "listen on",
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), spec.port),
+        source: last.unwrap_or_else(|| io::Error::other("no address to bind")),
+    })
+}
+
+fn is_family_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(code) if code == 97 /* EAFNOSUPPORT */ || code == 99 /* EADDRNOTAVAIL */)
+}
+
+/// Connects to `target`, trying each resolved address in turn within `timeout`.
+pub async fn tcp_connect(target: &HostPort, timeout: Option<Duration>) -> Result<TcpStream, Error> {
+    let attempt = async {
+        let addrs = resolve(target).await?;
+        let mut last = None;
+        for addr in &addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => {
+                    // Interactive lines go out at once; bulk data comes in large writes anyway.
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Err(e) => last = Some((addr, e)),
+            }
+        }
+        let (addr, source) = match last {
+            Some((addr, e)) => (addr.to_string(), e),
+            None => (target.to_string(), io::Error::other("no address")),
+        };
+        Err(Error::Connect { addr, source })
+    };
+    match timeout {
+        None => attempt.await,
+        Some(t) => tokio::time::timeout(t, attempt)
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: target.to_string(),
+                secs: t.as_secs_f64(),
+            })?,
+    }
+}
+
+/// Receive buffer asked for on UDP sockets: large, so a burst is queued rather than dropped.
+pub const UDP_RCVBUF: usize = 32 << 20;
+
+/// Binds a UDP socket on `spec` (all interfaces when it names no host), with a large receive
+/// buffer: SO_RCVBUFFORCE when privileged, else as much as net.core.rmem_max allows.
+pub async fn udp_bind(spec: &HostPort) -> Result<UdpSocket, Error> {
+    let all = spec.host.is_none();
+    let mut last = None;
+    for addr in local_addrs(spec).await? {
+        match udp_bind_addr(addr, all) {
+            Ok(s) => return Ok(s),
+            Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => last = Some(e),
+            Err(source) => {
+                return Err(Error::Bind {
+                    what: "bind",
+                    addr,
+                    source,
+                });
+            }
+        }
+    }
+    Err(Error::Bind {
+        what: "bind",
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), spec.port),
+        source: last.unwrap_or_else(|| io::Error::other("no address to bind")),
+    })
+}
+
+/// Binds a UDP socket on exactly `addr`.
+pub fn udp_bind_addr(addr: SocketAddr, dual_stack: bool) -> io::Result<UdpSocket> {
+    let socket = new_socket(&addr, Type::DGRAM, Protocol::UDP, dual_stack)?;
+    grow_receive_buffer(&socket);
+    socket.bind(&SockAddr::from(addr))?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn grow_receive_buffer(socket: &Socket) {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
+        if setsockopt(socket, RcvBufForce, &UDP_RCVBUF).is_ok() {
+            return;
+        }
+    }
+    // Unprivileged: the kernel clamps this to net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_RCVBUF);
+}
+
+/// Shows an address the way people write it: IPv4-mapped IPv6 addresses as plain IPv4.
+pub fn display_addr(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
