@@ -42,7 +42,7 @@ mod tests {
         fn output_has_no_controls(s in "\\PC*|[\\x00-\\x1f\\x7f-\\u{9f}]{0,32}") {
             let mut out = String::new();
             sanitize_into(&s, &mut out);
-            prop_assert!(!out.chars().any(|c| (c.is_control() && c != '\t')));
+            prop_assert!(!out.chars().any(|c| c.is_control() && c != '\t'));
         }
     }
 }

@@ -233,6 +233,7 @@ where
                     if !receiving {
                         return Ok(End::Closed);
                     }
+                    events.emit(Event::SentFin);
                 }
                 SendEnd::Quit => return Ok(End::Quit(Side::Local)),
             },
