@@ -1,0 +1,232 @@
+//! Running `wirechat` and peers as child processes: wait for what they print (with a deadline),
+//! feed their stdin, collect their stdout, and kill them when the test ends.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The built executable.
+pub fn wirechat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wirechat"))
+}
+
+/// True if `program` is on PATH. When it is not: with WIRECHAT_REQUIRE_PEERS=1 (CI) the test
+/// fails; otherwise it prints why it is skipped and the caller returns.
+pub fn have(program: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+    });
+    if !found {
+        if std::env::var("WIRECHAT_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("{program} is required (WIRECHAT_REQUIRE_PEERS=1) but not on PATH");
+        }
+        eprintln!("SKIPPED: {program} is not installed");
+    }
+    found
+}
+
+/// Output collected from a child's pipe, with a way to wait for it to satisfy a condition.
+#[derive(Clone, Default)]
+pub struct Collected(Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>);
+
+impl Collected {
+    fn start(mut from: impl Read + Send + 'static) -> Collected {
+        let c = Collected::default();
+        let inner = c.0.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            loop {
+                let n = from.read(&mut buf).unwrap_or(0);
+                let (lock, cv) = &*inner;
+                let mut g = lock.lock().unwrap();
+                if n == 0 {
+                    g.1 = true;
+                    cv.notify_all();
+                    return;
+                }
+                g.0.extend_from_slice(&buf[..n]);
+                cv.notify_all();
+            }
+        });
+        c
+    }
+
+    /// Everything so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.0.lock().unwrap().0.clone()
+    }
+
+    /// Everything so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes()).into_owned()
+    }
+
+    /// Waits until `pred` holds for the collected bytes; panics with them at the deadline.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let (lock, cv) = &*self.0;
+        let end = Instant::now() + DEADLINE;
+        let mut g = lock.lock().unwrap();
+        loop {
+            if pred(&g.0) {
+                return g.0.clone();
+            }
+            let now = Instant::now();
+            if now >= end || (g.1 && !pred(&g.0)) {
+                panic!(
+                    "waiting for {what}: {}; got {:?}",
+                    if g.1 { "stream closed" } else { "deadline passed" },
+                    String::from_utf8_lossy(&g.0)
+                );
+            }
+            g = cv.wait_timeout(g, end - now).unwrap().0;
+        }
+    }
+
+    /// Waits for `needle` to appear in the text.
+    pub fn wait_text(&self, needle: &str) -> String {
+        let out = self.wait_for(needle, |b| String::from_utf8_lossy(b).contains(needle));
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Waits until the stream is closed and returns everything.
+    pub fn wait_closed(&self) -> Vec<u8> {
+        let (lock, cv) = &*self.0;
+        let end = Instant::now() + DEADLINE;
+        let mut g = lock.lock().unwrap();
+        while !g.1 {
+            let now = Instant::now();
+            assert!(now < end, "stream not closed by the deadline: {:?}", String::from_utf8_lossy(&g.0));
+            g = cv.wait_timeout(g, end - now).unwrap().0;
+        }
+        g.0.clone()
+    }
+}
+
+/// A running child process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Collected,
+    pub stderr: Collected,
+}
+
+impl Proc {
+    /// Starts `cmd` with piped stdin, stdout and stderr.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn child");
+        let stdin = child.stdin.take();
+        let stdout = Collected::start(child.stdout.take().expect("stdout"));
+        let stderr = Collected::start(child.stderr.take().expect("stderr"));
+        Proc {
+            child,
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Starts `wirechat` with `args`.
+    pub fn wirechat(args: &[&str]) -> Proc {
+        let mut cmd = wirechat();
+        cmd.args(args);
+        Proc::spawn(cmd)
+    }
+
+    /// Waits for the "listening on ADDR" line and returns the bound address.
+    pub fn listening(&self) -> SocketAddr {
+        let text = self.stderr.wait_text("listening on ");
+        let after = &text[text.find("listening on ").unwrap() + "listening on ".len()..];
+        let addr = after.split_whitespace().next().unwrap();
+        addr.parse().unwrap_or_else(|_| panic!("bad address in {text:?}"))
+    }
+
+    /// The port of the "listening on" line.
+    pub fn port(&self) -> u16 {
+        self.listening().port()
+    }
+
+    /// Writes to the child's stdin.
+    pub fn send(&mut self, data: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(data).expect("write to child stdin");
+        stdin.flush().expect("flush child stdin");
+    }
+
+    /// Closes the child's stdin (EOF).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the child to exit and returns its status code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < end,
+                "process did not exit; stderr: {}",
+                self.stderr.text()
+            );
+            std::thread::sleep(Duration::from_millis(10)); // polling an exit, not synchronising
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs python3 with `script` (argv[1..] = `args`) as a child process.
+pub fn python(script: &str, args: &[&str]) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u").arg("-c").arg(script).args(args);
+    Proc::spawn(cmd)
+}
+
+/// Reads lines from a child's collected output: convenient for line-based peers.
+pub fn lines(bytes: &[u8]) -> Vec<String> {
+    BufReader::new(bytes)
+        .lines()
+        .map(|l| l.unwrap_or_default())
+        .collect()
+}
+
+/// A deterministic pseudo-random payload with every byte value.
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|i| {
+            if i < 256 {
+                return i as u8;
+            }
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// SHA-256 of `data`, hex.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
