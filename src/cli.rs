@@ -41,6 +41,65 @@ pub enum Command {
     Udp(UdpCommand),
     /// A narrated walkthrough: a TCP and a UDP conversation on loopback, step by step.
     Demo,
+    /// Serve a chat room on [HOST:]PORT for any line-based client (wirechat, nc, telnet, ...).
+    Room(RoomArgs),
+}
+
+/// `wirechat room ...`
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  wirechat room 8899                               a room on every interface
+  wirechat room 127.0.0.1:0 --history 20           the kernel picks a port; joiners see 20 lines
+  wirechat room 8899 --max-clients 5000 --rate 5 --idle-timeout 600 --log room.log
+  wirechat tcp connect 127.0.0.1:8899              join it (or nc, telnet, a Python socket)
+In the room: /nick NAME, /who, /msg NICK text, /me text, /encoding gbk, /quit, /help.
+Lines typed on the server's stdin go to everyone as <server> text.")]
+pub struct RoomArgs {
+    /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
+    pub addr: HostPort,
+    /// Clients served at once; one more is told the room is full.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_clients: usize,
+    /// The longest line a client may send, in bytes; longer lines are refused.
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub max_line: usize,
+    /// Lines a second each client may send on average (0: no limit); faster lines are held back.
+    #[arg(long, value_name = "MSGS_PER_SEC", default_value_t = 20.0)]
+    pub rate: f64,
+    /// Lines a client may send at once before --rate applies.
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub burst: u32,
+    /// Disconnect a client that sends nothing for SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub idle_timeout: Option<Duration>,
+    /// Append a timestamped transcript to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<std::path::PathBuf>,
+    /// Send each joiner the last N chat lines.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub history: usize,
+    /// Lines queued for a client before it counts as not reading and is disconnected.
+    #[arg(long, value_name = "LINES", default_value_t = 1024)]
+    pub queue: usize,
+    /// Announce joins and leaves only while the room has at most N members.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub announce_max: usize,
+}
+
+impl RoomArgs {
+    fn config(&self) -> crate::room::Config {
+        crate::room::Config {
+            max_clients: self.max_clients,
+            max_line: self.max_line,
+            rate: (self.rate > 0.0).then_some((self.rate, self.burst)),
+            idle_timeout: self.idle_timeout,
+            history: self.history,
+            log: self.log.clone(),
+            queue: self.queue,
+            announce_max: self.announce_max,
+            ..crate::room::Config::default()
+        }
+    }
 }
 
 /// `wirechat tcp ...`
@@ -192,6 +251,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let term = |talk: &TalkArgs| Terminal::stdio(!talk.no_editor, quiet);
     match cli.command {
         Command::Demo => crate::demo::run().await?,
+        // The room handles Ctrl-C and SIGTERM itself: it shuts down in order and exits 0.
+        Command::Room(args) => crate::room::serve(&args.addr, args.config(), quiet).await?,
         Command::Tcp(TcpCommand::Listen {
             addr,
             keep_open,

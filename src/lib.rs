@@ -15,6 +15,8 @@
 //!   terminal output run at once; events (listening, connected, peer closed) go to an event sink.
 //!   The terminal side is a parameter: a pipe, an interactive line editor, or (in tests and the
 //!   demo) in-memory streams.
+//! - [`room`]: `wirechat room`, a chat room over TCP for many clients: a listener task, one
+//!   task per client with a bounded send queue, shared state, commands and limits.
 //! - [`demo`]: the narrated walkthrough of the tutorial's conversations, built on the above.
 //!
 //! Data flows `stdin -> Outbound (hex parse | UTF-8 -> wire encoding | pass-through) -> socket`
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod codec;
 pub mod demo;
 pub mod exit;
+pub mod room;
 pub mod session;
 pub mod transport;
 

@@ -4,7 +4,7 @@
 use clap::Parser;
 use std::io::Write;
 use wirechat::Status;
-use wirechat::cli::Cli;
+use wirechat::cli::{Cli, Command};
 use wirechat::session::terminal::TtyGuard;
 
 fn main() {
@@ -21,6 +21,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .init();
+    // The room shuts down in order on Ctrl-C/SIGTERM and exits 0; it listens for them itself.
+    let own_signals = matches!(cli.command, Command::Room(_));
     let tty = TtyGuard::save();
     let status = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt.block_on(async {
@@ -32,7 +34,7 @@ fn main() {
                         Status::classify(&e)
                     }
                 },
-                () = interrupted() => Status::Interrupted,
+                () = interrupted(), if !own_signals => Status::Interrupted,
             }
         }),
         Err(e) => {

@@ -33,6 +33,7 @@ pub fn have(program: &str) -> bool {
 
 /// Output collected from a child's pipe, with a way to wait for it to satisfy a condition.
 #[derive(Clone, Default)]
+#[allow(clippy::type_complexity)]
 pub struct Collected(Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>);
 
 impl Collected {

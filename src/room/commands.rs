@@ -1,0 +1,196 @@
+//! What a client typed: a chat line or one of the slash commands, and the nickname rules.
+//!
+//! Parsing is pure and total: any text yields an [`Input`], and an unusable command becomes
+//! [`Input::Unknown`] or [`Input::Usage`], which the client task answers with an error line.
+
+/// The longest nickname, in characters.
+pub const MAX_NICK_CHARS: usize = 32;
+
+/// One line from a client, decoded to UTF-8.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Nothing to do (an empty line).
+    Empty,
+    /// Text for everyone. `//text` sends `/text`.
+    Say(&'a str),
+    /// `/nick NAME`
+    Nick(&'a str),
+    /// `/who`
+    Who,
+    /// `/msg NICK text`
+    Msg { to: &'a str, text: &'a str },
+    /// `/me text`
+    Me(&'a str),
+    /// `/encoding [LABEL]`: without a label, shows the current one.
+    Encoding(Option<&'a str>),
+    /// `/quit [reason]`
+    Quit(Option<&'a str>),
+    /// `/help`
+    Help,
+    /// A known command used wrongly; the text says how to use it.
+    Usage(&'static str),
+    /// A command that does not exist.
+    Unknown(&'a str),
+}
+
+/// The `/help` text, one line per command.
+pub const HELP: &[&str] = &[
+    "* commands:",
+    "*   /nick NAME        choose your nickname (1-32 characters, no spaces)",
+    "*   /who              list who is online",
+    "*   /msg NICK text    send text to NICK only",
+    "*   /me text          an action: * you text",
+    "*   /encoding LABEL   your wire encoding (utf-8, gbk, big5, shift_jis, ...)",
+    "*   /quit [reason]    leave the room",
+    "*   /help             this list",
+    "* any other line goes to everyone; start it with // to send a leading /",
+];
+
+/// Parses one decoded line.
+pub fn parse(line: &str) -> Input<'_> {
+    let line = line.trim_end();
+    if line.trim_start().is_empty() {
+        return Input::Empty;
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Input::Say(line);
+    };
+    if rest.starts_with('/') {
+        return Input::Say(rest);
+    }
+    let (name, arg) = match rest.split_once(char::is_whitespace) {
+        Some((n, a)) => (n, a.trim()),
+        None => (rest, ""),
+    };
+    let arg_opt = (!arg.is_empty()).then_some(arg);
+    match name.to_ascii_lowercase().as_str() {
+        "nick" => match arg_opt {
+            Some(n) => Input::Nick(n),
+            None => Input::Usage("usage: /nick NAME"),
+        },
+        "who" | "names" => Input::Who,
+        "msg" => match arg.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim().is_empty() => Input::Msg {
+                to,
+                text: text.trim_start(),
+            },
+            _ => Input::Usage("usage: /msg NICK text"),
+        },
+        "me" => match arg_opt {
+            Some(t) => Input::Me(t),
+            None => Input::Usage("usage: /me text"),
+        },
+        "encoding" => Input::Encoding(arg_opt),
+        "quit" | "exit" => Input::Quit(arg_opt),
+        "help" | "?" => Input::Help,
+        _ => Input::Unknown(name),
+    }
+}
+
+/// Why a nickname is refused (before uniqueness, which the room checks).
+pub fn check_nick(nick: &str) -> Result<(), String> {
+    let chars = nick.chars().count();
+    if chars == 0 {
+        return Err("a nickname needs at least one character".into());
+    }
+    if chars > MAX_NICK_CHARS {
+        return Err(format!(
+            "{chars} characters is too long (at most {MAX_NICK_CHARS})"
+        ));
+    }
+    if let Some(c) = nick.chars().find(|c| !printable(*c)) {
+        return Err(format!(
+            "{:?} is not allowed (printable characters without spaces only)",
+            c
+        ));
+    }
+    if nick.eq_ignore_ascii_case("server") {
+        return Err("\"server\" is reserved for the server's own messages".into());
+    }
+    if nick.starts_with('/') {
+        return Err("a nickname cannot start with '/'".into());
+    }
+    Ok(())
+}
+
+/// Characters allowed in nicknames: visible, and not able to act on a terminal or reorder text.
+fn printable(c: char) -> bool {
+    !(c.is_whitespace()
+        || c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse(""), Input::Empty);
+        assert_eq!(parse("  \r"), Input::Empty);
+        assert_eq!(parse("hello world"), Input::Say("hello world"));
+        assert_eq!(parse("//etc/passwd"), Input::Say("/etc/passwd"));
+        assert_eq!(parse("/nick  bob "), Input::Nick("bob"));
+        assert_eq!(parse("/nick"), Input::Usage("usage: /nick NAME"));
+        assert_eq!(parse("/WHO"), Input::Who);
+        assert_eq!(
+            parse("/msg bob  hi there"),
+            Input::Msg {
+                to: "bob",
+                text: "hi there"
+            }
+        );
+        assert_eq!(parse("/msg bob"), Input::Usage("usage: /msg NICK text"));
+        assert_eq!(parse("/me waves"), Input::Me("waves"));
+        assert_eq!(parse("/encoding gbk"), Input::Encoding(Some("gbk")));
+        assert_eq!(parse("/encoding"), Input::Encoding(None));
+        assert_eq!(parse("/quit"), Input::Quit(None));
+        assert_eq!(parse("/quit see you"), Input::Quit(Some("see you")));
+        assert_eq!(parse("/help"), Input::Help);
+        assert_eq!(parse("/frob x"), Input::Unknown("frob"));
+        assert_eq!(parse("/"), Input::Unknown(""));
+    }
+
+    #[test]
+    fn nick_rules() {
+        assert!(check_nick("alice").is_ok());
+        assert!(check_nick("张三").is_ok());
+        assert!(check_nick(&"x".repeat(32)).is_ok());
+        assert!(
+            check_nick(&"x".repeat(33))
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(check_nick("a b").unwrap_err().contains("not allowed"));
+        assert!(check_nick("a\x1bb").is_err());
+        assert!(check_nick("a\u{202e}b").is_err());
+        assert!(check_nick("Server").unwrap_err().contains("reserved"));
+        assert!(check_nick("").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_is_total(s in "\\PC{0,80}|/[a-z]{0,8}( \\PC{0,20}){0,3}") {
+            match parse(&s) {
+                Input::Say(t) => prop_assert!(!t.trim().is_empty()),
+                Input::Nick(n) => prop_assert!(!n.is_empty() && n.trim() == n),
+                Input::Msg { to, text } => {
+                    prop_assert!(!to.is_empty() && !to.contains(char::is_whitespace));
+                    prop_assert!(!text.trim().is_empty());
+                }
+                _ => {}
+            }
+        }
+
+        #[test]
+        fn accepted_nicks_are_safe(s in "\\PC{0,40}") {
+            if check_nick(&s).is_ok() {
+                let mut clean = String::new();
+                crate::codec::sanitize_into(&s, &mut clean);
+                prop_assert_eq!(clean.replace("\\\\", "\\"), s.clone());
+                prop_assert!(!s.contains(char::is_whitespace));
+            }
+        }
+    }
+}

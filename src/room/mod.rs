@@ -1,0 +1,306 @@
+//! `wirechat room`: a chat room over plain TCP for any line-based client (wirechat, nc, telnet,
+//! a Python socket, a GUI network assistant).
+//!
+//! - [`server`]: the listener task. Accepts with a large backlog, caps connections with a
+//!   semaphore (a client over the cap is told the room is full), backs off on accept errors.
+//! - [`client`]: one task per connection. Reads bounded lines, decodes them with the client's
+//!   encoding, applies the rate limit and idle timeout, parses commands; its writer drains the
+//!   client's bounded queue and coalesces everything queued into one write.
+//! - [`state`]: members by nickname; a broadcast pushes one `Arc`'d chunk per distinct encoding
+//!   into each member's queue, and a full queue cuts that member off.
+//! - [`commands`]: the slash commands and the nickname rules.
+//! - [`limits`]: the token bucket and the open-files limit.
+//!
+//! Shutdown: one `CancellationToken` is seen by every task. On Ctrl-C or SIGTERM everyone is
+//! sent `* server shutting down`, the writers drain, and the transcript is flushed last.
+
+pub mod client;
+pub mod commands;
+pub mod limits;
+pub mod server;
+pub mod state;
+
+use crate::session::Event;
+use crate::transport::{self, HostPort, display_addr};
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncRead;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use state::Room;
+
+/// What can stop the room from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listening socket could not be opened.
+    #[error(transparent)]
+    Listen(#[from] transport::Error),
+    /// The `--log` file could not be opened for appending.
+    #[error("cannot open the log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A setting is out of range.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// How the room behaves; the command line fills it in.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Connections served at once; one more is told the room is full.
+    pub max_clients: usize,
+    /// The longest line a client may send, in bytes on the wire (without the newline).
+    pub max_line: usize,
+    /// Lines a second per client on average and the burst allowed; `None` for no limit.
+    pub rate: Option<(f64, u32)>,
+    /// A client that sends nothing for this long is disconnected.
+    pub idle_timeout: Option<Duration>,
+    /// Chat lines kept and sent to each joiner.
+    pub history: usize,
+    /// Transcript file, appended to.
+    pub log: Option<PathBuf>,
+    /// Chunks (lines or replies) queued for one client before it counts as not reading.
+    pub queue: usize,
+    /// Joins and leaves are announced while the room has at most this many members.
+    pub announce_max: usize,
+    /// How long writers may take to deliver their last lines at shutdown.
+    pub grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_clients: 10_000,
+            max_line: 4096,
+            rate: Some((20.0, 40)),
+            idle_timeout: None,
+            history: 0,
+            log: None,
+            queue: 1024,
+            announce_max: 1000,
+            grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    fn check(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.max_clients == 0 {
+            return bad("--max-clients must be at least 1");
+        }
+        if self.max_line < 16 {
+            return bad("--max-line must be at least 16 bytes");
+        }
+        if self.queue == 0 {
+            return bad("--queue must be at least 1");
+        }
+        if let Some((rate, _)) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return bad("--rate must be a positive number (0 turns the limit off)");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Something the server's operator should know, printed on stderr.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RoomEvent {
+    /// The room is open on this address.
+    Listening(SocketAddr),
+    /// The open-files limit allows fewer connections than `--max-clients`.
+    FileLimit { hard: u64, max_clients: usize },
+    /// A client joined.
+    Joined { nick: String, peer: SocketAddr },
+    /// A client left.
+    Left { nick: String, reason: String },
+    /// A client changed its nickname.
+    Renamed { old: String, new: String },
+    /// A connection was turned away.
+    Refused { peer: SocketAddr, reason: String },
+    /// Something went wrong but the room goes on.
+    Warning(String),
+    /// Shutdown began.
+    ShuttingDown,
+    /// Shutdown is complete.
+    Closed,
+}
+
+impl fmt::Display for RoomEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RoomEvent::Listening(addr) => Event::Listening {
+                addr: *addr,
+                proto: "tcp",
+            }
+            .fmt(f),
+            RoomEvent::FileLimit { hard, max_clients } => write!(
+                f,
+                "warning: the open-files limit is {hard}, so fewer than --max-clients {max_clients} \
+                 can connect (raise it with ulimit -n)"
+            ),
+            RoomEvent::Joined { nick, peer } => {
+                write!(f, "{nick} joined from {}", display_addr(*peer))
+            }
+            RoomEvent::Left { nick, reason } => write!(f, "{nick} left ({reason})"),
+            RoomEvent::Renamed { old, new } => write!(f, "{old} is now {new}"),
+            RoomEvent::Refused { peer, reason } => {
+                write!(f, "refused {}: {reason}", display_addr(*peer))
+            }
+            RoomEvent::Warning(w) => write!(f, "warning: {w}"),
+            RoomEvent::ShuttingDown => write!(f, "shutting down"),
+            RoomEvent::Closed => write!(f, "closed"),
+        }
+    }
+}
+
+/// Where room events go. Cloning shares the sink.
+#[derive(Clone)]
+pub struct EventSink(Arc<dyn Fn(&RoomEvent) + Send + Sync>);
+
+impl EventSink {
+    /// Events to any function (a test's collector).
+    pub fn new(f: impl Fn(&RoomEvent) + Send + Sync + 'static) -> Self {
+        EventSink(Arc::new(f))
+    }
+
+    /// `wirechat: <event>` on stderr; with `quiet`, only the listening line and warnings.
+    pub fn stderr(quiet: bool) -> Self {
+        EventSink::new(move |e| {
+            let important = matches!(
+                e,
+                RoomEvent::Listening(_) | RoomEvent::Warning(_) | RoomEvent::FileLimit { .. }
+            );
+            if !quiet || important {
+                eprintln!("wirechat: {e}");
+            }
+        })
+    }
+
+    /// Events nowhere.
+    pub fn discard() -> Self {
+        EventSink::new(|_| {})
+    }
+
+    /// Reports `event`.
+    pub fn emit(&self, event: &RoomEvent) {
+        (self.0)(event)
+    }
+}
+
+/// Opens the room on `addr` and serves it until Ctrl-C or SIGTERM: the command line's entry.
+pub async fn serve(addr: &HostPort, config: Config, quiet: bool) -> Result<(), Error> {
+    config.check()?;
+    let events = EventSink::stderr(quiet);
+    if let Some(limit) = limits::raise_file_limit() {
+        let needed = config.max_clients as u64 + limits::SPARE_FILES;
+        if limit.soft < needed {
+            events.emit(&RoomEvent::FileLimit {
+                hard: limit.hard,
+                max_clients: config.max_clients,
+            });
+        }
+    }
+    let listener = transport::tcp_listen(addr).await?;
+    run(
+        listener,
+        config,
+        Some(tokio::io::stdin()),
+        events,
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Serves the room on `listener` until `shutdown` completes, then closes it in order: everyone
+/// is told, queued lines are delivered (within `Config::grace`), and the transcript is flushed.
+/// `input` is the operator's keyboard: each line goes to everyone as `<server> text`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    input: Option<impl AsyncRead + Unpin + Send + 'static>,
+    events: EventSink,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    config.check()?;
+    let transcript = match &config.log {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| Error::Log {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    if let Ok(addr) = listener.local_addr() {
+        events.emit(&RoomEvent::Listening(addr));
+    }
+    let config = Arc::new(config);
+    let room = Arc::new(Room::new(config.clone(), events.clone(), transcript));
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    if let Some(input) = input {
+        tokio::spawn(server::keyboard(room.clone(), input, token.clone()));
+    }
+    if config.log.is_some() {
+        // Flushed every second, so a crash loses at most a second of transcript.
+        let (room, token) = (room.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while token.run_until_cancelled(tick.tick()).await.is_some() {
+                room.flush_transcript();
+            }
+        });
+    }
+    let listener = server::Listener::new(listener, room.clone(), config.clone(), events.clone());
+    tokio::select! {
+        () = listener.run(token.clone(), tracker.clone()) => {}
+        () = shutdown => {}
+    }
+    events.emit(&RoomEvent::ShuttingDown);
+    token.cancel();
+    room.shut_down();
+    tracker.close();
+    let _ = tokio::time::timeout(config.grace, tracker.wait()).await;
+    room.flush_transcript();
+    events.emit(&RoomEvent::Closed);
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

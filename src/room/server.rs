@@ -1,0 +1,145 @@
+//! The listener task (accept, cap, back off) and the operator's keyboard.
+
+use super::state::Room;
+use super::{Config, EventSink, RoomEvent, client};
+use crate::codec::{LineSplitter, Piece, sanitize_into};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The longest back-off after an accept error (out of descriptors, out of memory).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts connections and starts a client task for each, up to `max_clients` at once.
+pub struct Listener {
+    listener: TcpListener,
+    room: Arc<Room>,
+    config: Arc<Config>,
+    events: EventSink,
+    /// One permit per connection being served; a task gives its permit back when it ends.
+    permits: Arc<Semaphore>,
+}
+
+impl Listener {
+    /// A listener for `room`.
+    pub fn new(
+        listener: TcpListener,
+        room: Arc<Room>,
+        config: Arc<Config>,
+        events: EventSink,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(config.max_clients));
+        Listener {
+            listener,
+            room,
+            config,
+            events,
+            permits,
+        }
+    }
+
+    /// Accepts until `token` is cancelled. Client tasks are spawned on `tracker`.
+    pub async fn run(self, token: CancellationToken, tracker: TaskTracker) {
+        let mut next_id = 0u64;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                () = token.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(1);
+                    a
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Usually EMFILE: wait for clients to leave rather than spin.
+                    self.events.emit(&RoomEvent::Warning(format!(
+                        "accept failed: {e}; retrying in {} ms",
+                        backoff.as_millis()
+                    )));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = token.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    next_id += 1;
+                    let room = self.room.clone();
+                    let config = self.config.clone();
+                    let token = token.clone();
+                    tracker.spawn(async move {
+                        client::serve(room, config, stream, peer, next_id, token).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    let reason = format!("room full ({} clients)", self.config.max_clients);
+                    self.events.emit(&RoomEvent::Refused {
+                        peer,
+                        reason: reason.clone(),
+                    });
+                    tracker.spawn(refuse(stream, reason));
+                }
+            }
+        }
+    }
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::ConnectionRefused
+    )
+}
+
+/// Tells a connection over the cap why it is closed. Bounded in time: the peer may not read.
+async fn refuse(mut stream: TcpStream, reason: String) {
+    use tokio::io::AsyncWriteExt;
+    let line = format!("! {reason}; try again later\n");
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(line.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// The operator's keyboard: each line typed goes to everyone as `<server> text`. EOF only
+/// stops this; the room keeps running.
+pub async fn keyboard(
+    room: Arc<Room>,
+    mut input: impl AsyncRead + Unpin,
+    token: CancellationToken,
+) {
+    let mut splitter = LineSplitter::new(4096);
+    let mut buf = vec![0u8; 4096];
+    let mut lines: Vec<String> = Vec::new();
+    loop {
+        let n = match token.run_until_cancelled(input.read(&mut buf)).await {
+            Some(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        splitter.push(&buf[..n], &mut |p| {
+            let (Piece::Line { text, .. } | Piece::Partial(text)) = p;
+            let mut clean = String::new();
+            sanitize_into(&String::from_utf8_lossy(text), &mut clean);
+            lines.push(clean);
+        });
+        for line in lines.drain(..) {
+            if !line.trim().is_empty() {
+                room.server_say(&line);
+            }
+        }
+    }
+}
