@@ -5,7 +5,7 @@
 use super::Config;
 use super::commands::{HELP, Input, parse};
 use super::limits::RateLimit;
-use super::state::{Chunk, ClientId, Kick, Room};
+use super::state::{Chunk, ClientId, Kick, Pending, Room};
 use crate::codec::{Encoding, LineSplitter, Piece, sanitize_into};
 use crate::transport::describe;
 use std::net::SocketAddr;
@@ -42,24 +42,31 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let (tx, rx) = mpsc::channel(config.queue);
     let kick = Arc::new(Kick::default());
-    if room.join(id, peer, tx, kick.clone()).is_none() {
+    let Some(joined) = room.join(id, peer, tx, kick.clone()) else {
         let _ = stream.write_all(b"* server shutting down\n").await;
         return;
-    }
+    };
     let (rd, wr) = stream.split();
     let reader = read_loop(&room, &config, rd, id, &kick, &shutdown);
     let writer = write_loop(rx, wr, &kick);
     tokio::pin!(writer);
+    let reader = async {
+        room.deliver(joined.pending).await;
+        reader.await
+    };
     tokio::select! {
         reason = reader => {
             // Leaving drops the room's end of the queue, so the writer delivers what is
-            // queued (a goodbye, an error) and ends.
-            room.leave(id, &reason);
-            let _ = tokio::time::timeout(config.grace, &mut writer).await;
+            // queued (a goodbye, an error) and ends; others hear about it meanwhile.
+            let pending = room.leave(id, &reason);
+            let _ = tokio::join!(
+                tokio::time::timeout(config.grace, &mut writer),
+                room.deliver(pending)
+            );
         }
         outcome = &mut writer => {
             if let Err(reason) = outcome {
-                room.leave(id, &reason);
+                room.deliver(room.leave(id, &reason)).await;
             }
         }
     }
@@ -95,7 +102,8 @@ async fn read_loop(
             r = read => match r {
                 None => {
                     let secs = config.idle_timeout.unwrap_or_default().as_secs_f64();
-                    room.tell(id, &format!("! idle for {secs} s: closing\n"));
+                    // The client is leaving: its own queue has room or it is cut off anyway.
+                    let _ = room.tell(id, &format!("! idle for {secs} s: closing\n"));
                     return format!("idle for {secs} s");
                 }
                 Some(Ok(n)) => n,
@@ -127,7 +135,7 @@ async fn read_loop(
                 while let Some(wait) = limit.take() {
                     if !throttled {
                         let (r, b) = config.rate.unwrap_or_default();
-                        room.tell(
+                        let _ = room.tell(
                             id,
                             &format!(
                                 "! slow down: at most {r} lines a second (bursts of {b}); \
@@ -148,24 +156,39 @@ async fn read_loop(
                     throttled = false;
                 }
             }
-            match item {
-                Framed::TooLong => room.tell(
-                    id,
-                    &format!(
-                        "! line too long (more than {} bytes): not sent\n",
-                        config.max_line
+            let (pending, quit) = match item {
+                Framed::TooLong => (
+                    room.tell(
+                        id,
+                        &format!(
+                            "! line too long (more than {} bytes): not sent\n",
+                            config.max_line
+                        ),
                     ),
+                    None,
                 ),
-                Framed::Line(bytes) => {
-                    if let Some(reason) = handle(room, id, &mut encoding, &bytes) {
-                        return reason;
-                    }
+                Framed::Line(bytes) => handle(room, id, &mut encoding, &bytes),
+            };
+            if !pending.is_empty() {
+                // Someone's queue is full: wait for it (bounded by the stall time), so
+                // this sender is slowed down rather than a reader losing lines.
+                tokio::select! {
+                    biased;
+                    () = kick.token.cancelled() => return kicked(kick),
+                    () = shutdown.cancelled() => return "server shutting down".into(),
+                    () = room.deliver(pending) => {}
                 }
+            }
+            if let Some(reason) = quit {
+                return reason;
             }
         }
         if n == 0 {
             return "connection closed".into();
         }
+        // Let the writers run between one sender's reads, so a fast sender's burst does not
+        // fill the queues before they get a turn.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -176,8 +199,13 @@ fn kicked(kick: &Kick) -> String {
         .unwrap_or_else(|| "disconnected".into())
 }
 
-/// Acts on one line; returns a reason when the client quits.
-fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> Option<String> {
+/// Acts on one line; returns what is left to deliver, and a reason when the client quits.
+fn handle(
+    room: &Room,
+    id: ClientId,
+    encoding: &mut Encoding,
+    bytes: &[u8],
+) -> (Pending, Option<String>) {
     let mut text = String::with_capacity(bytes.len());
     encoding.decode_message(bytes, &mut text);
     let clean = |s: &str| {
@@ -185,21 +213,19 @@ fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> O
         sanitize_into(s, &mut out);
         out
     };
-    match parse(&text) {
-        Input::Empty => {}
+    let pending = match parse(&text) {
+        Input::Empty => Pending::default(),
         Input::Say(t) => room.say(id, &clean(t)),
         Input::Me(t) => room.me(id, &clean(t)),
-        Input::Nick(n) => {
-            if let Err(why) = room.rename(id, n) {
-                room.tell(id, &format!("! cannot use that nickname: {why}\n"));
-            }
-        }
+        Input::Nick(n) => match room.rename(id, n) {
+            Ok(p) => p,
+            Err(why) => room.tell(id, &format!("! cannot use that nickname: {why}\n")),
+        },
         Input::Who => room.who(id),
-        Input::Msg { to, text } => {
-            if let Err(why) = room.private(id, to, &clean(text)) {
-                room.tell(id, &format!("! {}\n", clean(&why)));
-            }
-        }
+        Input::Msg { to, text } => match room.private(id, to, &clean(text)) {
+            Ok(p) => p,
+            Err(why) => room.tell(id, &format!("! {}\n", clean(&why))),
+        },
         Input::Encoding(None) => room.tell(
             id,
             &format!(
@@ -211,21 +237,21 @@ fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> O
             Ok(e) => {
                 *encoding = e;
                 room.set_encoding(id, e);
-                room.tell(id, &format!("* your encoding is now {}\n", e.name()));
+                room.tell(id, &format!("* your encoding is now {}\n", e.name()))
             }
             Err(e) => room.tell(id, &format!("! {}\n", clean(&e.to_string()))),
         },
         Input::Quit(reason) => {
-            room.tell(id, "* bye\n");
-            return Some(match reason {
+            let reason = match reason {
                 Some(r) => format!("quit: {}", clean(r)),
                 None => "quit".into(),
-            });
+            };
+            return (room.tell(id, "* bye\n"), Some(reason));
         }
         Input::Help => {
             let mut help = HELP.join("\n");
             help.push('\n');
-            room.tell(id, &help);
+            room.tell(id, &help)
         }
         Input::Usage(u) => room.tell(id, &format!("! {u}\n")),
         Input::Unknown(name) => room.tell(
@@ -235,8 +261,8 @@ fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> O
                 clean(name)
             ),
         ),
-    }
-    None
+    };
+    (pending, None)
 }
 
 /// Drains the queue into the socket. Ends `Ok` when the room lets go of the queue and

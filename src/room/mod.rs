@@ -71,6 +71,9 @@ pub struct Config {
     pub queue: usize,
     /// Joins and leaves are announced while the room has at most this many members.
     pub announce_max: usize,
+    /// How long a client's queue may stay full (it is not reading) before it is cut off;
+    /// until then, senders to it wait.
+    pub stall: Duration,
     /// How long writers may take to deliver their last lines at shutdown.
     pub grace: Duration,
 }
@@ -86,6 +89,7 @@ impl Default for Config {
             log: None,
             queue: 1024,
             announce_max: 1000,
+            stall: Duration::from_secs(2),
             grace: Duration::from_secs(2),
         }
     }
@@ -181,7 +185,9 @@ impl EventSink {
                 RoomEvent::Listening(_) | RoomEvent::Warning(_) | RoomEvent::FileLimit { .. }
             );
             if !quiet || important {
-                eprintln!("wirechat: {e}");
+                // One write per line: readers of stderr never see half an event.
+                let line = format!("wirechat: {e}\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             }
         })
     }
@@ -214,11 +220,35 @@ pub async fn serve(addr: &HostPort, config: Config, quiet: bool) -> Result<(), E
     run(
         listener,
         config,
-        Some(tokio::io::stdin()),
+        Some(stdin_reader()),
         events,
         shutdown_signal(),
     )
     .await
+}
+
+/// The process's stdin as an `AsyncRead`, read on a detached thread: tokio's own stdin would
+/// keep the runtime from shutting down while a read is blocked, and the room must exit at once.
+fn stdin_reader() -> impl AsyncRead + Unpin + Send + 'static {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let item = match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(bytes::Bytes::copy_from_slice(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    tokio_util::io::StreamReader::new(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// Serves the room on `listener` until `shutdown` completes, then closes it in order: everyone
@@ -272,8 +302,10 @@ pub async fn run(
         () = shutdown => {}
     }
     events.emit(&RoomEvent::ShuttingDown);
-    token.cancel();
+    // The room says goodbye and lets go of the queues before the tasks are told to stop, so no
+    // client leaves on its own first and misses the line.
     room.shut_down();
+    token.cancel();
     tracker.close();
     let _ = tokio::time::timeout(config.grace, tracker.wait()).await;
     room.flush_transcript();

@@ -138,7 +138,7 @@ pub async fn keyboard(
         });
         for line in lines.drain(..) {
             if !line.trim().is_empty() {
-                room.server_say(&line);
+                room.deliver(room.server_say(&line)).await;
             }
         }
     }

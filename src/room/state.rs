@@ -2,8 +2,11 @@
 //! queue and wire encoding, the history kept for joiners, and the transcript.
 //!
 //! Every operation takes the lock once and never awaits while holding it: delivering a message
-//! is a non-blocking push of an `Arc`'d chunk into each member's queue. A member whose queue is
-//! full is cut off on the spot, so one slow reader never holds up the others.
+//! is a non-blocking push of an `Arc`'d chunk into each member's queue. When a queue is full the
+//! chunk is handed back as [`Pending`]: the caller waits for room in that queue, but only until
+//! the queue has been full for `Config::stall`; then the member is cut off ("send queue full").
+//! So a burst never costs a reading client its lines, and a client that stopped reading holds
+//! the others up for at most the stall time, once.
 
 use super::commands::check_nick;
 use super::{Config, EventSink, RoomEvent};
@@ -14,6 +17,7 @@ use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Encoded bytes ready for the wire, shared by every member with the same encoding.
@@ -40,12 +44,51 @@ struct Member {
     encoding: Encoding,
     queue: mpsc::Sender<Chunk>,
     kick: Arc<Kick>,
+    /// When the queue was first found full, if it still is.
+    full_since: Option<Instant>,
+}
+
+/// A chunk that did not fit in a member's queue yet.
+struct Blocked {
+    id: ClientId,
+    queue: mpsc::Sender<Chunk>,
+    chunk: Chunk,
+    /// The member is cut off if the chunk still does not fit by then.
+    deadline: Instant,
+}
+
+/// Deliveries still to make: pass to [`Room::deliver`].
+#[must_use = "blocked chunks must be delivered with Room::deliver"]
+#[derive(Default)]
+pub struct Pending(Vec<Blocked>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pending({} chunks)", self.0.len())
+    }
+}
+
+impl Pending {
+    /// True when everything was delivered at once.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What one operation left to do: members to cut off now, chunks to deliver later.
+struct Delivery {
+    now: Instant,
+    stall: std::time::Duration,
+    cut: Vec<ClientId>,
+    blocked: Vec<Blocked>,
 }
 
 /// The result of [`Room::join`].
 pub struct Joined {
     /// The nickname given (`guest-N`).
     pub nick: String,
+    /// The greeting and the announcement, if they did not fit at once.
+    pub pending: Pending,
 }
 
 /// Everything behind the lock.
@@ -119,6 +162,15 @@ impl Room {
         }
     }
 
+    fn delivery(&self) -> Delivery {
+        Delivery {
+            now: Instant::now(),
+            stall: self.config.stall,
+            cut: Vec::new(),
+            blocked: Vec::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not take the room down with it: the state stays consistent
         // because no operation leaves it half-updated across a possible panic point.
@@ -152,6 +204,7 @@ impl Room {
                 encoding: Encoding::UTF8,
                 queue,
                 kick,
+                full_since: None,
             },
         );
         let online = st.members.len();
@@ -161,30 +214,30 @@ impl Room {
         for line in &st.history {
             greeting.push_str(line);
         }
-        let mut cut = Vec::new();
-        send_to(&mut st, id, &greeting, &mut cut);
+        let mut d = self.delivery();
+        send_to(&mut st, id, &greeting, &mut d);
         self.events.emit(&RoomEvent::Joined {
             nick: nick.clone(),
             peer,
         });
-        self.update_announcing(&mut st, &mut cut);
+        self.update_announcing(&mut st, &mut d);
         if st.announcing {
-            broadcast(&mut st, Some(id), &format!("* {nick} joined\n"), &mut cut);
+            broadcast(&mut st, Some(id), &format!("* {nick} joined\n"), &mut d);
         }
         log(&mut st, &format!("* {nick} joined"));
-        self.settle(&mut st, cut);
-        Some(Joined { nick })
+        let pending = self.settle(&mut st, d);
+        Some(Joined { nick, pending })
     }
 
     /// Removes a client (if still here) and tells the others why it left.
-    pub fn leave(&self, id: ClientId, reason: &str) {
+    pub fn leave(&self, id: ClientId, reason: &str) -> Pending {
         let mut st = self.lock();
-        let mut cut = Vec::new();
-        self.remove(&mut st, id, reason, &mut cut);
-        self.settle(&mut st, cut);
+        let mut d = self.delivery();
+        self.remove(&mut st, id, reason, &mut d);
+        self.settle(&mut st, d)
     }
 
-    fn remove(&self, st: &mut State, id: ClientId, reason: &str, cut: &mut Vec<ClientId>) {
+    fn remove(&self, st: &mut State, id: ClientId, reason: &str, d: &mut Delivery) {
         let Some(m) = st.members.remove(&id) else {
             return;
         };
@@ -198,26 +251,44 @@ impl Room {
         });
         let line = format!("* {} left ({reason})\n", m.nick);
         if st.announcing {
-            broadcast(st, None, &line, cut);
+            broadcast(st, None, &line, d);
         }
         log(st, line.trim_end());
-        self.update_announcing(st, cut);
+        self.update_announcing(st, d);
     }
 
-    /// Cuts off every member listed in `cut` (queue full), which may cut off more.
-    fn settle(&self, st: &mut State, mut cut: Vec<ClientId>) {
-        while let Some(id) = cut.pop() {
+    /// Cuts off every member whose queue stayed full too long (which may cut off more) and
+    /// returns what is left to deliver.
+    fn settle(&self, st: &mut State, mut d: Delivery) -> Pending {
+        while let Some(id) = d.cut.pop() {
             if let Some(m) = st.members.get(&id) {
                 let _ = m.kick.reason.set("send queue full".into());
                 m.kick.token.cancel();
-                self.remove(st, id, "send queue full", &mut cut);
+                self.remove(st, id, "send queue full", &mut d);
+            }
+        }
+        d.blocked.retain(|b| st.members.contains_key(&b.id));
+        Pending(d.blocked)
+    }
+
+    /// Waits for room in the queues `pending` is blocked on, each until its member's queue has
+    /// been full for the stall time; a member still full then is cut off.
+    pub async fn deliver(&self, pending: Pending) {
+        let mut work = pending.0;
+        while let Some(b) = work.pop() {
+            let sent = tokio::time::timeout_at(b.deadline, b.queue.send(b.chunk)).await;
+            if sent.is_err() {
+                let mut st = self.lock();
+                let mut d = self.delivery();
+                d.cut.push(b.id);
+                work.extend(self.settle(&mut st, d).0);
             }
         }
     }
 
     /// Joins and leaves are announced only while the room is small enough that telling
     /// everyone about everyone stays cheap (each announcement costs one line per member).
-    fn update_announcing(&self, st: &mut State, cut: &mut Vec<ClientId>) {
+    fn update_announcing(&self, st: &mut State, d: &mut Delivery) {
         let limit = self.config.announce_max;
         let n = st.members.len();
         if st.announcing && n > limit {
@@ -225,48 +296,48 @@ impl Room {
             let line = format!(
                 "* more than {limit} members: joins and leaves are no longer announced (/who counts)\n"
             );
-            broadcast(st, None, &line, cut);
+            broadcast(st, None, &line, d);
         } else if !st.announcing && n <= limit {
             st.announcing = true;
             broadcast(
                 st,
                 None,
                 &format!("* {n} members: joins and leaves are announced again\n"),
-                cut,
+                d,
             );
         }
     }
 
     /// A chat line from a member, to everyone else: `<nick> text`. `text` is sanitised.
-    pub fn say(&self, id: ClientId, text: &str) {
+    pub fn say(&self, id: ClientId, text: &str) -> Pending {
         let mut st = self.lock();
         let Some(m) = st.members.get(&id) else {
-            return;
+            return Pending::default();
         };
         let line = format!("<{}> {text}\n", m.nick);
-        self.publish(&mut st, Some(id), line);
+        self.publish(&mut st, Some(id), line)
     }
 
     /// An action, `* nick text`, to everyone else. `text` is sanitised.
-    pub fn me(&self, id: ClientId, text: &str) {
+    pub fn me(&self, id: ClientId, text: &str) -> Pending {
         let mut st = self.lock();
         let Some(m) = st.members.get(&id) else {
-            return;
+            return Pending::default();
         };
         let line = format!("* {} {text}\n", m.nick);
-        self.publish(&mut st, Some(id), line);
+        self.publish(&mut st, Some(id), line)
     }
 
     /// A line typed on the server's own stdin: `<server> text` to everyone.
-    pub fn server_say(&self, text: &str) {
+    pub fn server_say(&self, text: &str) -> Pending {
         let mut st = self.lock();
-        self.publish(&mut st, None, format!("<server> {text}\n"));
+        self.publish(&mut st, None, format!("<server> {text}\n"))
     }
 
     /// Broadcasts a chat line and keeps it in the history and the transcript.
-    fn publish(&self, st: &mut State, from: Option<ClientId>, line: String) {
-        let mut cut = Vec::new();
-        broadcast(st, from, &line, &mut cut);
+    fn publish(&self, st: &mut State, from: Option<ClientId>, line: String) -> Pending {
+        let mut d = self.delivery();
+        broadcast(st, from, &line, &mut d);
         log(st, line.trim_end());
         if self.config.history > 0 {
             if st.history.len() == self.config.history {
@@ -274,19 +345,19 @@ impl Room {
             }
             st.history.push_back(Arc::from(line));
         }
-        self.settle(st, cut);
+        self.settle(st, d)
     }
 
     /// A line to one member only (replies, errors).
-    pub fn tell(&self, id: ClientId, text: &str) {
+    pub fn tell(&self, id: ClientId, text: &str) -> Pending {
         let mut st = self.lock();
-        let mut cut = Vec::new();
-        send_to(&mut st, id, text, &mut cut);
-        self.settle(&mut st, cut);
+        let mut d = self.delivery();
+        send_to(&mut st, id, text, &mut d);
+        self.settle(&mut st, d)
     }
 
     /// `/nick`: renames a member if the name is allowed and free.
-    pub fn rename(&self, id: ClientId, new: &str) -> Result<(), String> {
+    pub fn rename(&self, id: ClientId, new: &str) -> Result<Pending, String> {
         check_nick(new)?;
         let mut st = self.lock();
         let key = new.to_lowercase();
@@ -298,7 +369,7 @@ impl Room {
             None => {}
         }
         let Some(m) = st.members.get_mut(&id) else {
-            return Ok(());
+            return Ok(Pending::default());
         };
         let old = std::mem::replace(&mut m.nick, new.to_string());
         st.nicks.remove(&old.to_lowercase());
@@ -308,15 +379,14 @@ impl Room {
             new: new.to_string(),
         });
         let line = format!("* {old} is now known as {new}\n");
-        let mut cut = Vec::new();
-        broadcast(&mut st, None, &line, &mut cut);
+        let mut d = self.delivery();
+        broadcast(&mut st, None, &line, &mut d);
         log(&mut st, line.trim_end());
-        self.settle(&mut st, cut);
-        Ok(())
+        Ok(self.settle(&mut st, d))
     }
 
     /// `/who`: who is online, to the asking member.
-    pub fn who(&self, id: ClientId) {
+    pub fn who(&self, id: ClientId) -> Pending {
         let mut st = self.lock();
         let mut names: Vec<&str> = st.members.values().map(|m| m.nick.as_str()).collect();
         names.sort_unstable();
@@ -326,13 +396,13 @@ impl Room {
             line.push_str(&format!(" and {} more", n - WHO_MAX_NAMES));
         }
         line.push('\n');
-        let mut cut = Vec::new();
-        send_to(&mut st, id, &line, &mut cut);
-        self.settle(&mut st, cut);
+        let mut d = self.delivery();
+        send_to(&mut st, id, &line, &mut d);
+        self.settle(&mut st, d)
     }
 
     /// `/msg`: a private line to one member; the sender gets a copy.
-    pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<(), String> {
+    pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Pending, String> {
         let mut st = self.lock();
         let Some(&target) = st.nicks.get(&to.to_lowercase()) else {
             return Err(format!("no one here is called {to:?} (/who lists who is)"));
@@ -341,11 +411,10 @@ impl Room {
             return Err(format!("{to} has just left"));
         };
         let (from, dest) = (from.nick.clone(), dest.nick.clone());
-        let mut cut = Vec::new();
-        send_to(&mut st, target, &format!("*{from}* {text}\n"), &mut cut);
-        send_to(&mut st, id, &format!("-> *{dest}* {text}\n"), &mut cut);
-        self.settle(&mut st, cut);
-        Ok(())
+        let mut d = self.delivery();
+        send_to(&mut st, target, &format!("*{from}* {text}\n"), &mut d);
+        send_to(&mut st, id, &format!("-> *{dest}* {text}\n"), &mut d);
+        Ok(self.settle(&mut st, d))
     }
 
     /// `/encoding`: sets the member's wire encoding for what it sends and receives.
@@ -405,26 +474,43 @@ impl Room {
     }
 }
 
-/// Pushes `line` to every member except `skip`; members whose queue is full go into `cut`.
-fn broadcast(st: &mut State, skip: Option<ClientId>, line: &str, cut: &mut Vec<ClientId>) {
+/// Pushes `line` to every member except `skip`.
+fn broadcast(st: &mut State, skip: Option<ClientId>, line: &str, d: &mut Delivery) {
     let mut enc = Encoded::new(line);
-    for (&id, m) in &st.members {
-        if Some(id) == skip {
-            continue;
-        }
-        if let Err(mpsc::error::TrySendError::Full(_)) = m.queue.try_send(enc.get(m.encoding)) {
-            cut.push(id);
+    for (&id, m) in st.members.iter_mut() {
+        if Some(id) != skip {
+            push(id, m, enc.get(m.encoding), d);
         }
     }
 }
 
 /// Pushes `text` to one member.
-fn send_to(st: &mut State, id: ClientId, text: &str, cut: &mut Vec<ClientId>) {
-    if let Some(m) = st.members.get(&id) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = m.queue.try_send(encode(text, m.encoding))
-        {
-            cut.push(id);
+fn send_to(st: &mut State, id: ClientId, text: &str, d: &mut Delivery) {
+    if let Some(m) = st.members.get_mut(&id) {
+        push(id, m, encode(text, m.encoding), d);
+    }
+}
+
+/// Queues `chunk` for `m`; a full queue hands it to `d` to wait, or to cut `m` off if the
+/// queue has been full for the stall time already.
+fn push(id: ClientId, m: &mut Member, chunk: Chunk, d: &mut Delivery) {
+    match m.queue.try_send(chunk) {
+        Ok(()) => m.full_since = None,
+        Err(mpsc::error::TrySendError::Full(chunk)) => {
+            let since = *m.full_since.get_or_insert(d.now);
+            if d.now.saturating_duration_since(since) >= d.stall {
+                d.cut.push(id);
+            } else {
+                d.blocked.push(Blocked {
+                    id,
+                    queue: m.queue.clone(),
+                    chunk,
+                    deadline: since + d.stall,
+                });
+            }
         }
+        // The member is leaving; its task no longer reads the queue.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 
@@ -443,6 +529,7 @@ fn log(st: &mut State, line: &str) {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Duration;
 
     fn peer() -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1))
@@ -480,17 +567,17 @@ mod tests {
         let mut b = join(&r, 2, 64);
         assert!(drain(&mut a).contains("* guest-2 joined"));
         assert!(drain(&mut b).contains("you are guest-2 (2 online"));
-        r.rename(a.id, "alice").unwrap();
+        let _ = r.rename(a.id, "alice").unwrap();
         assert!(r.rename(b.id, "ALICE").unwrap_err().contains("taken"));
-        r.say(a.id, "hi");
+        let _ = r.say(a.id, "hi");
         assert_eq!(
             drain(&mut b),
             "* guest-1 is now known as alice\n<alice> hi\n"
         );
         assert_eq!(drain(&mut a), "* guest-1 is now known as alice\n");
-        r.who(b.id);
+        let _ = r.who(b.id);
         assert_eq!(drain(&mut b), "* 2 online: alice, guest-2\n");
-        r.private(b.id, "Alice", "psst").unwrap();
+        let _ = r.private(b.id, "Alice", "psst").unwrap();
         assert_eq!(drain(&mut a), "*guest-2* psst\n");
         assert_eq!(drain(&mut b), "-> *alice* psst\n");
         assert!(r.private(b.id, "carol", "x").is_err());
@@ -506,7 +593,7 @@ mod tests {
         r.set_encoding(c.id, Encoding::GBK);
         drain(&mut b);
         drain(&mut c);
-        r.say(a.id, "你好");
+        let _ = r.say(a.id, "你好");
         let (x, y) = (b.rx.try_recv().unwrap(), c.rx.try_recv().unwrap());
         assert_eq!(&x[..], b"<guest-1> \xc4\xe3\xba\xc3\n");
         assert!(
@@ -515,16 +602,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn full_queue_cuts_off_only_that_member() {
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_slows_the_sender_then_cuts_off_only_that_member() {
         let r = room(Config::default());
         let a = join(&r, 1, 1024);
         let mut b = join(&r, 2, 1024);
-        let slow = join(&r, 3, 4);
+        let mut slow = join(&r, 3, 4);
         drain(&mut b);
-        for i in 0..10 {
-            r.say(a.id, &format!("line {i}"));
+        drain(&mut slow);
+        let start = Instant::now();
+        // A reader that catches up within the stall time loses nothing.
+        for i in 0..6 {
+            let p = r.say(a.id, &format!("early {i}"));
+            if i < 4 {
+                assert!(p.is_empty());
+            } else {
+                assert!(!p.is_empty());
+                let got = tokio::join!(r.deliver(p), async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    slow.rx.recv().await
+                });
+                assert!(got.1.is_some());
+            }
         }
+        assert!(!slow.kick.token.is_cancelled());
+        // One that reads nothing is cut off once its queue has been full for the stall time.
+        for i in 0..10 {
+            let p = r.say(a.id, &format!("line {i}"));
+            r.deliver(p).await;
+        }
+        assert!(start.elapsed() >= Config::default().stall);
         assert!(slow.kick.token.is_cancelled());
         assert_eq!(
             slow.kick.reason.get().map(String::as_str),
@@ -546,7 +653,7 @@ mod tests {
         });
         let a = join(&r, 1, 64);
         for t in ["one", "two", "three"] {
-            r.say(a.id, t);
+            let _ = r.say(a.id, t);
         }
         let mut b = join(&r, 2, 64);
         let got = drain(&mut b);
@@ -566,7 +673,7 @@ mod tests {
         assert!(got.contains("* guest-2 joined"));
         assert!(!got.contains("guest-3 joined"));
         assert!(got.contains("more than 2 members"));
-        r.leave(3, "quit");
+        let _ = r.leave(3, "quit");
         assert!(drain(&mut a).contains("announced again"));
     }
 

@@ -1,4 +1,5 @@
 //! Integration tests: one test binary that drives the real `wirechat` executable over real
 //! sockets on loopback, with ephemeral ports and event-driven waits (never sleeps).
 
+mod room;
 mod util;

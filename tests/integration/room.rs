@@ -1,0 +1,542 @@
+//! `wirechat room`: several kinds of client in one room (raw sockets, `wirechat tcp connect`,
+//! python3), every command, encodings, each limit, slow and killed clients, and shutdown.
+
+use crate::util::{DEADLINE, Proc, have, python};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Instant;
+
+/// Starts a room on an ephemeral loopback port with `extra` options; returns it and its port.
+fn room(extra: &[&str]) -> (Proc, u16) {
+    let mut args = vec!["room", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = Proc::wirechat(&args);
+    let port = p.port();
+    (p, port)
+}
+
+/// A line-based client on a raw socket, reading with a deadline.
+struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    nick: String,
+}
+
+impl Client {
+    /// Connects and reads the greeting, so the client is a member when this returns.
+    fn join(port: u16) -> Client {
+        Client::join_stream(TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+    }
+
+    fn join_stream(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        let mut c = Client {
+            stream,
+            reader,
+            nick: String::new(),
+        };
+        let greeting = c.wait("you are ");
+        let after = &greeting[greeting.find("you are ").unwrap() + 8..];
+        c.nick = after.split_whitespace().next().unwrap().to_string();
+        c
+    }
+
+    /// Joins and takes the nickname `nick`.
+    fn named(port: u16, nick: &str) -> Client {
+        let mut c = Client::join(port);
+        c.send(&format!("/nick {nick}"));
+        c.wait(&format!("is now known as {nick}"));
+        c.nick = nick.to_string();
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// The next line as bytes, without the newline; panics at EOF or the deadline.
+    fn raw_line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => panic!("{}: connection closed while waiting for a line", self.nick),
+            Ok(_) => {}
+            Err(e) => panic!("{}: no line by the deadline: {e}", self.nick),
+        }
+        assert_eq!(line.pop(), Some(b'\n'), "unterminated line {line:?}");
+        line
+    }
+
+    fn line(&mut self) -> String {
+        String::from_utf8_lossy(&self.raw_line()).into_owned()
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    fn wait(&mut self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        while Instant::now() < end {
+            let l = self.line();
+            if l.contains(needle) {
+                return l;
+            }
+            seen.push(l);
+        }
+        panic!("{}: no line with {needle:?}; saw {seen:?}", self.nick);
+    }
+
+    /// Reads until the server closes the connection; returns what came before.
+    fn wait_closed(&mut self) -> String {
+        let mut rest = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => return String::from_utf8_lossy(&rest).into_owned(),
+                Ok(_) => rest.extend_from_slice(&buf),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return String::from_utf8_lossy(&rest).into_owned();
+                }
+                Err(e) => panic!("{}: not closed by the deadline: {e}", self.nick),
+            }
+        }
+    }
+}
+
+#[test]
+fn three_kinds_of_client_and_every_command() {
+    if !have("python3") {
+        return;
+    }
+    let (mut server, port) = room(&[]);
+    let mut alice = Client::named(port, "alice");
+
+    // `wirechat tcp connect` as a client.
+    let mut wc = Proc::wirechat(&[
+        "tcp",
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "-e",
+        "utf-8",
+    ]);
+    wc.stdout.wait_text("you are guest-");
+    wc.send(b"/nick wire\n");
+    alice.wait("is now known as wire");
+
+    // A python3 socket client, as the tutorial's readers write them.
+    let mut py = python(
+        "import socket,sys,threading\n\
+         s=socket.create_connection(('127.0.0.1',int(sys.argv[1])))\n\
+         def rx():\n\
+         \x20   while True:\n\
+         \x20       d=s.recv(4096)\n\
+         \x20       if not d: break\n\
+         \x20       sys.stdout.write(d.decode()); sys.stdout.flush()\n\
+         threading.Thread(target=rx,daemon=True).start()\n\
+         for line in sys.stdin:\n\
+         \x20   s.sendall(line.encode())\n\
+         s.close()\n",
+        &[&port.to_string()],
+    );
+    py.stdout.wait_text("you are guest-");
+    py.send(b"/nick py\n");
+    alice.wait("is now known as py");
+
+    alice.send("hello from alice");
+    py.stdout.wait_text("<alice> hello from alice\n");
+    wc.stdout.wait_text("<alice> hello from alice\n");
+    wc.send(b"hello from wire\n");
+    assert_eq!(alice.wait("<wire>"), "<wire> hello from wire");
+    py.stdout.wait_text("<wire> hello from wire\n");
+    py.send(b"hello from py\n");
+    assert_eq!(alice.wait("<py>"), "<py> hello from py");
+    wc.stdout.wait_text("<py> hello from py\n");
+
+    // The server's keyboard.
+    server.send(b"hello from the server\n");
+    assert_eq!(alice.wait("<server>"), "<server> hello from the server");
+    py.stdout.wait_text("<server> hello from the server\n");
+
+    alice.send("/who");
+    assert_eq!(alice.wait("online"), "* 3 online: alice, py, wire");
+    alice.send("/msg PY just for you");
+    assert_eq!(alice.line(), "-> *py* just for you");
+    py.stdout.wait_text("*alice* just for you\n");
+    assert!(!wc.stdout.text().contains("just for you"));
+    alice.send("/msg nobody hi");
+    assert!(
+        alice
+            .line()
+            .starts_with("! no one here is called \"nobody\"")
+    );
+    alice.send("/msg");
+    assert_eq!(alice.line(), "! usage: /msg NICK text");
+    alice.send("/me waves");
+    py.stdout.wait_text("* alice waves\n");
+    alice.send("/frobnicate");
+    assert_eq!(
+        alice.line(),
+        "! unknown command /frobnicate (/help lists the commands)"
+    );
+    alice.send("/help");
+    assert_eq!(alice.line(), "* commands:");
+    assert!(alice.wait("/quit").contains("leave the room"));
+    alice.send("//slash");
+    py.stdout.wait_text("<alice> /slash\n");
+    alice.send("/encoding");
+    assert_eq!(
+        alice.wait("encoding"),
+        "* your encoding is UTF-8 (/encoding LABEL changes it)"
+    );
+    alice.send("/encoding klingon");
+    assert!(alice.line().starts_with("! unknown encoding \"klingon\""));
+
+    // Escape sequences never reach another terminal.
+    alice.send("\x1b[2J\x1b]0;pwned\x07red\u{202e}txt");
+    let shown = py.stdout.wait_text("red\\u{202e}txt\n");
+    assert!(shown.contains("<alice> \\x1b[2J\\x1b]0;pwned\\x07red\\u{202e}txt"));
+    assert!(!shown.contains('\x1b'));
+
+    py.send(b"/quit gotta go\n");
+    py.stdout.wait_text("* bye\n");
+    assert_eq!(alice.wait("py left"), "* py left (quit: gotta go)");
+    wc.close_stdin();
+    assert_eq!(alice.wait("wire left"), "* wire left (connection closed)");
+    assert_eq!(wc.wait_exit(), 0);
+    server.stderr.wait_text("py left (quit: gotta go)");
+}
+
+#[test]
+fn gbk_and_utf8_clients_read_each_other() {
+    let (_server, port) = room(&[]);
+    let mut utf = Client::named(port, "utf");
+    let mut gbk = Client::named(port, "gbk");
+    gbk.send("/encoding gbk");
+    assert_eq!(gbk.line(), "* your encoding is now GBK");
+    // 你好 in GBK on the wire, 你好 in UTF-8 for the other.
+    gbk.send_bytes(b"\xc4\xe3\xba\xc3\n");
+    assert_eq!(utf.wait("<gbk>"), "<gbk> 你好");
+    utf.send("世界 /nick 张三");
+    assert_eq!(
+        gbk.raw_line(),
+        b"<utf> \xca\xc0\xbd\xe7 /nick \xd5\xc5\xc8\xfd"
+    );
+    // Nicknames travel through the encoding too.
+    gbk.send_bytes(b"/nick \xd5\xc5\xc8\xfd\n");
+    assert_eq!(utf.wait("known as"), "* gbk is now known as 张三");
+    // A character GBK cannot carry arrives as '?'.
+    utf.send("smile 😀");
+    assert_eq!(gbk.raw_line(), b"* gbk is now known as \xd5\xc5\xc8\xfd");
+    assert_eq!(gbk.raw_line(), b"<utf> smile ?");
+}
+
+#[test]
+fn nickname_rules() {
+    let (_server, port) = room(&[]);
+    let mut a = Client::named(port, "Bob");
+    let mut b = Client::join(port);
+    for (nick, why) in [
+        ("bob", "bob is taken"),
+        (&"x".repeat(33), "33 characters is too long (at most 32)"),
+        ("server", "reserved"),
+        ("a\x07b", "not allowed"),
+    ] {
+        b.send(&format!("/nick {nick}"));
+        let l = b.line();
+        assert!(l.starts_with("! cannot use that nickname:"), "{l}");
+        assert!(l.contains(why), "{nick:?}: {l}");
+    }
+    b.send("/nick a b");
+    assert!(b.line().contains("not allowed"));
+    b.send(&format!("/nick {}", "é".repeat(32)));
+    assert!(a.wait("known as").ends_with(&"é".repeat(32)));
+    // Only the case changes: allowed for yourself.
+    a.send("/nick BOB");
+    assert_eq!(a.wait("known as"), "* Bob is now known as BOB");
+}
+
+#[test]
+fn long_lines_are_refused_and_memory_stays_bounded() {
+    let (server, port) = room(&["--max-line", "64", "--rate", "0"]);
+    let mut a = Client::join(port);
+    let mut b = Client::join(port);
+    a.send(&"y".repeat(65));
+    assert_eq!(
+        a.wait("too long"),
+        "! line too long (more than 64 bytes): not sent"
+    );
+    a.send(&"z".repeat(64));
+    assert_eq!(
+        b.wait(&a.nick.clone()),
+        format!("<{}> {}", a.nick, "z".repeat(64))
+    );
+    // 64 MiB without a newline: refused once, and the server's memory does not follow.
+    let chunk = vec![b'q'; 1 << 20];
+    for _ in 0..64 {
+        a.send_bytes(&chunk);
+    }
+    a.send("after");
+    assert_eq!(a.line(), "! line too long (more than 64 bytes): not sent");
+    a.send("fine again");
+    assert_eq!(b.wait("fine"), format!("<{}> fine again", a.nick));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id()));
+    if let Ok(status) = status {
+        let hwm: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmHWM");
+        assert!(
+            hwm < 32 * 1024,
+            "server peak memory {hwm} kB after a 64 MiB line"
+        );
+    }
+}
+
+#[test]
+fn rate_limit_holds_lines_back_without_losing_them() {
+    let (_server, port) = room(&["--rate", "20", "--burst", "5"]);
+    let mut a = Client::join(port);
+    let mut b = Client::join(port);
+    let start = Instant::now();
+    let burst: String = (0..25).map(|i| format!("r{i}\n")).collect();
+    a.send_bytes(burst.as_bytes());
+    assert!(
+        a.wait("slow down")
+            .starts_with("! slow down: at most 20 lines a second (bursts of 5)")
+    );
+    for i in 0..25 {
+        assert_eq!(b.wait("<"), format!("<{}> r{i}", a.nick));
+    }
+    // 5 at once, then 20 at 20 a second.
+    let took = start.elapsed().as_secs_f64();
+    assert!(took > 0.9, "25 lines went through in {took:.2} s");
+}
+
+#[test]
+fn idle_clients_are_disconnected() {
+    let (server, port) = room(&["--idle-timeout", "0.5"]);
+    let start = Instant::now();
+    let mut idle = Client::join(port);
+    let nick = idle.nick.clone();
+    assert!(idle.wait_closed().contains("! idle for 0.5 s: closing\n"));
+    assert!(start.elapsed().as_secs_f64() >= 0.5);
+    server
+        .stderr
+        .wait_text(&format!("{nick} left (idle for 0.5 s)"));
+}
+
+#[test]
+fn a_full_room_says_so() {
+    let (server, port) = room(&["--max-clients", "2"]);
+    let mut a = Client::join(port);
+    let _b = Client::join(port);
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut c, &mut text).unwrap();
+    assert_eq!(text, "! room full (2 clients); try again later\n");
+    server.stderr.wait_text("room full (2 clients)");
+    // When someone leaves there is room again.
+    a.send("/quit");
+    a.wait_closed();
+    // The slot frees when a's task ends, just after its socket closed: retry until then.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let mut d = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        d.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut first = String::new();
+        BufReader::new(&mut d).read_line(&mut first).unwrap();
+        if first.contains("you are guest-") {
+            break;
+        }
+        assert!(
+            first.starts_with("! room full") && Instant::now() < end,
+            "{first}"
+        );
+    }
+}
+
+/// Two senders push 20,000 lines each while a third client reads everything and a fourth
+/// never reads: the reader gets every line, whole and in order; the fourth is cut off.
+#[test]
+fn a_client_that_never_reads_is_cut_off_and_nobody_else_loses_anything() {
+    const LINES: usize = 20_000;
+    let (server, port) = room(&["--rate", "0"]);
+    let mut checker = Client::named(port, "checker");
+    let slow = {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        let mut c = Client::join_stream(s.into());
+        c.send("/nick slow");
+        c.wait("known as slow");
+        c
+    };
+    checker.wait("known as slow");
+    let pad = "p".repeat(180);
+    let clients = [Client::named(port, "s1"), Client::named(port, "s2")];
+    checker.wait("known as s2");
+    let senders: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let nick = c.nick.clone();
+            let pad = pad.clone();
+            let mut rx = c.stream.try_clone().unwrap();
+            // Senders also receive each other's lines: drain them so they stay readers.
+            let drain = std::thread::spawn(move || {
+                let mut sink = [0u8; 65536];
+                while matches!(std::io::Read::read(&mut rx, &mut sink), Ok(n) if n > 0) {}
+            });
+            std::thread::spawn(move || {
+                let mut batch = String::new();
+                for i in 0..LINES {
+                    batch.push_str(&format!("{nick}-{i}-{pad}\n"));
+                    if batch.len() > 32 << 10 {
+                        c.send_bytes(batch.as_bytes());
+                        batch.clear();
+                    }
+                }
+                c.send_bytes(batch.as_bytes());
+                (c, drain)
+            })
+        })
+        .collect();
+    let mut next = [0usize; 2];
+    let mut cut_off = false;
+    while next != [LINES, LINES] {
+        let l = checker.line();
+        if l == "* slow left (send queue full)" {
+            cut_off = true;
+            continue;
+        }
+        let (who, rest) = l
+            .strip_prefix("<s1> s1-")
+            .map(|r| (0, r))
+            .or_else(|| l.strip_prefix("<s2> s2-").map(|r| (1, r)))
+            .unwrap_or_else(|| panic!("unexpected line {l:?} after {next:?}"));
+        assert_eq!(rest, format!("{}-{pad}", next[who]), "sender s{}", who + 1);
+        next[who] += 1;
+    }
+    assert!(cut_off, "the client that never reads was not cut off");
+    server.stderr.wait_text("slow left (send queue full)");
+    for s in senders {
+        let (c, drain) = s.join().unwrap();
+        c.stream.shutdown(Shutdown::Both).unwrap();
+        drain.join().unwrap();
+    }
+    drop(slow);
+}
+
+#[test]
+fn a_client_killed_mid_line() {
+    let (_server, port) = room(&["--rate", "0"]);
+    let mut a = Client::named(port, "a");
+    // A process killed after half a line: the kernel closes its socket (FIN). The half line
+    // arrives as a line of its own, never glued to someone else's.
+    if have("python3") {
+        let mut victim = python(
+            "import socket,sys\n\
+             s=socket.create_connection(('127.0.0.1',int(sys.argv[1])))\n\
+             s.sendall(b'/nick victim\\nwhole line\\nhalf a li')\n\
+             while True:\n\
+             \x20   d=s.recv(4096)\n\
+             \x20   if not d: break\n\
+             \x20   sys.stdout.write(d.decode()); sys.stdout.flush()\n",
+            &[&port.to_string()],
+        );
+        assert_eq!(a.wait("victim"), "* guest-2 is now known as victim");
+        assert_eq!(a.line(), "<victim> whole line");
+        // It has read all that was sent to it, so closing sends FIN rather than RST.
+        victim.stdout.wait_text("known as victim");
+        victim.child.kill().unwrap();
+        assert_eq!(a.line(), "<victim> half a li");
+        assert_eq!(a.line(), "* victim left (connection closed)");
+    }
+
+    // A connection reset after half a line: the half line is dropped.
+    let mut r = Client::named(port, "resetter");
+    a.wait("known as resetter");
+    r.send_bytes(b"never fini");
+    socket2::SockRef::from(&r.stream)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(r);
+    assert_eq!(a.line(), "* resetter left (connection reset by peer)");
+    let mut b = Client::join(port);
+    b.send("still whole");
+    assert_eq!(a.wait("still"), format!("<{}> still whole", b.nick));
+}
+
+#[test]
+fn sigterm_says_goodbye_flushes_the_log_and_exits_0() {
+    let dir = std::env::temp_dir().join(format!("wirechat-room-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("room.log");
+    let _ = std::fs::remove_file(&log);
+    let log_arg = log.to_str().unwrap();
+    let (mut server, port) = room(&["--log", log_arg, "--history", "2"]);
+    let mut a = Client::named(port, "a");
+    let mut b = Client::named(port, "b");
+    a.send("one");
+    a.send("two");
+    a.send("three");
+    b.wait("three");
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(a.wait_closed().ends_with("* server shutting down\n"));
+    assert!(b.wait_closed().ends_with("* server shutting down\n"));
+    assert_eq!(server.wait_exit(), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" <a> three\n"), "{text}");
+    assert!(text.ends_with(" * server shutting down\n"), "{text}");
+
+    // The transcript survives a restart: the next room appends to it.
+    let (mut server, port) = room(&["--log", log_arg, "--history", "2"]);
+    let mut c = Client::named(port, "c");
+    c.send("four");
+    // The reply to /who comes after "four" has gone round: one reader, in order.
+    c.send("/who");
+    c.wait("online");
+    let mut d = Client::join(port);
+    // History holds this run's chat lines only.
+    assert_eq!(d.line(), "<c> four");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(server.wait_exit(), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" <a> three\n") && text.contains(" <c> four\n"));
+    assert_eq!(text.matches("server shutting down").count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn history_is_sent_to_joiners() {
+    let (_server, port) = room(&["--history", "2"]);
+    let mut a = Client::named(port, "a");
+    for t in ["one", "two", "three"] {
+        a.send(t);
+    }
+    a.send("/who");
+    a.wait("online");
+    let b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    b.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut r = BufReader::new(b.try_clone().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    assert!(lines[0].starts_with("* welcome to the room, you are guest-2 (2 online"));
+    assert_eq!(lines[1..], ["<a> two\n", "<a> three\n"]);
+    b.shutdown(Shutdown::Both).unwrap();
+}
