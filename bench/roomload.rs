@@ -1,0 +1,511 @@
+//! Load generator for chat rooms (`wirechat room`, `ncat --chat`, any line relay).
+//!
+//! Connects N clients, waits until every one of them is in the room (a sync line sent until all
+//! have seen it), then S of them send M lines each at a fixed rate. Every line carries its
+//! sender, a sequence number and its send time, and is padded with a character derived from the
+//! sequence number, so each receiver can tell lost, duplicated, out-of-order and corrupt
+//! (spliced or truncated) lines apart and measure delivery latency. Bounded in count and time:
+//! it stops when everything expected has arrived or nothing has arrived for `--drain` seconds.
+//!
+//! Run with `cargo bench --bench roomload -- --addr 127.0.0.1:PORT ...`; see bench/room.sh.
+
+use clap::Parser;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Chat-room load generator.
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// The room: HOST:PORT.
+    #[arg(long)]
+    addr: String,
+    /// Clients in the room (senders included).
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// How many of the clients send.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Lines each sender sends.
+    #[arg(long, default_value_t = 500)]
+    messages: u32,
+    /// Lines a second per sender.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Bytes per line, newline excluded (at least 40).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Connects in flight at once (default: all at once, a burst).
+    #[arg(long)]
+    connect_concurrency: Option<usize>,
+    /// Stop waiting after this many seconds without a delivery.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// The server's process id, for its peak memory (VmHWM).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// A name for this run in the report.
+    #[arg(long, default_value = "room")]
+    label: String,
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// Latency histogram: 10 µs buckets up to 10 s, then one overflow bucket.
+const BUCKET_NS: u64 = 10_000;
+const BUCKETS: usize = 1_000_001;
+
+struct Shared {
+    args: Args,
+    start: Instant,
+    go: CancellationToken,
+    stop: CancellationToken,
+    synced: AtomicUsize,
+    delivered: AtomicU64,
+    hist: Mutex<Vec<u64>>,
+    totals: Mutex<Totals>,
+    last_delivery_ns: AtomicU64,
+}
+
+#[derive(Default, Debug)]
+struct Totals {
+    delivered: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    corrupt: u64,
+    other: u64,
+    closed_early: u64,
+    lost: u64,
+    max_latency_ns: u64,
+}
+
+fn now_ns(sh: &Shared) -> u64 {
+    sh.start.elapsed().as_nanos() as u64
+}
+
+/// `L|sender|seq|send_ns|` then padding to `size` bytes.
+fn make_line(sender: usize, seq: u32, ts: u64, size: usize) -> Vec<u8> {
+    let mut line = format!("L|{sender}|{seq}|{ts}|").into_bytes();
+    let pad = b'a' + (seq % 26) as u8;
+    while line.len() < size {
+        line.push(pad);
+    }
+    line.push(b'\n');
+    line
+}
+
+/// What one receiver knows about one sender.
+struct Track {
+    seen: Vec<u64>,
+    max: Option<u32>,
+    count: u32,
+}
+
+struct Receiver {
+    id: usize,
+    tracks: Vec<Track>,
+    lat: Vec<u32>,
+    t: Totals,
+    synced: bool,
+}
+
+impl Receiver {
+    fn line(&mut self, sh: &Shared, line: &[u8]) {
+        if let Some(i) = find(line, b"SYNC|") {
+            let _ = i;
+            if !self.synced {
+                self.synced = true;
+                sh.synced.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let Some(at) = find(line, b"L|") else {
+            // Greetings, joins, announcements; a line that looks like chat but carries no
+            // payload is a fragment of a spliced one.
+            if line.starts_with(b"<") && !line.starts_with(b"<announce>") {
+                self.t.corrupt += 1;
+            } else {
+                self.t.other += 1;
+            }
+            return;
+        };
+        match self.parse(sh, &line[at..]) {
+            Some((s, seq, ts)) => {
+                let tr = &mut self.tracks[s];
+                let (w, b) = ((seq / 64) as usize, seq % 64);
+                if tr.seen[w] & (1 << b) != 0 {
+                    self.t.duplicated += 1;
+                    return;
+                }
+                tr.seen[w] |= 1 << b;
+                tr.count += 1;
+                if tr.max.is_some_and(|m| seq < m) {
+                    self.t.out_of_order += 1;
+                }
+                tr.max = Some(tr.max.map_or(seq, |m| m.max(seq)));
+                self.t.delivered += 1;
+                let now = now_ns(sh);
+                let lat = now.saturating_sub(ts);
+                self.t.max_latency_ns = self.t.max_latency_ns.max(lat);
+                self.lat
+                    .push((lat / BUCKET_NS).min(BUCKETS as u64 - 1) as u32);
+                if self.lat.len() >= 4096 {
+                    self.flush(sh);
+                }
+            }
+            None => self.t.corrupt += 1,
+        }
+    }
+
+    fn parse(&self, sh: &Shared, p: &[u8]) -> Option<(usize, u32, u64)> {
+        let text = std::str::from_utf8(p).ok()?;
+        let mut it = text.splitn(5, '|');
+        it.next()?;
+        let s: usize = it.next()?.parse().ok()?;
+        let seq: u32 = it.next()?.parse().ok()?;
+        let ts: u64 = it.next()?.parse().ok()?;
+        let pad = it.next()?;
+        let want = b'a' + (seq % 26) as u8;
+        let header = p.len() - pad.len();
+        if s >= sh.args.senders
+            || s == self.id
+            || seq >= sh.args.messages
+            || p.len() != sh.args.size.max(header)
+            || !pad.bytes().all(|c| c == want)
+        {
+            return None;
+        }
+        Some((s, seq, ts))
+    }
+
+    fn flush(&mut self, sh: &Shared) {
+        let mut h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
+        for &l in &self.lat {
+            h[l as usize] += 1;
+        }
+        drop(h);
+        self.lat.clear();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadHalf) {
+    let senders = sh.args.senders;
+    let words = (sh.args.messages as usize).div_ceil(64);
+    let mut r = Receiver {
+        id,
+        tracks: (0..senders)
+            .map(|_| Track {
+                seen: vec![0; words],
+                max: None,
+                count: 0,
+            })
+            .collect(),
+        lat: Vec::new(),
+        t: Totals::default(),
+        synced: false,
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = tokio::select! {
+            r = rd.read(&mut buf) => r.unwrap_or(0),
+            () = sh.stop.cancelled() => break,
+        };
+        if n == 0 {
+            if !sh.stop.is_cancelled() {
+                r.t.closed_early += 1;
+            }
+            break;
+        }
+        let before = r.t.delivered;
+        let mut data = &buf[..n];
+        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+            if pending.is_empty() {
+                r.line(&sh, &data[..i]);
+            } else {
+                pending.extend_from_slice(&data[..i]);
+                let line = std::mem::take(&mut pending);
+                r.line(&sh, &line);
+            }
+            data = &data[i + 1..];
+        }
+        pending.extend_from_slice(data);
+        let got = r.t.delivered - before;
+        if got > 0 {
+            sh.delivered.fetch_add(got, Relaxed);
+            sh.last_delivery_ns.fetch_max(now_ns(&sh), Relaxed);
+        }
+    }
+    r.flush(&sh);
+    // Lost: what each sender sent (all of it, once the run is over) minus what arrived.
+    for (s, tr) in r.tracks.iter().enumerate() {
+        if s != id {
+            r.t.lost += u64::from(sh.args.messages - tr.count);
+        }
+    }
+    let mut t = sh.totals.lock().unwrap_or_else(|e| e.into_inner());
+    t.delivered += r.t.delivered;
+    t.duplicated += r.t.duplicated;
+    t.out_of_order += r.t.out_of_order;
+    t.corrupt += r.t.corrupt;
+    t.other += r.t.other;
+    t.closed_early += r.t.closed_early;
+    t.lost += r.t.lost;
+    t.max_latency_ns = t.max_latency_ns.max(r.t.max_latency_ns);
+}
+
+async fn send(sh: Arc<Shared>, id: usize, mut wr: tokio::net::tcp::OwnedWriteHalf) {
+    // Sender 0 also sends the sync lines that prove everyone is in the room.
+    if id == 0 {
+        let mut k = 0;
+        while !sh.go.is_cancelled() && !sh.stop.is_cancelled() {
+            if wr
+                .write_all(format!("SYNC|{k}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            k += 1;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                () = sh.go.cancelled() => {}
+            }
+        }
+    }
+    tokio::select! {
+        () = sh.go.cancelled() => {}
+        () = sh.stop.cancelled() => return,
+    }
+    let period = Duration::from_secs_f64(1.0 / sh.args.rate);
+    // Senders start evenly spread over one period, not all at once.
+    let offset = period.mul_f64(id as f64 / sh.args.senders as f64);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for seq in 0..sh.args.messages {
+        tick.tick().await;
+        let line = make_line(id, seq, now_ns(&sh), sh.args.size);
+        if wr.write_all(&line).await.is_err() {
+            return;
+        }
+    }
+    // Keep the connection open (half-closing would make some servers drop the client).
+    sh.stop.cancelled().await;
+}
+
+fn vm(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn percentile(h: &[u64], total: u64, p: f64) -> f64 {
+    if total == 0 {
+        return f64::NAN;
+    }
+    let want = ((total as f64) * p).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (i, &c) in h.iter().enumerate() {
+        acc += c;
+        if acc >= want {
+            return (i as u64 * BUCKET_NS + BUCKET_NS) as f64 / 1e6;
+        }
+    }
+    f64::NAN
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    assert!(args.size >= 40, "--size must be at least 40");
+    assert!(args.senders <= args.clients && args.senders > 0);
+    let base_rss = args.server_pid.and_then(|p| vm(p, "VmRSS:"));
+    let sh = Arc::new(Shared {
+        args: args.clone(),
+        start: Instant::now(),
+        go: CancellationToken::new(),
+        stop: CancellationToken::new(),
+        synced: AtomicUsize::new(0),
+        delivered: AtomicU64::new(0),
+        hist: Mutex::new(vec![0; BUCKETS]),
+        totals: Mutex::new(Totals::default()),
+        last_delivery_ns: AtomicU64::new(0),
+    });
+
+    // Connect everyone (a burst unless limited), timing each connect.
+    let gate = Arc::new(tokio::sync::Semaphore::new(
+        args.connect_concurrency.unwrap_or(args.clients).max(1),
+    ));
+    let t0 = Instant::now();
+    let mut connects = Vec::new();
+    for id in 0..args.clients {
+        let (gate, addr) = (gate.clone(), args.addr.clone());
+        connects.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            let t = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(&addr)).await;
+            (id, r, t.elapsed())
+        }));
+    }
+    let mut conn_times = Vec::new();
+    let mut failures = 0usize;
+    let mut tasks = Vec::new();
+    let mut readers = Vec::new();
+    let mut receivers = 0usize;
+    for c in connects {
+        let Ok((id, r, took)) = c.await else {
+            failures += 1;
+            continue;
+        };
+        match r {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                conn_times.push(took);
+                let (rd, wr) = stream.into_split();
+                readers.push(tokio::spawn(receive(sh.clone(), id, rd)));
+                receivers += 1;
+                if id < args.senders {
+                    tasks.push(tokio::spawn(send(sh.clone(), id, wr)));
+                } else {
+                    // Kept open until the end.
+                    let sh = sh.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let _wr = wr;
+                        sh.stop.cancelled().await;
+                    }));
+                }
+            }
+            _ => failures += 1,
+        }
+    }
+    let connect_all = t0.elapsed();
+    conn_times.sort();
+    let ct = |p: f64| {
+        conn_times
+            .get(((conn_times.len() as f64 * p) as usize).min(conn_times.len().saturating_sub(1)))
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+
+    // Everyone but sender 0 must see a sync line: then all are members.
+    let sync_deadline = Instant::now() + Duration::from_secs(60);
+    while sh.synced.load(Relaxed) < receivers.saturating_sub(1) && Instant::now() < sync_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let synced = sh.synced.load(Relaxed);
+    let rss_joined = args.server_pid.and_then(|p| vm(p, "VmRSS:"));
+    let send_start = now_ns(&sh);
+    sh.go.cancel();
+
+    // Wait for everything or for the drain time without progress.
+    let expected = args.senders as u64 * u64::from(args.messages) * (args.clients as u64 - 1);
+    let send_secs = f64::from(args.messages) / args.rate;
+    let hard_end = Instant::now() + Duration::from_secs_f64(send_secs + 120.0);
+    let mut last = 0;
+    let mut last_change = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let d = sh.delivered.load(Relaxed);
+        if d >= expected || Instant::now() > hard_end {
+            break;
+        }
+        if d != last {
+            last = d;
+            last_change = Instant::now();
+        } else if last_change.elapsed().as_secs_f64() > args.drain
+            && Instant::now().duration_since(t0).as_secs_f64() > send_secs
+        {
+            break;
+        }
+    }
+    sh.stop.cancel();
+    for t in readers.into_iter().chain(tasks) {
+        let _ = t.await;
+    }
+    let t = std::mem::take(&mut *sh.totals.lock().unwrap_or_else(|e| e.into_inner()));
+    let h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
+    let n: u64 = h.iter().sum();
+    let delivered = sh.delivered.load(Relaxed);
+    let span = (sh.last_delivery_ns.load(Relaxed).saturating_sub(send_start)) as f64 / 1e9;
+    let hwm = args.server_pid.and_then(|p| vm(p, "VmHWM:"));
+    let per_client = match (hwm, base_rss) {
+        (Some(h), Some(b)) => format!("{:.1}", (h.saturating_sub(b)) as f64 / args.clients as f64),
+        _ => "-".into(),
+    };
+    let lost = expected.saturating_sub(delivered);
+    println!("== {} ==", args.label);
+    println!(
+        "clients {} (senders {} x {} lines at {}/s, {} B); connected {}, connect failures {}, \
+         in room {}; connect p50/p99/max {:.1}/{:.1}/{:.1} ms, all connected in {:.2} s",
+        args.clients,
+        args.senders,
+        args.messages,
+        args.rate,
+        args.size,
+        receivers,
+        failures,
+        synced + 1,
+        ct(0.5),
+        ct(0.99),
+        conn_times
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+        connect_all.as_secs_f64()
+    );
+    println!(
+        "delivered {delivered}/{expected} lost {lost} duplicated {} out-of-order {} corrupt {} \
+         closed-early {} (other lines {})",
+        t.duplicated, t.out_of_order, t.corrupt, t.closed_early, t.other
+    );
+    println!(
+        "latency p50/p99/max {:.2}/{:.2}/{:.2} ms; {:.0} delivered lines/s over {:.2} s",
+        percentile(&h, n, 0.5),
+        percentile(&h, n, 0.99),
+        t.max_latency_ns as f64 / 1e6,
+        delivered as f64 / span.max(1e-9),
+        span
+    );
+    println!(
+        "server memory: VmRSS before {} kB, joined {} kB, VmHWM {} kB ({} kB per client)",
+        base_rss.map_or("-".into(), |v| v.to_string()),
+        rss_joined.map_or("-".into(), |v| v.to_string()),
+        hwm.map_or("-".into(), |v| v.to_string()),
+        per_client
+    );
+    println!(
+        "| {} | {} | {}/{} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.0} | {} | {:.0} ms | {} |",
+        args.label,
+        args.clients,
+        delivered,
+        expected,
+        lost,
+        t.duplicated,
+        t.out_of_order,
+        t.corrupt,
+        percentile(&h, n, 0.5),
+        percentile(&h, n, 0.99),
+        t.max_latency_ns as f64 / 1e6,
+        delivered as f64 / span.max(1e-9),
+        failures,
+        conn_times
+            .last()
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+        per_client
+    );
+}
