@@ -115,8 +115,7 @@ struct Receiver {
 
 impl Receiver {
     fn line(&mut self, sh: &Shared, line: &[u8]) {
-        if let Some(i) = find(line, b"SYNC|") {
-            let _ = i;
+        if find(line, b"SYNC|").is_some() {
             if !self.synced {
                 self.synced = true;
                 sh.synced.fetch_add(1, Relaxed);
@@ -212,7 +211,7 @@ async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadH
         t: Totals::default(),
         synced: false,
     };
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = vec![0u8; 16 << 10];
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = tokio::select! {

@@ -10,7 +10,7 @@ use crate::codec::{Encoding, LineSplitter, Piece, sanitize_into};
 use crate::transport::describe;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -76,12 +76,11 @@ pub async fn serve(
 async fn read_loop(
     room: &Room,
     config: &Config,
-    mut rd: ReadHalf<'_>,
+    rd: ReadHalf<'_>,
     id: ClientId,
     kick: &Kick,
     shutdown: &CancellationToken,
 ) -> String {
-    let mut buf = [0u8; READ_SIZE];
     let mut splitter = LineSplitter::new(config.max_line);
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
@@ -89,13 +88,15 @@ async fn read_loop(
     let mut rate = config.rate.map(|(r, burst)| RateLimit::new(r, burst));
     let mut throttled = false;
     loop {
+        // Wait for data, then read it into a buffer on the stack: no buffer is held while a
+        // client is idle, which is most of the time for most of thousands of clients.
         let read = async {
             match config.idle_timeout {
-                Some(t) => tokio::time::timeout(t, rd.read(&mut buf)).await.ok(),
-                None => Some(rd.read(&mut buf).await),
+                Some(t) => tokio::time::timeout(t, rd.readable()).await.ok(),
+                None => Some(rd.readable().await),
             }
         };
-        let n = tokio::select! {
+        tokio::select! {
             biased;
             () = kick.token.cancelled() => return kicked(kick),
             () = shutdown.cancelled() => return "server shutting down".into(),
@@ -106,9 +107,15 @@ async fn read_loop(
                     let _ = room.tell(id, &format!("! idle for {secs} s: closing\n"));
                     return format!("idle for {secs} s");
                 }
-                Some(Ok(n)) => n,
+                Some(Ok(())) => (),
                 Some(Err(e)) => return describe(&e),
             },
+        };
+        let mut buf = [0u8; READ_SIZE];
+        let n = match rd.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return describe(&e),
         };
         let mut frame = |p: Piece<'_>| match p {
             Piece::Partial(_) => {
@@ -301,8 +308,8 @@ async fn write_loop(
             }
         }
         buf.clear();
-        if buf.capacity() > 2 * COALESCE_MAX {
-            // After a burst, give the memory back: thousands of idle clients add up.
+        if buf.capacity() > 4096 && rx.is_empty() {
+            // Between bursts, give the memory back: thousands of idle clients add up.
             buf = Vec::new();
         }
     }
