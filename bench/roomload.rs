@@ -41,6 +41,9 @@ struct Args {
     /// Connects in flight at once (default: all at once, a burst).
     #[arg(long)]
     connect_concurrency: Option<usize>,
+    /// Connects still pending after this many seconds count as failures.
+    #[arg(long, default_value_t = 60.0)]
+    connect_deadline: f64,
     /// Stop waiting after this many seconds without a delivery.
     #[arg(long, default_value_t = 5.0)]
     drain: f64,
@@ -368,8 +371,10 @@ async fn run(args: Args) {
     let mut tasks = Vec::new();
     let mut readers = Vec::new();
     let mut receivers = 0usize;
-    for c in connects {
-        let Ok((id, r, took)) = c.await else {
+    let connect_end = tokio::time::Instant::now() + Duration::from_secs_f64(args.connect_deadline);
+    for mut c in connects {
+        let Ok(Ok((id, r, took))) = tokio::time::timeout_at(connect_end, &mut c).await else {
+            c.abort();
             failures += 1;
             continue;
         };
@@ -403,7 +408,7 @@ async fn run(args: Args) {
     };
 
     // Everyone but sender 0 must see a sync line: then all are members.
-    let sync_deadline = Instant::now() + Duration::from_secs(60);
+    let sync_deadline = Instant::now() + Duration::from_secs(30);
     while sh.synced.load(Relaxed) < receivers.saturating_sub(1) && Instant::now() < sync_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

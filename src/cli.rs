@@ -84,6 +84,9 @@ pub struct RoomArgs {
     /// Announce joins and leaves only while the room has at most N members.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub announce_max: usize,
+    /// Worker threads serving the room (0: one per core; 1: a single-threaded runtime).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
 }
 
 impl RoomArgs {
@@ -252,7 +255,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => crate::demo::run().await?,
         // The room handles Ctrl-C and SIGTERM itself: it shuts down in order and exits 0.
-        Command::Room(args) => crate::room::serve(&args.addr, args.config(), quiet).await?,
+        Command::Room(args) => {
+            crate::room::serve(&args.addr, args.config(), quiet, args.threads).await?
+        }
         Command::Tcp(TcpCommand::Listen {
             addr,
             keep_open,

@@ -204,8 +204,45 @@ impl EventSink {
 }
 
 /// Opens the room on `addr` and serves it until Ctrl-C or SIGTERM: the command line's entry.
-pub async fn serve(addr: &HostPort, config: Config, quiet: bool) -> Result<(), Error> {
+///
+/// The room runs on a runtime of its own with `threads` workers (0: one per core). One worker
+/// (a current-thread runtime) avoids cross-thread wake-ups and work stealing; on the 2-core
+/// benchmark machine neither choice was clearly faster (bench/RESULTS.md).
+pub async fn serve(
+    addr: &HostPort,
+    config: Config,
+    quiet: bool,
+    threads: usize,
+) -> Result<(), Error> {
     config.check()?;
+    let addr = addr.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("room".into())
+        .spawn(move || {
+            let rt = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if threads > 1 {
+                    b.worker_threads(threads);
+                }
+                b.enable_all().build()
+            };
+            let result = match rt {
+                Ok(rt) => rt.block_on(serve_here(&addr, config, quiet)),
+                Err(e) => Err(Error::Config(format!("cannot start the runtime: {e}"))),
+            };
+            let _ = tx.send(result);
+        })
+        .map_err(|e| Error::Config(format!("cannot start the room's thread: {e}")))?;
+    rx.await
+        .unwrap_or_else(|_| Err(Error::Config("the room's thread ended early".into())))
+}
+
+async fn serve_here(addr: &HostPort, config: Config, quiet: bool) -> Result<(), Error> {
     let events = EventSink::stderr(quiet);
     if let Some(limit) = limits::raise_file_limit() {
         let needed = config.max_clients as u64 + limits::SPARE_FILES;

@@ -540,3 +540,16 @@ fn history_is_sent_to_joiners() {
     assert_eq!(lines[1..], ["<a> two\n", "<a> three\n"]);
     b.shutdown(Shutdown::Both).unwrap();
 }
+
+#[test]
+fn start_up_says_when_the_open_files_limit_is_below_max_clients() {
+    // Above the kernel's nr_open ceiling, so no hard limit can be high enough.
+    let (server, port) = room(&["--max-clients", "2000000"]);
+    server.stderr.wait_text("open-files limit is");
+    assert!(server.stderr.text().contains("--max-clients 2000000"));
+    // The room still works within the limit it has.
+    let mut a = Client::join(port);
+    let mut b = Client::join(port);
+    a.send("fine");
+    assert_eq!(b.wait("fine"), format!("<{}> fine", a.nick));
+}
