@@ -160,6 +160,8 @@ fn three_kinds_of_client_and_every_command() {
     server.send(b"hello from the server\n");
     assert_eq!(alice.wait("<server>"), "<server> hello from the server");
     py.stdout.wait_text("<server> hello from the server\n");
+    // The end of the server's stdin stops only that: the room goes on (the rest of this test).
+    server.close_stdin();
 
     alice.send("/who");
     assert_eq!(alice.wait("online"), "* 3 online: alice, py, wire");
