@@ -8,7 +8,10 @@ use wirechat::cli::Cli;
 use wirechat::session::terminal::TtyGuard;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     let filter = match cli.verbose {
         0 => "warn",
         1 => "wirechat=debug",
@@ -23,18 +26,23 @@ fn main() {
         .init();
     let tty = TtyGuard::save();
     let status = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(async {
-            tokio::select! {
-                r = wirechat::run(cli) => match r {
-                    Ok(()) => Status::Ok,
-                    Err(e) => {
-                        eprintln!("wirechat: error: {e:#}");
-                        Status::classify(&e)
-                    }
-                },
-                () = interrupted() => Status::Interrupted,
-            }
-        }),
+        Ok(rt) => {
+            let status = rt.block_on(async {
+                tokio::select! {
+                    r = wirechat::run(cli) => match r {
+                        Ok(()) => Status::Ok,
+                        Err(e) => {
+                            eprintln!("wirechat: error: {e:#}");
+                            Status::classify(&e)
+                        }
+                    },
+                    () = interrupted() => Status::Interrupted,
+                }
+            });
+            // Do not wait for threads still blocked reading stdin: the conversation is over.
+            rt.shutdown_background();
+            status
+        }
         Err(e) => {
             eprintln!("wirechat: error: cannot start the runtime: {e}");
             Status::Failure
@@ -44,6 +52,24 @@ fn main() {
     let _ = std::io::stdout().flush();
     // Exit without waiting for threads blocked on stdin (the runtime would wait for them).
     std::process::exit(status.code());
+}
+
+/// Help and version go out as clap prints them; a usage error is one line and status 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("wirechat: error: {first} (see --help)");
+    std::process::exit(Status::Usage.code());
 }
 
 /// Ctrl-C or SIGTERM.

@@ -28,7 +28,7 @@ pub enum Event {
     },
     /// A UDP datagram came from a new sender; replies now go there.
     NewPeer(SocketAddr),
-    /// Our input ended: we sent FIN and keep receiving.
+    /// Our input ended: we sent FIN (TCP; receiving goes on until the peer's FIN).
     SentFin,
     /// The peer sent FIN: it will send nothing more.
     PeerClosed,
@@ -75,7 +75,7 @@ impl fmt::Display for Event {
                 display_addr(*local)
             ),
             Event::NewPeer(p) => write!(f, "datagram from {}; replies go there", display_addr(*p)),
-            Event::SentFin => write!(f, "input ended: sent FIN, still receiving"),
+            Event::SentFin => write!(f, "input ended: sent FIN"),
             Event::PeerClosed => write!(f, "peer closed its side (FIN received)"),
             Event::Quit {
                 by_peer: true,

@@ -227,13 +227,14 @@ where
             }
         };
         tokio::select! {
+            // Polled in order, so events are reported in the order things happened.
+            biased;
             r = &mut send, if sending => match r? {
                 SendEnd::Eof => {
                     sending = false;
                     if !receiving {
                         return Ok(End::Closed);
                     }
-                    events.emit(Event::SentFin);
                 }
                 SendEnd::Quit => return Ok(End::Quit(Side::Local)),
             },

@@ -55,6 +55,7 @@ where
             if n == 0 {
                 // The tutorial's four-way close begins here: our FIN, and we keep reading.
                 wr.shutdown().await.map_err(Error::Socket)?;
+                events.emit(Event::SentFin);
                 return Ok(SendEnd::Eof);
             }
         }
@@ -96,7 +97,7 @@ where
 }
 
 /// The pass-through on Linux: each direction on a thread of its own moving bytes inside the
-/// kernel (sendfile or splice), the socket in blocking mode.
+/// kernel (sendfile or splice).
 #[cfg(target_os = "linux")]
 async fn converse_spliced(
     stream: TcpStream,
@@ -107,17 +108,20 @@ async fn converse_spliced(
     use std::os::fd::AsFd;
     use tokio::sync::oneshot;
 
+    // The socket stays non-blocking; the copy threads wait in poll (see transport::splice).
     let sock = stream.into_std().map_err(Error::Socket)?;
-    sock.set_nonblocking(false).map_err(Error::Socket)?;
     let reader = sock.try_clone().map_err(Error::Socket)?;
     let (send_tx, send_rx) = oneshot::channel();
     let (recv_tx, recv_rx) = oneshot::channel();
-    let act = activity.clone();
+    let (act, ev) = (activity.clone(), events.clone());
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let r = transport::splice::send(stdin.as_fd(), &sock, &|n| act.sent(n))
             .and_then(|_| sock.shutdown(std::net::Shutdown::Write))
-            .map(|()| SendEnd::Eof)
+            .map(|()| {
+                ev.emit(Event::SentFin);
+                SendEnd::Eof
+            })
             .map_err(Error::Socket);
         let _ = send_tx.send(r);
     });

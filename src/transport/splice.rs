@@ -3,13 +3,16 @@
 //! bytes are spliced into stdout (directly when it is a pipe, through an intermediate pipe when
 //! it is a file or /dev/null). Anything else falls back to `read`/`write` with a large buffer.
 //!
-//! These functions block; the session runs each direction on its own thread with a blocking
-//! socket, so the two directions never wait for each other.
+//! These functions block, waiting in poll(2) when the non-blocking socket says EAGAIN; the
+//! session runs each direction on its own thread, so the two directions never wait for each
+//! other. The socket must be non-blocking: a blocking splice from TCP into a pipe may keep what
+//! it has already moved until more arrives (seen on Linux 6.18), which would delay a typed line
+//! until the next one. The `copy` fallback expects a blocking socket and is not used with one.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
 use nix::sys::stat::{SFlag, fstat};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -32,6 +35,7 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => wait_writable(sock.as_fd())?,
                 // Not every file system supports sendfile: copy what is left by hand.
                 Err(Errno::EINVAL | Errno::ENOSYS) if total == 0 => break,
                 Err(e) => return Err(e.into()),
@@ -49,16 +53,14 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_readable(input)?,
+                Err(Errno::EAGAIN) => wait_send(input, sock.as_fd())?,
                 Err(Errno::EINVAL) if total == 0 => break,
                 Err(e) => return Err(e.into()),
             }
         },
         _ => {}
     }
-    let mut src = std::fs::File::from(input.try_clone_to_owned()?);
-    let mut dst = sock;
-    total += copy(&mut src, &mut dst, progress)?;
+    total += copy(input, sock.as_fd(), progress)?;
     Ok(total)
 }
 
@@ -68,7 +70,7 @@ pub fn receive(
     output: BorrowedFd<'_>,
     progress: &dyn Fn(usize),
 ) -> io::Result<u64> {
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE;
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     if kind(output) == Some(SFlag::S_IFIFO) {
         loop {
@@ -76,7 +78,7 @@ pub fn receive(
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_writable(output)?,
+                Err(Errno::EAGAIN) => wait_either(sock.as_fd(), output)?,
                 Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
                 Err(e) => return Err(e.into()),
             }
@@ -90,6 +92,10 @@ pub fn receive(
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                wait_readable(sock.as_fd())?;
+                continue;
+            }
             Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
             Err(e) => return Err(e.into()),
         };
@@ -109,10 +115,17 @@ fn drain(pipe_r: &OwnedFd, output: BorrowedFd<'_>, mut n: usize) -> io::Result<(
             Err(Errno::EAGAIN) => wait_writable(output)?,
             Err(Errno::EINVAL) => {
                 let mut src = std::fs::File::from(pipe_r.try_clone()?);
-                let mut dst = std::fs::File::from(output.try_clone_to_owned()?);
                 let mut buf = vec![0u8; n];
                 src.read_exact(&mut buf)?;
-                dst.write_all(&buf)?;
+                let mut done = 0;
+                while done < n {
+                    match nix::unistd::write(output, &buf[done..]) {
+                        Ok(m) => done += m,
+                        Err(Errno::EINTR) => {}
+                        Err(Errno::EAGAIN) => wait_writable(output)?,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -122,27 +135,34 @@ fn drain(pipe_r: &OwnedFd, output: BorrowedFd<'_>, mut n: usize) -> io::Result<(
 }
 
 fn fallback(sock: &TcpStream, output: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> io::Result<u64> {
-    let mut dst = std::fs::File::from(output.try_clone_to_owned()?);
-    let mut src = sock;
-    copy(&mut src, &mut dst, progress)
+    copy(sock.as_fd(), output, progress)
 }
 
-/// A plain copy with a large buffer, for inputs and outputs that splice cannot serve.
-pub fn copy(
-    src: &mut impl Read,
-    dst: &mut impl Write,
-    progress: &dyn Fn(usize),
-) -> io::Result<u64> {
+/// A plain copy with a large buffer, for inputs and outputs that splice cannot serve; either
+/// descriptor may be non-blocking.
+pub fn copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
-        let n = match src.read(&mut buf) {
+        let n = match nix::unistd::read(src, &mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                wait_readable(src)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
-        dst.write_all(&buf[..n])?;
+        let mut done = 0;
+        while done < n {
+            match nix::unistd::write(dst, &buf[done..n]) {
+                Ok(m) => done += m,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => wait_writable(dst)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
         advance(&mut total, progress, n);
     }
 }
@@ -160,7 +180,32 @@ fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
     wait(fd, nix::poll::PollFlags::POLLOUT)
 }
 
-/// Waits for a descriptor somebody else left in non-blocking mode.
+/// After EAGAIN on the way out: wait for the socket to take more, or, if it already can, for
+/// input (a pipe somebody left non-blocking) to have some.
+fn wait_send(input: BorrowedFd<'_>, sock: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => wait_writable(sock),
+        Ok(_) => wait_readable(input),
+        Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits until the socket has data, or, if it already has, until the output pipe has room.
+fn wait_either(sock: BorrowedFd<'_>, output: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(sock, PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => wait_readable(sock),
+        Ok(_) => wait_writable(output),
+        Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits for a descriptor to become ready.
 fn wait(fd: BorrowedFd<'_>, events: nix::poll::PollFlags) -> io::Result<()> {
     let mut fds = [nix::poll::PollFd::new(fd, events)];
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {

@@ -2,3 +2,6 @@
 //! sockets on loopback, with ephemeral ports and event-driven waits (never sleeps).
 
 mod util;
+
+mod errors;
+mod tcp;
