@@ -474,8 +474,7 @@ fn idle_timeout() {
 
 fn port_of(line: &str) -> String {
     line.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .next_back()
+        .rfind(|s| !s.is_empty())
         .unwrap()
         .to_string()
 }
