@@ -20,9 +20,8 @@ pub fn wirechat() -> Command {
 /// True if `program` is on PATH. When it is not: with WIRECHAT_REQUIRE_PEERS=1 (CI) the test
 /// fails; otherwise it prints why it is skipped and the caller returns.
 pub fn have(program: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
     if !found {
         if std::env::var("WIRECHAT_REQUIRE_PEERS").as_deref() == Ok("1") {
             panic!("{program} is required (WIRECHAT_REQUIRE_PEERS=1) but not on PATH");
@@ -81,7 +80,11 @@ impl Collected {
             if now >= end || (g.1 && !pred(&g.0)) {
                 panic!(
                     "waiting for {what}: {}; got {:?}",
-                    if g.1 { "stream closed" } else { "deadline passed" },
+                    if g.1 {
+                        "stream closed"
+                    } else {
+                        "deadline passed"
+                    },
                     String::from_utf8_lossy(&g.0)
                 );
             }
@@ -102,7 +105,11 @@ impl Collected {
         let mut g = lock.lock().unwrap();
         while !g.1 {
             let now = Instant::now();
-            assert!(now < end, "stream not closed by the deadline: {:?}", String::from_utf8_lossy(&g.0));
+            assert!(
+                now < end,
+                "stream not closed by the deadline: {:?}",
+                String::from_utf8_lossy(&g.0)
+            );
             g = cv.wait_timeout(g, end - now).unwrap().0;
         }
         g.0.clone()
@@ -147,7 +154,8 @@ impl Proc {
         let text = self.stderr.wait_text("listening on ");
         let after = &text[text.find("listening on ").unwrap() + "listening on ".len()..];
         let addr = after.split_whitespace().next().unwrap();
-        addr.parse().unwrap_or_else(|_| panic!("bad address in {text:?}"))
+        addr.parse()
+            .unwrap_or_else(|_| panic!("bad address in {text:?}"))
     }
 
     /// The port of the "listening on" line.
