@@ -600,7 +600,7 @@ impl Conn {
         }
         if t.ack && !t.syn && self.state(r) == State::SynRcvd {
             let r_syn_end = self.half[r.idx()].isn.map(|i| i.wrapping_add(1));
-            if r_syn_end.is_some_and(|n| acks(n)) {
+            if r_syn_end.is_some_and(acks) {
                 // RFC 9293 §3.10.7.4: in SYN-RECEIVED an acceptable ACK moves to ESTABLISHED.
                 self.set_state(
                     r,
@@ -610,6 +610,9 @@ impl Conn {
                 );
             }
         }
+        let r_fin_acked = self.half[r.idx()]
+            .fin_seq
+            .is_some_and(|f| acks(f.wrapping_add(1)));
         if t.fin && self.half[s.idx()].fin_seq.is_none() {
             self.half[s.idx()].fin_seq = Some(seg_end.wrapping_sub(1));
             match self.state(s) {
@@ -618,6 +621,14 @@ impl Conn {
                     s,
                     State::FinWait1,
                     "sent FIN first: active close (RFC 9293 §3.6)",
+                    out,
+                ),
+                // RFC 9293 §3.6 case 3: this FIN does not acknowledge the peer's, so it left
+                // before that FIN arrived: both closed at once (FIN-WAIT-1, then CLOSING).
+                State::CloseWait if !r_fin_acked => self.set_state(
+                    s,
+                    State::Closing,
+                    "sent FIN before the peer's arrived: simultaneous close (RFC 9293 §3.6)",
                     out,
                 ),
                 // RFC 9293 §3.6 case 2: FIN already received, the user closes: LAST-ACK.

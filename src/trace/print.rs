@@ -4,7 +4,7 @@
 
 use super::decode::{IpHeader, LinkHeader, Packet, Transport};
 use super::ladder::{Close, Record, Segment, Side, Summary, Totals};
-use crate::codec::{HexDump, sanitize_into};
+use crate::codec::HexDump;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -137,8 +137,11 @@ pub fn summary_lines(s: &Summary) -> Vec<String> {
     };
     lines.push(hs);
     lines.push(format!(
-        "data: A->B {} bytes, B->A {} bytes; {} segments in all",
-        s.bytes[0], s.bytes[1], s.segments
+        "data: A->B {} bytes, B->A {} bytes; {} segment{} in all",
+        s.bytes[0],
+        s.bytes[1],
+        s.segments,
+        if s.segments == 1 { "" } else { "s" }
     ));
     let flags: Vec<String> = s
         .close_flags
@@ -345,6 +348,12 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
     }
     match &pkt.transport {
         Transport::Tcp(t) => {
+            let window = match seg {
+                Some(s) if s.win != u64::from(s.raw_win) => {
+                    format!("{} (scaled: {} bytes)", s.raw_win, s.win)
+                }
+                _ => t.window_size.to_string(),
+            };
             let rel = seg
                 .map(|s| {
                     let ack = s
@@ -371,7 +380,7 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
                     rel.1,
                     t.header_len(),
                     super::ladder::Flags::of(t),
-                    t.window_size,
+                    window,
                     t.checksum,
                     t.urgent_pointer,
                     opts.join(" "),
@@ -386,11 +395,14 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
             ),
         )),
     }
-    let mut text = String::new();
-    sanitize_into(&String::from_utf8_lossy(&pkt.payload), &mut text);
     out.push(("payload", format!("{} bytes", pkt.payload.len())));
     if !pkt.payload.is_empty() {
-        out.push(("text", text.replace('\n', "\\n")));
+        // Control characters escaped, so a payload cannot drive the terminal.
+        let text: String = String::from_utf8_lossy(&pkt.payload)
+            .chars()
+            .flat_map(char::escape_debug)
+            .collect();
+        out.push(("text", text));
         let mut dump = String::new();
         HexDump::default().dump(&pkt.payload, &mut dump);
         out.push(("hex", dump.trim_end().to_string()));
@@ -547,10 +559,11 @@ impl<W: Write> Printer<W> {
             }))?,
             Format::Text => {
                 let mut line = format!(
-                    "end: {} frames, {} TCP segments in {} connections ({} closed), {} UDP datagrams",
+                    "end: {} frames, {} TCP segments in {} connection{} ({} closed), {} UDP datagrams",
                     stats.frames,
                     totals.segments,
                     totals.connections,
+                    if totals.connections == 1 { "" } else { "s" },
                     totals.closed,
                     totals.datagrams
                 );
