@@ -718,6 +718,8 @@ impl Conn {
                     Some((lo, hi)) if !seq_lt(seq, lo) && seq_lt(seq, hi) => {
                         labels.push(Label::OutOfOrder);
                         self.out_of_order += 1;
+                        // Late, but new: these bytes fill the hole and count as data.
+                        h.bytes += payload as u64;
                         h.gap = None;
                     }
                     _ => {
@@ -1041,5 +1043,219 @@ impl Tracker {
     /// Whether every connection seen so far has ended.
     pub fn all_closed(&self) -> bool {
         self.conns.values().all(|c| c.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::decode::{Link, decode};
+    use etherparse::PacketBuilder;
+
+    const A: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+    const B: ([u8; 4], u16) = ([127, 0, 0, 2], 80);
+
+    /// A segment from A (`from_a`) or B: flags from "SAFPR", seq, ack, window, payload.
+    fn seg(from_a: bool, flags: &str, seq: u32, ack: u32, win: u16, data: &[u8]) -> Packet {
+        let ((src, sp), (dst, dp)) = if from_a { (A, B) } else { (B, A) };
+        let mut b = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, win);
+        for c in flags.chars() {
+            b = match c {
+                'S' => b.syn(),
+                'A' => b.ack(ack),
+                'F' => b.fin(),
+                'P' => b.psh(),
+                'R' => b.rst(),
+                _ => b,
+            };
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, data).expect("write to Vec");
+        decode(Link::Ethernet, &out).expect("valid segment")
+    }
+
+    /// Feeds segments one per millisecond; returns every record.
+    fn run(segs: &[Packet]) -> Vec<Record> {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for (i, p) in segs.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut out);
+        }
+        out
+    }
+
+    fn rows(recs: &[Record]) -> Vec<&Segment> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Record::Segment(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn summary(recs: &[Record]) -> Option<&Summary> {
+        recs.iter().find_map(|r| match r {
+            Record::Summary(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn handshake() -> Vec<Packet> {
+        vec![
+            seg(true, "S", 100, 0, 1000, b""),
+            seg(false, "SA", 900, 101, 1000, b""),
+            seg(true, "A", 101, 901, 1000, b""),
+        ]
+    }
+
+    #[test]
+    fn handshake_states_and_relative_numbers() {
+        let recs = run(&handshake());
+        let r = rows(&recs);
+        assert_eq!(r[0].states, [State::SynSent, State::Listen]);
+        assert_eq!(r[1].states, [State::Established, State::SynRcvd]);
+        assert_eq!(r[2].states, [State::Established, State::Established]);
+        assert_eq!((r[1].seq, r[1].ack), (0, Some(1)));
+        assert_eq!((r[2].seq, r[2].ack), (1, Some(1)));
+        assert_eq!(r[0].ack, None);
+        let transitions = recs
+            .iter()
+            .filter(|r| matches!(r, Record::State(_)))
+            .count();
+        assert_eq!(transitions, 4);
+    }
+
+    #[test]
+    fn retransmission_dup_acks_zero_window_and_out_of_order() {
+        let mut s = handshake();
+        s.push(seg(true, "PA", 101, 901, 1000, b"aaaa")); // 1..5
+        s.push(seg(true, "PA", 109, 901, 1000, b"cccc")); // 9..13: 5..9 missing
+        s.push(seg(false, "A", 901, 105, 1000, b"")); // ack 5
+        s.push(seg(false, "A", 901, 105, 1000, b"")); // dup #1
+        s.push(seg(false, "A", 901, 105, 1000, b"")); // dup #2
+        s.push(seg(true, "PA", 105, 901, 1000, b"bbbb")); // fills the gap
+        s.push(seg(true, "PA", 105, 901, 1000, b"bbbb")); // sent again
+        s.push(seg(false, "A", 901, 113, 0, b"")); // receiver full
+        let recs = run(&s);
+        let r = rows(&recs);
+        assert_eq!(r[4].labels, [Label::PreviousNotSeen]);
+        assert!(r[5].labels.is_empty());
+        assert_eq!(r[6].labels, [Label::DupAck(1)]);
+        assert_eq!(r[7].labels, [Label::DupAck(2)]);
+        assert_eq!(r[8].labels, [Label::OutOfOrder]);
+        assert_eq!(r[9].labels, [Label::Retransmission]);
+        assert_eq!(r[10].labels, [Label::ZeroWindow]);
+        // Data counted once: aaaa, bbbb, cccc.
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for (i, p) in s.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut out);
+        }
+        t.finish(&mut out);
+        let sum = summary(&out).expect("summary at the end");
+        assert_eq!(sum.bytes, [12, 0]);
+        assert_eq!(
+            (sum.retransmissions, sum.dup_acks, sum.out_of_order),
+            (1, 2, 1)
+        );
+        assert_eq!(sum.close, Close::Open);
+    }
+
+    #[test]
+    fn keep_alive_is_not_a_retransmission() {
+        let mut s = handshake();
+        s.push(seg(true, "A", 100, 901, 1000, b"")); // seq = next - 1, no data
+        let r = run(&s);
+        assert_eq!(rows(&r)[3].labels, [Label::KeepAlive]);
+    }
+
+    #[test]
+    fn three_segment_close() {
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "FA", 901, 102, 1000, b""));
+        s.push(seg(true, "A", 102, 902, 1000, b""));
+        let recs = run(&s);
+        let r = rows(&recs);
+        assert_eq!(r[3].states, [State::FinWait1, State::CloseWait]);
+        assert_eq!(r[4].states, [State::TimeWait, State::LastAck]);
+        assert_eq!(r[5].states, [State::TimeWait, State::Closed]);
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.close, Close::ThreeWay);
+        assert_eq!(sum.first_closer, Some(Side::A));
+        assert_eq!(sum.close_segments, 3);
+        assert!(sum.note().is_some_and(|n| n.contains("rode on the ACK")));
+    }
+
+    #[test]
+    fn server_closes_first_four_segments() {
+        let mut s = handshake();
+        s.push(seg(false, "FA", 901, 101, 1000, b""));
+        s.push(seg(true, "A", 101, 902, 1000, b""));
+        s.push(seg(true, "FA", 101, 902, 1000, b""));
+        s.push(seg(false, "A", 902, 102, 1000, b""));
+        let recs = run(&s);
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.close, Close::FourWay);
+        assert_eq!(sum.first_closer, Some(Side::B));
+        assert_eq!(sum.states, [State::Closed, State::TimeWait]);
+        assert_eq!(sum.note(), None);
+    }
+
+    #[test]
+    fn refused_connection() {
+        let recs = run(&[
+            seg(true, "S", 100, 0, 1000, b""),
+            seg(false, "RA", 0, 101, 0, b""),
+        ]);
+        let sum = summary(&recs).expect("ended");
+        assert_eq!(sum.close, Close::Refused);
+        assert_eq!(sum.handshake, None);
+        // A RST's zero window is not a receiver out of space.
+        assert!(rows(&recs)[1].labels.is_empty());
+    }
+
+    #[test]
+    fn port_reuse_starts_a_new_connection_and_midstream_joins() {
+        let mut s = handshake();
+        s.push(seg(true, "RA", 101, 901, 0, b""));
+        s.push(seg(true, "S", 5000, 0, 1000, b""));
+        let recs = run(&s);
+        let opened = recs
+            .iter()
+            .filter(|r| matches!(r, Record::Opened { .. }))
+            .count();
+        assert_eq!(opened, 2);
+
+        let recs = run(&[seg(false, "PA", 7000, 300, 1000, b"mid")]);
+        let r = rows(&recs);
+        assert_eq!((r[0].seq, r[0].ack), (1, Some(1)));
+        assert_eq!(r[0].states, [State::Established, State::Established]);
+    }
+
+    #[test]
+    fn table_stays_bounded() {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for i in 0..(MAX_CONNS as u32 + 10) {
+            let p = {
+                let b = PacketBuilder::ipv4(
+                    [10, 0, (i >> 16) as u8, (i >> 8) as u8],
+                    [10, 1, 0, i as u8],
+                    64,
+                )
+                .tcp(1000, 80, i, 100)
+                .syn();
+                let mut v = Vec::new();
+                b.write(&mut v, b"").expect("write");
+                decode(Link::Raw, &v).expect("valid")
+            };
+            t.observe(Duration::ZERO, &p, &mut out);
+            out.clear();
+        }
+        assert!(t.conns.len() <= MAX_CONNS);
+        assert!(t.order.len() <= 2 * MAX_CONNS + 1);
     }
 }
