@@ -4,7 +4,7 @@
 //! initial sequence number (so seq and ack are shown relative to it, as Wireshark does), the
 //! highest sequence seen (to label retransmissions, out-of-order segments, duplicate ACKs) and
 //! the modelled RFC 9293 state of the end that sends in that direction. Every state change goes
-//! through [`Conn::set_state`], which records a [`Transition`]. When both ends are finished the
+//! through `Conn::set_state`, which records a [`Transition`]. When both ends are finished the
 //! connection's [`Summary`] says how the handshake and the close really went.
 
 use super::decode::{Packet, Transport};

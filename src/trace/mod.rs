@@ -5,7 +5,7 @@
 //! - [`decode`]: frames into typed headers with etherparse; damage is an error, not a panic.
 //! - [`ladder`]: per-connection tracking keyed by 4-tuple: relative seq/ack, the modelled TCP
 //!   state of each end ([`state`]), analysis labels and the summary of each connection.
-//! - [`print`]: the text ladder, `--layers` and `--json`.
+//! - [`print`](mod@print): the text ladder, `--layers` and `--json`.
 //! - [`inline`]: the capture behind `tcp connect|listen --trace`.
 //!
 //! Frames flow `source -> decode -> filter -> ladder -> print` on one thread of their own, so
