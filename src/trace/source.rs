@@ -6,10 +6,12 @@ use super::Error;
 use super::decode::{Frame, Link};
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 pub mod live;
@@ -73,6 +75,23 @@ fn datalink_of(link: Link) -> DataLink {
         Link::Null => DataLink::NULL,
         Link::Raw => DataLink::RAW,
     }
+}
+
+/// pcap-file reads a pcapng timestamp as a count of nanoseconds; the interface's `if_tsresol`
+/// says what the unit really is (10^-n s, or 2^-n s with the high bit set; microseconds when
+/// absent, RFC draft-ietf-opsawg-pcapng §4.2).
+fn rescale(raw: Duration, tsresol: u8) -> Duration {
+    let units = raw.as_nanos();
+    let nanos = if tsresol & 0x80 != 0 {
+        let shift = u32::from(tsresol & 0x7f).min(127);
+        units.saturating_mul(1_000_000_000) >> shift
+    } else {
+        match 9i32 - i32::from(tsresol) {
+            d if d >= 0 => units.saturating_mul(10u128.pow(d as u32)),
+            d => units / 10u128.saturating_pow((-d) as u32),
+        }
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
 impl FileSource {
@@ -151,7 +170,15 @@ impl PacketSource for FileSource {
                     }
                     _ => continue,
                 };
-                let dl = r.interfaces().get(iface as usize).map(|i| i.linktype);
+                let idb = r.interfaces().get(iface as usize);
+                let dl = idb.map(|i| i.linktype);
+                let resol = idb.and_then(|i| {
+                    i.options.iter().find_map(|o| match o {
+                        InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
+                        _ => None,
+                    })
+                });
+                let ts = rescale(ts, resol.unwrap_or(6));
                 let Some(link) = dl.and_then(link_of) else {
                     return Ok(Next::Skipped(format!(
                         "packet on interface {iface} with unsupported link type {dl:?}"
@@ -220,5 +247,27 @@ impl Recorder {
             .into_writer()
             .flush()
             .map_err(|e| Error::WriteFile(self.path, pcap_file::PcapError::IoError(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_timestamp_units() {
+        let raw = Duration::from_nanos(1_500_000);
+        assert_eq!(rescale(raw, 6), Duration::from_millis(1500));
+        assert_eq!(rescale(raw, 9), raw);
+        assert_eq!(rescale(raw, 12), Duration::from_nanos(1500));
+        // 2^-10 s units: 1024 of them make a second.
+        assert_eq!(
+            rescale(Duration::from_nanos(1024), 0x8a),
+            Duration::from_secs(1)
+        );
+        // Nonsense resolutions saturate instead of panicking.
+        let _ = rescale(Duration::MAX, 0);
+        let _ = rescale(Duration::MAX, 0xff);
+        let _ = rescale(raw, 200);
     }
 }

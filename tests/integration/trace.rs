@@ -632,3 +632,10 @@ fn make_synthetic_fixtures() {
     bytes.extend_from_slice(&[0u8; 10]);
     std::fs::write(data("damaged.pcap"), bytes).unwrap();
 }
+
+/// pcapng (what tshark and Wireshark write by default; this one by `editcap -F pcapng` with
+/// microsecond timestamps) gives the same ladder as pcap.
+#[test]
+fn pcapng_reads_like_pcap() {
+    assert_eq!(ladder("ipv6.pcapng"), ladder("ipv6.pcap"));
+}
