@@ -297,6 +297,23 @@ fn filters_and_count() {
     // Cut short, the connection is summarised as still open.
     let s = events(&lines, "summary")[0];
     assert_eq!(s["close"], "open");
+    // --layers in JSON: each layer's fields as a string under "layers".
+    let lines = json_lines("four-way-close.pcap", &["--layers", "--count", "1"]);
+    let seg = events(&lines, "segment")[0];
+    assert!(
+        seg["layers"]["link"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ethernet II")
+    );
+    assert!(seg["layers"]["ipv4"].as_str().unwrap().contains("ttl 64"));
+    assert!(
+        seg["layers"]["tcp"]
+            .as_str()
+            .unwrap()
+            .contains("port 44834 -> 45201")
+    );
+    assert_eq!(seg["layers"]["payload"], "0 bytes");
 }
 
 #[test]
@@ -332,6 +349,7 @@ fn not_a_capture_file() {
 }
 
 /// The port of a `tcp listen` child, once its whole "listening on ADDR (tcp)" line is in.
+#[cfg(target_os = "linux")]
 fn listen_port(p: &Proc) -> u16 {
     let text = p.stderr.wait_text(" (tcp)\n");
     let line = text
@@ -346,14 +364,17 @@ fn listen_port(p: &Proc) -> u16 {
 
 /// The server of the live tests. `--quit` keeps it off the spliced pass-through, which at the
 /// time of writing holds data received for a pipe until the connection closes.
+#[cfg(target_os = "linux")]
 const SERVER: [&str; 5] = ["tcp", "listen", "127.0.0.1:0", "--quit", "no-such-word"];
 
+#[cfg(target_os = "linux")]
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
 /// Without privileges, live capture fails with one line naming sudo and setcap, status 6.
 #[test]
+#[cfg(target_os = "linux")]
 fn live_capture_without_privileges() {
     let mut cmd = if is_root() {
         if !have("setpriv") {
@@ -382,6 +403,7 @@ fn live_capture_without_privileges() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+#[cfg(target_os = "linux")]
 fn skip_unless_root(what: &str) -> bool {
     if !is_root() {
         eprintln!("SKIPPED: {what} needs root (live capture)");
@@ -393,6 +415,7 @@ fn skip_unless_root(what: &str) -> bool {
 /// A real conversation under a live trace: the ladder, the Ctrl-C summary, and the pcap it
 /// wrote read back by tshark with the same flags and relative seq/ack.
 #[test]
+#[cfg(target_os = "linux")]
 fn live_trace_matches_tshark() {
     if skip_unless_root("live_trace_matches_tshark") {
         return;
@@ -507,6 +530,7 @@ fn live_trace_matches_tshark() {
 
 /// `tcp connect --trace`: the conversation's own handshake and close on stderr.
 #[test]
+#[cfg(target_os = "linux")]
 fn inline_trace_on_connect() {
     if skip_unless_root("inline_trace_on_connect") {
         return;
