@@ -1258,4 +1258,37 @@ mod tests {
         assert!(t.conns.len() <= MAX_CONNS);
         assert!(t.order.len() <= 2 * MAX_CONNS + 1);
     }
+
+    proptest::proptest! {
+        /// Any sequence of segments (random flags, numbers, windows, payloads, both ways)
+        /// goes through the tracker and both printers without a panic.
+        #[test]
+        fn any_segments_never_panic(
+            segs in proptest::collection::vec(
+                (proptest::bool::ANY, 0u8..64, proptest::num::u32::ANY, proptest::num::u32::ANY,
+                 proptest::num::u16::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..8)),
+                1..40,
+            )
+        ) {
+            let flag_sets = ["S", "SA", "A", "PA", "FA", "F", "R", "RA", "SF", "SFRA"];
+            let packets: Vec<Packet> = segs
+                .iter()
+                .map(|(a, f, seq, ack, win, data)| {
+                    seg(*a, flag_sets[*f as usize % flag_sets.len()], *seq % 64, *ack % 64, *win, data)
+                })
+                .collect();
+            let mut t = Tracker::new();
+            let mut out = Vec::new();
+            let mut text = crate::trace::print::Printer::new(Vec::new(), crate::trace::print::Format::Text, true);
+            let mut json = crate::trace::print::Printer::new(Vec::new(), crate::trace::print::Format::Json, false);
+            for (i, p) in packets.iter().enumerate() {
+                t.observe(Duration::from_micros(i as u64), p, &mut out);
+                text.packet(&out, p, Duration::ZERO).expect("write to Vec");
+                json.packet(&out, p, Duration::ZERO).expect("write to Vec");
+                out.clear();
+            }
+            t.finish(&mut out);
+            text.records(&out).expect("write to Vec");
+        }
+    }
 }
