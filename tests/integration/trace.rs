@@ -663,3 +663,32 @@ fn make_synthetic_fixtures() {
 fn pcapng_reads_like_pcap() {
     assert_eq!(ladder("ipv6.pcapng"), ladder("ipv6.pcap"));
 }
+
+/// `tcp listen --trace` on port 0: the trace learns the port from the "listening on" event.
+#[test]
+#[cfg(target_os = "linux")]
+fn inline_trace_on_listen() {
+    if skip_unless_root("inline_trace_on_listen") {
+        return;
+    }
+    let mut args = SERVER.to_vec();
+    args.push("--trace");
+    let mut server = Proc::wirechat(&args);
+    let port = listen_port(&server);
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}")]);
+    client.stderr.wait_text("connected to");
+    client.send(b"pong\n");
+    server.stdout.wait_text("pong");
+    client.close_stdin();
+    server.stderr.wait_text("peer closed");
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0);
+    let err = server.stderr.text();
+    assert!(
+        err.contains(&format!("B 127.0.0.1:{port} (server)")),
+        "{err}"
+    );
+    assert!(err.contains("A --SYN--"), "{err}");
+    assert!(err.contains("wirechat: trace #1   summary:"), "{err}");
+    assert!(err.contains("closed first"), "{err}");
+}
