@@ -90,8 +90,8 @@ impl Filter {
             && self.port.is_none_or(|p| src.port() == p || dst.port() == p)
             && (self.hosts.is_empty()
                 || self.hosts.iter().any(|h| {
-                    plain(SocketAddr::new(*h, 0)).ip() == src.ip()
-                        || plain(SocketAddr::new(*h, 0)).ip() == dst.ip()
+                    let h = plain(SocketAddr::new(*h, 0)).ip();
+                    h == src.ip() || h == dst.ip()
                 }))
             && self.tuple.is_none_or(|(x, y)| {
                 let (x, y) = (plain(x), plain(y));
@@ -317,5 +317,42 @@ fn describe_filter(f: &Filter) -> String {
         String::new()
     } else {
         format!(" ({})", parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_conditions() {
+        let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.2:80".parse().unwrap();
+        let c: SocketAddr = "[::1]:80".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert!(Filter::default().matches(a, b));
+        let port = Filter {
+            port: Some(80),
+            ..Filter::default()
+        };
+        assert!(port.matches(a, b) && port.matches(b, a) && port.matches(c, a));
+        assert!(!port.matches(a, a));
+        let host = Filter {
+            hosts: vec!["127.0.0.2".parse().unwrap()],
+            ..Filter::default()
+        };
+        assert!(host.matches(a, b) && !host.matches(a, c));
+        // The inline trace learns addresses as the socket reports them (IPv4-mapped on a
+        // dual-stack socket); packets carry plain IPv4.
+        let tuple = Filter {
+            tuple: Some((mapped, b)),
+            ..Filter::default()
+        };
+        assert!(tuple.matches(a, b) && tuple.matches(b, a) && !tuple.matches(a, c));
+        let pending = Filter {
+            pending: true,
+            ..Filter::default()
+        };
+        assert!(!pending.matches(a, b));
     }
 }
