@@ -55,6 +55,7 @@ pub enum Command {
 #[command(after_help = "Examples:
   sudo wirechat trace --port 8899                  ladders of connections to or from port 8899
   sudo wirechat trace --port 8899 --layers         every header field of every packet
+  wirechat trace --read s.pcap --explain           why each end changed state, row by row
   sudo wirechat trace --count 20 --write s.pcap    save 20 packets for tshark or Wireshark
   wirechat trace --read s.pcap --json              a saved capture as JSON lines, no root needed
   wirechat tcp connect 127.0.0.1:8899 --trace      a conversation with its own ladder on stderr")]
@@ -71,6 +72,9 @@ pub struct TraceArgs {
     /// Break every packet down layer by layer: link, IP, TCP/UDP fields, payload text and hex.
     #[arg(long)]
     pub layers: bool,
+    /// Under each row, the state changes it caused and why (with the RFC section).
+    #[arg(short = 'e', long)]
+    pub explain: bool,
     /// One JSON object per line per packet and per event.
     #[arg(long)]
     pub json: bool,
@@ -250,6 +254,7 @@ impl TraceArgs {
                 ..Default::default()
             },
             layers: self.layers,
+            explain: self.explain,
             format: if self.json {
                 crate::trace::print::Format::Json
             } else {

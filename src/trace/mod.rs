@@ -109,6 +109,8 @@ pub struct Config {
     pub filter: Filter,
     /// Show every header field.
     pub layers: bool,
+    /// Explain each state change under its row.
+    pub explain: bool,
     /// Text or JSON.
     pub format: Format,
     /// Save matching frames here.
@@ -281,7 +283,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .spawn(move || {
             let stdout = io::stdout();
             let out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-            let mut printer = Printer::new(out, cfg.format, cfg.layers);
+            let mut printer = Printer::new(out, cfg.format, cfg.layers).with_explain(cfg.explain);
             let filter = |s, d| cfg.filter.matches(s, d);
             let r = capture(
                 source.as_mut(),

@@ -27,6 +27,8 @@ pub struct Printer<W: Write> {
     out: W,
     format: Format,
     layers: bool,
+    /// Follow each row with the state changes it caused and why.
+    explain: bool,
     /// Put before every text line (the inline trace uses "wirechat: trace ").
     prefix: &'static str,
     packets: u64,
@@ -491,9 +493,16 @@ impl<W: Write> Printer<W> {
             out,
             format,
             layers,
+            explain: false,
             prefix: "",
             packets: 0,
         }
+    }
+
+    /// Explains every state change under the row that caused it (text).
+    pub fn with_explain(mut self, explain: bool) -> Self {
+        self.explain = explain;
+        self
     }
 
     /// Puts `prefix` before every text line.
@@ -580,7 +589,13 @@ impl<W: Write> Printer<W> {
                     self.layer_lines(p, Some(s))?;
                 }
             }
-            // The row already shows both states; transitions are spelled out in JSON.
+            // The row already shows both states; --explain says how each changed and why.
+            Record::State(t) if self.explain => {
+                self.line(&format!(
+                    "                 {} {:>11} -> {:<11}  {}",
+                    t.side, t.from, t.to, t.why
+                ))?;
+            }
             Record::State(_) => {}
             Record::Summary(s) => {
                 for l in summary_lines(s) {

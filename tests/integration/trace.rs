@@ -692,3 +692,12 @@ fn inline_trace_on_listen() {
     assert!(err.contains("wirechat: trace #1   summary:"), "{err}");
     assert!(err.contains("closed first"), "{err}");
 }
+
+/// `--explain`: every state change under the row that caused it, with its reason.
+#[test]
+fn explained_simultaneous_close() {
+    let (status, out, err) = read("simultaneous-close.pcap", &["--explain"]);
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("FIN_WAIT_1 -> CLOSING"), "{out}");
+    insta::assert_snapshot!("simultaneous_close_explained", out);
+}
