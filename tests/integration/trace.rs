@@ -381,19 +381,19 @@ fn live_capture_without_privileges() {
             return;
         }
         let mut c = std::process::Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_wirechat"));
+        // Leaving uid 0 drops the capabilities as well (no keep-caps).
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_wirechat"));
         c
     } else {
         wirechat()
     };
     let out = cmd.args(["trace", "--count", "1"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    if err.starts_with("setpriv:") {
+        eprintln!("SKIPPED: cannot drop privileges here: {err}");
+        return;
+    }
     assert_eq!(out.status.code(), Some(6), "{err}");
     assert!(
         err.contains("sudo") && err.contains("setcap cap_net_raw+ep"),
