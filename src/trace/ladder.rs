@@ -984,11 +984,21 @@ impl Tracker {
         let new_syn = t.syn && !t.ack;
         let fresh = match self.conns.get(&k) {
             None => true,
-            // A new SYN on a finished 4-tuple is a new connection (ports get reused), unless
-            // it repeats the old one's SYN.
-            Some(c) => c.done && new_syn && c.half[0].isn != Some(t.sequence_number),
+            // A new SYN on a 4-tuple whose connection ended, or got past its handshake (its
+            // end was not seen), is a new connection: ports get reused. A repeat of the old
+            // SYN is a retransmission.
+            Some(c) => {
+                new_syn
+                    && (c.done || c.ever_established)
+                    && c.half[0].isn != Some(t.sequence_number)
+            }
         };
         if fresh {
+            if let Some(old) = self.conns.remove(&k) {
+                if !old.done {
+                    out.push(Record::Summary(old.summary()));
+                }
+            }
             self.evict_if_full(out);
             self.next_id += 1;
             self.totals.connections += 1;
@@ -1228,6 +1238,15 @@ mod tests {
             .filter(|r| matches!(r, Record::Opened { .. }))
             .count();
         assert_eq!(opened, 2);
+
+        // Reused while the old connection still looked open: the old one is summarised.
+        let mut s = handshake();
+        s.push(seg(true, "S", 7000, 0, 1000, b""));
+        let recs = run(&s);
+        assert!(
+            matches!(recs.iter().find(|r| matches!(r, Record::Summary(_))), Some(Record::Summary(x)) if x.conn == 1 && x.close == Close::Open)
+        );
+        assert_eq!(rows(&recs)[3].conn, 2);
 
         let recs = run(&[seg(false, "PA", 7000, 300, 1000, b"mid")]);
         let r = rows(&recs);
