@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const POLL: Duration = Duration::from_millis(100);
 /// The largest frame kept (lo's MTU is 65536; anything longer is truncated, as by a snaplen).
 const SNAPLEN: usize = 65_536 + 64;
-/// Socket receive buffer asked for: bursts of short connections fit while we print.
-const RCVBUF: usize = 32 * 1024 * 1024;
+/// Socket receive buffer asked for (a limit, not an allocation): about half a second of
+/// 150k small packets/s, so a capture thread that the scheduler starves briefly loses nothing.
+const RCVBUF: usize = 64 * 1024 * 1024;
 
 // Linux `if_packet.h` / `if_arp.h` numbers.
 const PACKET_OUTGOING: u8 = 4;
