@@ -31,7 +31,6 @@ pub struct Printer<W: Write> {
     explain: bool,
     /// Put before every text line (the inline trace uses "wirechat: trace ").
     prefix: &'static str,
-    packets: u64,
 }
 
 /// What the end of a capture reports.
@@ -495,7 +494,6 @@ impl<W: Write> Printer<W> {
             layers,
             explain: false,
             prefix: "",
-            packets: 0,
         }
     }
 
@@ -522,7 +520,6 @@ impl<W: Write> Printer<W> {
 
     /// Shows the records one packet produced (`pkt` is that packet, captured at `ts`).
     pub fn packet(&mut self, records: &[Record], pkt: &Packet, ts: Duration) -> io::Result<()> {
-        self.packets += 1;
         for rec in records {
             match self.format {
                 // The hot records are written directly: building a Value costs more than the
