@@ -326,6 +326,13 @@ fn describe_filter(f: &Filter) -> String {
 mod tests {
     use super::*;
 
+    /// The `trace` subcommand and the `--trace` flags fit clap's rules (no clashing shorts).
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
+
     #[test]
     fn filter_conditions() {
         let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
