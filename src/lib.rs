@@ -15,6 +15,8 @@
 //!   terminal output run at once; events (listening, connected, peer closed) go to an event sink.
 //!   The terminal side is a parameter: a pipe, an interactive line editor, or (in tests and the
 //!   demo) in-memory streams.
+//! - [`trace`]: `wirechat trace`: capture (live AF_PACKET on Linux, or a pcap file), decode with
+//!   etherparse, follow each TCP connection's states and print it as a ladder, layers or JSON.
 //! - [`demo`]: the narrated walkthrough of the tutorial's conversations, built on the above.
 //!
 //! Data flows `stdin -> Outbound (hex parse | UTF-8 -> wire encoding | pass-through) -> socket`
@@ -26,6 +28,7 @@ pub mod codec;
 pub mod demo;
 pub mod exit;
 pub mod session;
+pub mod trace;
 pub mod transport;
 
 pub use cli::run;
