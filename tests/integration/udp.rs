@@ -240,21 +240,14 @@ fn interop_with_nc_and_socat() {
     // A typed line is one datagram, without its line ending.
     nc.stdout.wait_for("the datagram", |b| b == b"to nc");
 
+    // socat as a UDP client of a wirechat listener: datagrams both ways.
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-e", "gbk"]);
+    let port = l.port().to_string();
     let mut cmd = Command::new("socat");
-    cmd.args([
-        "-d",
-        "-d",
-        "UDP-RECVFROM:0,bind=127.0.0.1,fork",
-        "SYSTEM:cat",
-    ]);
-    let socat = Proc::spawn(cmd);
-    let line = socat.stderr.wait_text("listening on");
-    let sport = line
-        .split(|c: char| !c.is_ascii_digit())
-        .rfind(|s| !s.is_empty())
-        .unwrap()
-        .to_string();
-    let mut w = Proc::wirechat(&["udp", "connect", &format!("127.0.0.1:{sport}")]);
-    w.send(b"echo me\n");
-    w.stdout.wait_text("echo me\n");
+    cmd.args(["STDIO", &format!("UDP:127.0.0.1:{port}")]);
+    let mut socat = Proc::spawn(cmd);
+    socat.send(&gbk("来自 socat\n"));
+    l.stdout.wait_text("来自 socat\n");
+    l.send("回复\n".as_bytes());
+    socat.stdout.wait_for("the GBK reply", |b| b == gbk("回复"));
 }
