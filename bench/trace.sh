@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does `wirechat trace` keep up with a loopback load of short connections?
 #
-# Starts `wirechat trace --port P` (text ladder, piped into `tail`), then examples/connload
+# Starts `wirechat trace --port P` (text ladder, piped into `tail`), then bench/connload.rs
 # makes CONNS connections (handshake, "ping"/"pong", client close, server close) as fast as
 # THREADS client threads can, bounded by SECS seconds. Reports the load's rate, the trace's
 # CPU use over the load (from /proc/PID/stat, utime+stime) and what the trace saw: segments,

@@ -92,6 +92,13 @@ pub struct TraceArgs {
     pub duration: Option<Duration>,
 }
 
+impl Command {
+    /// True for commands that serve many connections at once and want a worker per core.
+    pub fn is_server(&self) -> bool {
+        false
+    }
+}
+
 /// `wirechat tcp ...`
 #[derive(Debug, Subcommand)]
 pub enum TcpCommand {

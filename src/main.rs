@@ -25,7 +25,18 @@ fn main() {
         )
         .init();
     let tty = TtyGuard::save();
-    let status = match tokio::runtime::Runtime::new() {
+    // A conversation is one task: a single-threaded runtime wakes it without cross-thread hops.
+    // The room serves many clients at once and gets a worker per core.
+    let runtime = if cli.command.is_server() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let status = match runtime {
         Ok(rt) => {
             let status = rt.block_on(async {
                 tokio::select! {
