@@ -261,6 +261,25 @@ where
     }
 }
 
+/// Reports how a conversation ended (the quit word, the byte counts) and passes the end on.
+fn report_end(
+    end: Result<End, Error>,
+    activity: &Activity,
+    opts: &Options,
+    events: &Events,
+) -> Result<End, Error> {
+    let end = end?;
+    if let End::Quit(side) = end {
+        events.emit(Event::Quit {
+            by_peer: side == Side::Peer,
+            word: opts.quit.clone().unwrap_or_default(),
+        });
+    }
+    let (sent, received) = activity.totals();
+    events.emit(Event::Closed { sent, received });
+    Ok(end)
+}
+
 /// True for the errors that mean "the reader of our output has gone", which end a conversation
 /// quietly, as `nc ... | head` should.
 fn is_closed_output(e: &io::Error) -> bool {

@@ -152,43 +152,23 @@ async fn talk(
     let events = term.events.clone();
     let activity = std::sync::Arc::new(Activity::default());
     #[cfg(target_os = "linux")]
-    let end = if single && term.spliceable && opts.is_passthrough() {
-        converse_spliced(stream, opts, &events, activity.clone()).await
-    } else {
-        converse(
-            stream,
-            &mut term.input,
-            &mut term.output,
-            opts,
-            &events,
-            &activity,
-        )
-        .await
-    };
-    #[cfg(not(target_os = "linux"))]
-    let end = {
-        let _ = single;
-        converse(
-            stream,
-            &mut term.input,
-            &mut term.output,
-            opts,
-            &events,
-            &activity,
-        )
-        .await
-    };
-    let _ = term.output.flush().await;
-    let end = end?;
-    if let End::Quit(side) = end {
-        events.emit(Event::Quit {
-            by_peer: side == super::Side::Peer,
-            word: opts.quit.clone().unwrap_or_default(),
-        });
+    if single && term.spliceable && opts.is_passthrough() {
+        let end = converse_spliced(stream, opts, &events, activity.clone()).await;
+        return super::report_end(end, &activity, opts, &events);
     }
-    let (sent, received) = activity.totals();
-    events.emit(Event::Closed { sent, received });
-    Ok(end)
+    #[cfg(not(target_os = "linux"))]
+    let _ = single;
+    let end = converse(
+        stream,
+        &mut term.input,
+        &mut term.output,
+        opts,
+        &events,
+        &activity,
+    )
+    .await;
+    let _ = term.output.flush().await;
+    super::report_end(end, &activity, opts, &events)
 }
 
 /// `wirechat tcp connect`: connect, converse, exit.

@@ -5,7 +5,7 @@
 use super::outbound::Flow;
 use super::terminal::Terminal;
 use super::{
-    Activity, End, Error, Event, Events, Inbound, Options, Outbound, RecvEnd, SendEnd, Side, drive,
+    Activity, End, Error, Event, Events, Inbound, Options, Outbound, RecvEnd, SendEnd, drive,
     is_closed_output,
 };
 use crate::transport::{self, HostPort, datagrams::Batch};
@@ -211,16 +211,7 @@ async fn run(
     )
     .await;
     let _ = term.output.flush().await;
-    let end = end?;
-    if let End::Quit(side) = end {
-        events.emit(Event::Quit {
-            by_peer: side == Side::Peer,
-            word: opts.quit.clone().unwrap_or_default(),
-        });
-    }
-    let (sent, received) = activity.totals();
-    events.emit(Event::Closed { sent, received });
-    Ok(end)
+    Ok(super::report_end(end, &activity, opts, &events)?)
 }
 
 /// `wirechat udp listen`: bind, show each datagram and its sender, send typed lines to `--peer`
