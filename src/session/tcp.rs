@@ -25,7 +25,11 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let peer = stream.peer_addr().map_err(Error::Socket)?;
+    // Only used to tag output: a connection reset before we look still gets its error from
+    // the first read, not from here.
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
         let mut outbound = Outbound::new(opts, false, events.clone());
@@ -178,8 +182,10 @@ pub async fn connect(
     opts: &Options,
     term: &mut Terminal,
 ) -> anyhow::Result<End> {
-    let stream = transport::tcp_connect(target, timeout).await?;
-    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let (stream, peer) = transport::tcp_connect(target, timeout).await?;
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     term.events.emit(Event::Connected { peer, local });
     Ok(talk(stream, term, opts, true).await?)
 }

@@ -169,8 +169,12 @@ fn is_family_unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == 97 /* EAFNOSUPPORT */ || code == 99 /* EADDRNOTAVAIL */)
 }
 
-/// Connects to `target`, trying each resolved address in turn within `timeout`.
-pub async fn tcp_connect(target: &HostPort, timeout: Option<Duration>) -> Result<TcpStream, Error> {
+/// Connects to `target`, trying each resolved address in turn within `timeout`; returns the
+/// stream and the address it reached.
+pub async fn tcp_connect(
+    target: &HostPort,
+    timeout: Option<Duration>,
+) -> Result<(TcpStream, SocketAddr), Error> {
     let attempt = async {
         let addrs = resolve(target).await?;
         let mut last = None;
@@ -179,7 +183,7 @@ pub async fn tcp_connect(target: &HostPort, timeout: Option<Duration>) -> Result
                 Ok(s) => {
                     // Interactive lines go out at once; bulk data comes in large writes anyway.
                     let _ = s.set_nodelay(true);
-                    return Ok(s);
+                    return Ok((s, *addr));
                 }
                 Err(e) => last = Some((addr, e)),
             }
