@@ -1,6 +1,10 @@
 //! The command line: clap derive definitions, their translation into checked session options,
 //! and [`run`], which dispatches a parsed command. `anyhow` is used from here up only.
 
+// The doc comments below are clap's help text, written in the usual `[HOST:]PORT` notation,
+// which rustdoc would otherwise read as links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use crate::codec::Encoding;
 use crate::session::terminal::Terminal;
 use crate::session::{self, Eol, Options};

@@ -15,7 +15,7 @@ pub mod udp;
 
 pub use events::{Event, Events};
 pub use inbound::Inbound;
-pub use outbound::Outbound;
+pub use outbound::{Flow, Outbound};
 
 use crate::codec::Encoding;
 use std::future::Future;
