@@ -161,6 +161,57 @@ c.close(); s.close()
     server.stdout.wait_text("客户端说: end\n");
 }
 
+/// The tutorial's free chat with threads: the Python server's receive thread prints until
+/// "end" while its send thread talks at the same time; wirechat connects and does both too.
+#[test]
+fn free_chat_with_threaded_python_server() {
+    if !have("python3") {
+        return;
+    }
+    let server = python(
+        r#"
+from socket import *
+from threading import Thread
+s = socket(AF_INET, SOCK_STREAM)
+s.bind(("127.0.0.1", 0)); s.listen()
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+c, host = s.accept()
+def recv_data():
+    while True:
+        re_data = c.recv(1024).decode("gbk")
+        print(f"客户端说:{re_data}", flush=True)
+        if re_data == "end" or not re_data:
+            break
+def send_data():
+    for msg in ["一", "二", "三"]:
+        c.send(msg.encode("gbk"))
+t1 = Thread(target=send_data); t2 = Thread(target=recv_data)
+t2.start(); t1.start(); t1.join(); t2.join()
+c.close(); s.close()
+"#,
+        &[],
+    );
+    let line = server.stdout.wait_text("listening on");
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let mut client = Proc::wirechat(&[
+        "tcp",
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "-e",
+        "gbk",
+        "--quit",
+        "end",
+        "--eol",
+        "none",
+    ]);
+    client.send("你好\n".as_bytes());
+    client.stdout.wait_text("三");
+    server.stdout.wait_text("客户端说:你好\n");
+    client.send(b"end\n");
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    server.stdout.wait_text("客户端说:end\n");
+}
+
 /// Full duplex, wirechat on both sides: both type at once, both receive, "end" from either ends
 /// both.
 #[test]
