@@ -224,7 +224,10 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a positive duration"))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{s:?} must be a number of seconds above 0")),
+    }
 }
 
 impl TalkArgs {
@@ -319,7 +322,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Udp(UdpCommand::Connect { addr, bind, talk }) => {
             let mut t = term(&talk);
-            let opts = talk.options(&t, false);
+            let mut opts = talk.options(&t, false);
+            if !t.stdin_is_tty {
+                // `echo hi | wirechat udp connect ...` sends, waits a moment for replies, ends.
+                opts.eof_linger = Some(Duration::from_secs(1));
+            }
             session::udp::connect(&addr, bind.as_ref(), &opts, &mut t).await?;
         }
     }

@@ -251,9 +251,27 @@ async fn tcp_chat() -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     };
+    let mut s_out = session::Outbound::new(&opts, false, s_events.clone());
+    let mut c_out = session::Outbound::new(&opts, false, c_events.clone());
     let (s_end, c_end, script) = tokio::join!(
-        session::tcp::converse(server, server_in, server_screen, &opts, &s_events, &a1),
-        session::tcp::converse(client, client_in, client_screen, &opts, &c_events, &a2),
+        session::tcp::converse(
+            server,
+            server_in,
+            &mut s_out,
+            server_screen,
+            &opts,
+            &s_events,
+            &a1
+        ),
+        session::tcp::converse(
+            client,
+            client_in,
+            &mut c_out,
+            client_screen,
+            &opts,
+            &c_events,
+            &a2
+        ),
         script,
     );
     script?;

@@ -43,7 +43,7 @@ fn main() {
                     r = wirechat::run(cli) => match r {
                         Ok(()) => Status::Ok,
                         Err(e) => {
-                            eprintln!("wirechat: error: {e:#}");
+                            say(format_args!("wirechat: error: {e:#}"));
                             Status::classify(&e)
                         }
                     },
@@ -55,7 +55,9 @@ fn main() {
             status
         }
         Err(e) => {
-            eprintln!("wirechat: error: cannot start the runtime: {e}");
+            say(format_args!(
+                "wirechat: error: cannot start the runtime: {e}"
+            ));
             Status::Failure
         }
     };
@@ -79,8 +81,13 @@ fn usage_error(e: clap::Error) -> ! {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("bad arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("wirechat: error: {first} (see --help)");
+    say(format_args!("wirechat: error: {first} (see --help)"));
     std::process::exit(Status::Usage.code());
+}
+
+/// One line on stderr; a closed stderr is no reason to panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Ctrl-C or SIGTERM.

@@ -3,6 +3,7 @@
 //! narrator. Data never goes here; this keeps stdout clean for pipes.
 
 use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,7 +109,8 @@ impl Events {
     pub fn stderr(quiet: bool) -> Self {
         Events::new(move |e| {
             if !quiet || e.is_warning() {
-                eprintln!("wirechat: {e}");
+                // A closed stderr must not take the conversation down with it.
+                let _ = writeln!(std::io::stderr().lock(), "wirechat: {e}");
             }
         })
     }

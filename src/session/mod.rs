@@ -69,6 +69,9 @@ pub struct Options {
     /// After the peer's EOF keep sending until our input ends (scripts, pipes); a person at a
     /// terminal is done when the peer is.
     pub wait_for_input: bool,
+    /// After our input ends, stop once nothing has arrived for this long (`udp connect` from a
+    /// pipe: UDP has no EOF to wait for, so replies get this long). `--idle-timeout` wins.
+    pub eof_linger: Option<Duration>,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             idle_timeout: None,
             max_line: 1 << 20,
             wait_for_input: true,
+            eof_linger: None,
         }
     }
 }
@@ -219,10 +223,12 @@ where
 {
     tokio::pin!(send, recv);
     let (mut sending, mut receiving) = (true, true);
+    let mut idle_timeout = opts.idle_timeout;
     loop {
         let idle = async {
-            match opts.idle_timeout {
-                Some(t) => tokio::time::sleep_until((activity.last_activity() + t).into()).await,
+            // A timeout too large to add to a clock reading is no timeout at all.
+            match idle_timeout.and_then(|t| activity.last_activity().checked_add(t)) {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
                 None => std::future::pending().await,
             }
         };
@@ -234,6 +240,9 @@ where
                     sending = false;
                     if !receiving {
                         return Ok(End::Closed);
+                    }
+                    if idle_timeout.is_none() {
+                        idle_timeout = opts.eof_linger;
                     }
                 }
                 SendEnd::Quit => return Ok(End::Quit(Side::Local)),
@@ -250,7 +259,7 @@ where
                 RecvEnd::OutputClosed => return Ok(End::Closed),
             },
             () = idle => {
-                if let Some(t) = opts.idle_timeout {
+                if let Some(t) = idle_timeout {
                     if activity.last_activity().elapsed() >= t {
                         events.emit(Event::Idle(t));
                         return Ok(End::Idle);

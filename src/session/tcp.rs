@@ -12,10 +12,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Holds one conversation on `stream`: `input` is sent, what arrives is written to `output`.
+/// Holds one conversation on `stream`: `input` goes through `outbound` to the peer, what
+/// arrives is written to `output`. The caller owns `outbound` so that a line half read when one
+/// conversation ends is finished in the next (`tcp listen --keep-open`).
 pub async fn converse<R, W>(
     stream: TcpStream,
     mut input: R,
+    outbound: &mut Outbound,
     mut output: W,
     opts: &Options,
     events: &Events,
@@ -32,7 +35,6 @@ where
         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
-        let mut outbound = Outbound::new(opts, false, events.clone());
         let mut buf = vec![0u8; 64 * 1024];
         let mut msgs = Vec::new();
         loop {
@@ -54,6 +56,8 @@ where
                 activity.sent(wire.len());
             }
             if flow == Flow::Quit {
+                // FIN right after the quit word, so the peer sees a clean close.
+                let _ = wr.shutdown().await;
                 return Ok(SendEnd::Quit);
             }
             if n == 0 {
@@ -150,6 +154,7 @@ async fn converse_spliced(
 async fn talk(
     stream: TcpStream,
     term: &mut Terminal,
+    outbound: &mut Outbound,
     opts: &Options,
     single: bool,
 ) -> Result<End, Error> {
@@ -165,6 +170,7 @@ async fn talk(
     let end = converse(
         stream,
         &mut term.input,
+        outbound,
         &mut term.output,
         opts,
         &events,
@@ -187,7 +193,8 @@ pub async fn connect(
         .local_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     term.events.emit(Event::Connected { peer, local });
-    Ok(talk(stream, term, opts, true).await?)
+    let mut outbound = Outbound::new(opts, false, term.events.clone());
+    Ok(talk(stream, term, &mut outbound, opts, true).await?)
 }
 
 /// `wirechat tcp listen`: accept a client and converse; with `keep_open`, one client after
@@ -208,15 +215,16 @@ pub async fn listen(
         // Input is shared by the clients in turn, so a client's EOF ends its turn.
         opts.wait_for_input = false;
     }
+    let mut outbound = Outbound::new(&opts, false, term.events.clone());
     if !keep_open {
         let stream = accept(&listener, &term.events).await;
         // One conversation: stop listening so nobody else queues up behind it.
         drop(listener);
-        return Ok(talk(stream, term, &opts, true).await?);
+        return Ok(talk(stream, term, &mut outbound, &opts, true).await?);
     }
     loop {
         let stream = accept(&listener, &term.events).await;
-        match talk(stream, term, &opts, false).await {
+        match talk(stream, term, &mut outbound, &opts, false).await {
             Ok(End::Quit(super::Side::Local)) => return Ok(End::Quit(super::Side::Local)),
             Ok(_) => {}
             Err(e) => term.events.warn(format!("{e}")),

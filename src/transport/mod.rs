@@ -166,7 +166,8 @@ pub async fn tcp_listen(spec: &HostPort) -> Result<TcpListener, Error> {
 }
 
 fn is_family_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == 97 /* EAFNOSUPPORT */ || code == 99 /* EADDRNOTAVAIL */)
+    e.kind() == io::ErrorKind::AddrNotAvailable
+        || e.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32)
 }
 
 /// Connects to `target`, trying each resolved address in turn within `timeout`; returns the

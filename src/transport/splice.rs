@@ -11,6 +11,7 @@
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::{SFlag, fstat};
 use std::io::{self, Read};
 use std::net::TcpStream;
@@ -48,7 +49,7 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 sock.as_fd(),
                 None,
                 CHUNK,
-                SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE,
+                SpliceFFlags::SPLICE_F_MOVE,
             ) {
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
@@ -78,7 +79,19 @@ pub fn receive(
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_either(sock.as_fd(), output)?,
+                Err(Errno::EAGAIN) => {
+                    if !ready_now(sock.as_fd(), PollFlags::POLLIN) {
+                        wait_readable(sock.as_fd())?;
+                    } else if !ready_now(output, PollFlags::POLLOUT) {
+                        wait_writable(output)?;
+                    } else {
+                        // Readable and writable, yet splice refuses: the urgent mark.
+                        match read_once(sock, output)? {
+                            0 => return Ok(total),
+                            n => advance(&mut total, progress, n),
+                        }
+                    }
+                }
                 Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
                 Err(e) => return Err(e.into()),
             }
@@ -93,7 +106,15 @@ pub fn receive(
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
-                wait_readable(sock.as_fd())?;
+                // Our pipe is always empty here, so EAGAIN is about the socket.
+                if ready_now(sock.as_fd(), PollFlags::POLLIN) {
+                    match read_once(sock, output)? {
+                        0 => return Ok(total),
+                        n => advance(&mut total, progress, n),
+                    }
+                } else {
+                    wait_readable(sock.as_fd())?;
+                }
                 continue;
             }
             Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
@@ -102,6 +123,43 @@ pub fn receive(
         drain(&pipe_r, output, n)?;
         advance(&mut total, progress, n);
     }
+}
+
+/// Moves one read's worth from the socket to `output` the ordinary way. splice(2) stops at a
+/// TCP urgent mark (a peer's MSG_OOB byte) and keeps saying EAGAIN while the socket polls
+/// readable; a plain read steps past it. Returns 0 at EOF.
+fn read_once(sock: &TcpStream, output: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = loop {
+        match nix::unistd::read(sock.as_fd(), &mut buf) {
+            Ok(n) => break n,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => wait_readable(sock.as_fd())?,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    write_all(output, &buf[..n])?;
+    Ok(n)
+}
+
+/// Writes all of `data`, waiting in poll if `output` is non-blocking and full.
+fn write_all(output: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        match nix::unistd::write(output, &data[done..]) {
+            Ok(m) => done += m,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => wait_writable(output)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// True if `fd` is ready for `events` right now.
+fn ready_now(fd: BorrowedFd<'_>, events: PollFlags) -> bool {
+    let mut fds = [PollFd::new(fd, events)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// Moves `n` bytes that sit in our pipe on to `output`, by splice or, if the output refuses it,
@@ -117,16 +175,7 @@ fn drain(pipe_r: &OwnedFd, output: BorrowedFd<'_>, mut n: usize) -> io::Result<(
                 let mut src = std::fs::File::from(pipe_r.try_clone()?);
                 let mut buf = vec![0u8; n];
                 src.read_exact(&mut buf)?;
-                let mut done = 0;
-                while done < n {
-                    match nix::unistd::write(output, &buf[done..]) {
-                        Ok(m) => done += m,
-                        Err(Errno::EINTR) => {}
-                        Err(Errno::EAGAIN) => wait_writable(output)?,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                return Ok(());
+                return write_all(output, &buf);
             }
             Err(e) => return Err(e.into()),
         }
@@ -154,15 +203,7 @@ pub fn copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, progress: &dyn Fn(usize)) 
             }
             Err(e) => return Err(e.into()),
         };
-        let mut done = 0;
-        while done < n {
-            match nix::unistd::write(dst, &buf[done..n]) {
-                Ok(m) => done += m,
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_writable(dst)?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        write_all(dst, &buf[..n])?;
         advance(&mut total, progress, n);
     }
 }
@@ -173,42 +214,27 @@ fn advance(total: &mut u64, progress: &dyn Fn(usize), n: usize) {
 }
 
 fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    wait(fd, nix::poll::PollFlags::POLLIN)
+    wait(fd, PollFlags::POLLIN)
 }
 
 fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    wait(fd, nix::poll::PollFlags::POLLOUT)
+    wait(fd, PollFlags::POLLOUT)
 }
 
 /// After EAGAIN on the way out: wait for the socket to take more, or, if it already can, for
 /// input (a pipe somebody left non-blocking) to have some.
 fn wait_send(input: BorrowedFd<'_>, sock: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(sock, PollFlags::POLLOUT)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => wait_writable(sock),
-        Ok(_) => wait_readable(input),
-        Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Waits until the socket has data, or, if it already has, until the output pipe has room.
-fn wait_either(sock: BorrowedFd<'_>, output: BorrowedFd<'_>) -> io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(sock, PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(0) => wait_readable(sock),
-        Ok(_) => wait_writable(output),
-        Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
+    if ready_now(sock, PollFlags::POLLOUT) {
+        wait_readable(input)
+    } else {
+        wait_writable(sock)
     }
 }
 
 /// Waits for a descriptor to become ready.
-fn wait(fd: BorrowedFd<'_>, events: nix::poll::PollFlags) -> io::Result<()> {
-    let mut fds = [nix::poll::PollFd::new(fd, events)];
-    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+fn wait(fd: BorrowedFd<'_>, events: PollFlags) -> io::Result<()> {
+    let mut fds = [PollFd::new(fd, events)];
+    match poll(&mut fds, PollTimeout::NONE) {
         Ok(_) | Err(Errno::EINTR) => Ok(()),
         Err(e) => Err(e.into()),
     }

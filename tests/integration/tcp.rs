@@ -489,27 +489,95 @@ fn ipv6_loopback() {
 }
 
 /// Listening without a host takes both IPv4 and IPv6 clients; --keep-open serves one after
-/// another.
+/// another, and a line typed half before a client leaves is finished for the next one.
 #[test]
 fn all_interfaces_and_keep_open() {
-    let mut server = Proc::wirechat(&["tcp", "listen", "0", "-k"]);
+    let mut server = Proc::wirechat(&["tcp", "listen", "0", "-k", "--crlf"]);
     let port = server.port();
-    for (i, host) in ["127.0.0.1", "127.0.0.1", "[::1]"].iter().enumerate() {
-        if host.starts_with('[') && TcpStream::connect(format!("{host}:{port}")).is_err() {
-            continue;
-        }
+    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    server.stderr.wait_text("connection from 127.0.0.1:");
+    server.send(b"A\nB");
+    let mut got = [0u8; 3];
+    first.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"A\r\n");
+    first.write_all(b"client 0\n").unwrap();
+    server.stdout.wait_text("client 0\n");
+    drop(first);
+    server.stderr.wait_text("closed:");
+    let hosts: &[&str] = if TcpListener::bind("[::1]:0").is_ok() {
+        &["127.0.0.1", "[::1]"]
+    } else {
+        &["127.0.0.1"]
+    };
+    for (i, host) in hosts.iter().enumerate() {
         let mut c = TcpStream::connect(format!("{host}:{port}")).unwrap();
-        c.write_all(format!("client {i}\n").as_bytes()).unwrap();
+        if i == 0 {
+            server.send(b"C\n");
+            let mut got = [0u8; 4];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(
+                &got, b"BC\r\n",
+                "the half line B was kept for the next client"
+            );
+        }
+        c.write_all(format!("client {host}\n").as_bytes()).unwrap();
         c.shutdown(Shutdown::Write).unwrap();
-        server.stdout.wait_text(&format!("client {i}\n"));
-        let mut rest = Vec::new();
-        c.read_to_end(&mut rest).unwrap();
+        server.stdout.wait_text(&format!("client {host}\n"));
     }
-    server.send(b"x\n");
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "keep-open server exited"
-    );
+}
+
+/// A peer's urgent (MSG_OOB) byte must not stall the pass-through or lose what follows it.
+#[test]
+fn urgent_byte_does_not_stall_the_pass_through() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"abc\n").unwrap();
+    client.stdout.wait_text("abc\n");
+    socket2::SockRef::from(&s).send_out_of_band(b"X").unwrap();
+    s.write_all(b"def\n").unwrap();
+    client.stdout.wait_text("def\n");
+    drop(s);
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+}
+
+/// Piped lines reach the peer when they are written, not held back (no corking).
+#[test]
+fn piped_lines_are_not_held_back() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
+    let (mut s, _) = listener.accept().unwrap();
+    for line in [&b"one\n"[..], b"two\n"] {
+        client.send(line);
+        let started = std::time::Instant::now();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, line);
+        // Corked sends wait about 200 ms for more; an uncorked one arrives at once.
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A huge idle timeout is no timeout, not a crash; zero is refused.
+#[test]
+fn extreme_idle_timeouts() {
+    let l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-w", "1e19"]);
+    let addr = l.listening();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"still alive", addr).unwrap();
+    l.stdout.wait_text("still alive\n");
+    let out = crate::util::wirechat()
+        .args(["udp", "listen", "127.0.0.1:0", "-w", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 /// Idle timeout ends a quiet conversation.
