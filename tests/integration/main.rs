@@ -5,5 +5,6 @@ mod util;
 
 mod errors;
 mod tcp;
+mod terminal;
 mod trace;
 mod udp;
