@@ -10,9 +10,8 @@ ulimit -n "$(ulimit -Hn)"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr), ulimit -n $(ulimit -n)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-cargo build -q --release --bin wirechat
-cargo bench -q --bench roomload --no-run 2>/dev/null
-LOAD=$(ls -t target/release/deps/roomload-* | grep -v '\.d$' | head -1)
+cargo build -q --release --bin wirechat --example roomload
+LOAD=target/release/examples/roomload
 WIRECHAT=target/release/wirechat
 HAVE_NCAT=1
 command -v ncat >/dev/null || { HAVE_NCAT=0; echo "# ncat not installed: its rows are skipped"; }

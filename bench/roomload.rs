@@ -7,7 +7,7 @@
 //! (spliced or truncated) lines apart and measure delivery latency. Bounded in count and time:
 //! it stops when everything expected has arrived or nothing has arrived for `--drain` seconds.
 //!
-//! Run with `cargo bench --bench roomload -- --addr 127.0.0.1:PORT ...`; see bench/room.sh.
+//! Built with `cargo build --release --example roomload`; bench/room.sh runs it.
 
 use clap::Parser;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};

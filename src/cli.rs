@@ -1,11 +1,18 @@
 //! The command line: clap derive definitions, their translation into checked session options,
 //! and [`run`], which dispatches a parsed command. `anyhow` is used from here up only.
 
+// The doc comments below are clap's help text, written in the usual `[HOST:]PORT` notation,
+// which rustdoc would otherwise read as links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use crate::codec::Encoding;
 use crate::session::terminal::Terminal;
 use crate::session::{self, Eol, Options};
+use crate::trace::inline::{Role, attach};
 use crate::transport::HostPort;
 use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Talk to, test and learn TCP and UDP.
@@ -28,7 +35,8 @@ const TOP_EXAMPLES: &str = "Examples:
   wirechat tcp listen 8899                   the tutorial's TCP server
   wirechat tcp connect 127.0.0.1:8899 -e gbk chat with a GBK peer
   wirechat udp listen 8888 --quit 88         the tutorial's UDP receiver
-  wirechat udp connect 127.0.0.1:8888        the tutorial's UDP sender";
+  wirechat udp connect 127.0.0.1:8888        the tutorial's UDP sender
+  sudo wirechat trace --port 8899            watch handshakes and closes on loopback";
 
 /// The commands.
 #[derive(Debug, Subcommand)]
@@ -43,6 +51,9 @@ pub enum Command {
     Demo,
     /// Serve a chat room on [HOST:]PORT for any line-based client (wirechat, nc, telnet, ...).
     Room(RoomArgs),
+    /// Show the handshake, data and close of real connections as a ladder (live capture needs
+    /// root or CAP_NET_RAW; --read does not).
+    Trace(TraceArgs),
 }
 
 /// `wirechat room ...`
@@ -110,6 +121,55 @@ impl RoomArgs {
     }
 }
 
+/// `wirechat trace ...`
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  sudo wirechat trace --port 8899                  ladders of connections to or from port 8899
+  sudo wirechat trace --port 8899 --layers         every header field of every packet
+  wirechat trace --read s.pcap --explain           why each end changed state, row by row
+  sudo wirechat trace --count 20 --write s.pcap    save 20 packets for tshark or Wireshark
+  wirechat trace --read s.pcap --json              a saved capture as JSON lines, no root needed
+  wirechat tcp connect 127.0.0.1:8899 --trace      a conversation with its own ladder on stderr")]
+pub struct TraceArgs {
+    /// Interface to capture on (`any` for all).
+    #[arg(short, long, value_name = "IFACE", default_value = "lo")]
+    pub iface: String,
+    /// Only packets to or from this port.
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Only packets to or from this address.
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<IpAddr>,
+    /// Break every packet down layer by layer: link, IP, TCP/UDP fields, payload text and hex.
+    #[arg(long)]
+    pub layers: bool,
+    /// Under each row, the state changes it caused and why (with the RFC section).
+    #[arg(short = 'e', long)]
+    pub explain: bool,
+    /// One JSON object per line per packet and per event.
+    #[arg(long)]
+    pub json: bool,
+    /// Save the packets shown to a pcap file.
+    #[arg(short, long, value_name = "FILE.pcap")]
+    pub write: Option<PathBuf>,
+    /// Read a saved capture (pcap or pcapng) instead of capturing live.
+    #[arg(short, long, value_name = "FILE.pcap")]
+    pub read: Option<PathBuf>,
+    /// Stop after N packets.
+    #[arg(short = 'c', long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds.
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+}
+
+impl Command {
+    /// True for commands that serve many connections at once and want a worker per core.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Room(_))
+    }
+}
+
 /// `wirechat tcp ...`
 #[derive(Debug, Subcommand)]
 pub enum TcpCommand {
@@ -125,6 +185,10 @@ pub enum TcpCommand {
         /// Serve clients one after another instead of exiting after the first.
         #[arg(short = 'k', long)]
         keep_open: bool,
+        /// Show this conversation's handshake and close on stderr as they happen (needs root
+        /// or CAP_NET_RAW).
+        #[arg(long)]
+        trace: bool,
         #[command(flatten)]
         talk: TalkArgs,
     },
@@ -140,6 +204,10 @@ pub enum TcpCommand {
         /// Give up connecting after SECS seconds.
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         timeout: Option<Duration>,
+        /// Show this conversation's handshake and close on stderr as they happen (needs root
+        /// or CAP_NET_RAW).
+        #[arg(long)]
+        trace: bool,
         #[command(flatten)]
         talk: TalkArgs,
     },
@@ -223,7 +291,10 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a positive duration"))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("{s:?} must be a number of seconds above 0")),
+    }
 }
 
 impl TalkArgs {
@@ -253,6 +324,31 @@ impl TalkArgs {
     }
 }
 
+impl TraceArgs {
+    /// The trace configuration these arguments ask for.
+    fn config(self) -> crate::trace::Config {
+        crate::trace::Config {
+            iface: self.iface,
+            filter: crate::trace::Filter {
+                port: self.port,
+                hosts: self.host.into_iter().collect(),
+                ..Default::default()
+            },
+            layers: self.layers,
+            explain: self.explain,
+            format: if self.json {
+                crate::trace::print::Format::Json
+            } else {
+                crate::trace::print::Format::Text
+            },
+            write: self.write,
+            read: self.read,
+            count: self.count,
+            duration: self.duration,
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
@@ -263,22 +359,31 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Room(args) => {
             crate::room::serve(&args.addr, args.config(), quiet, args.threads).await?
         }
+        Command::Trace(args) => crate::trace::run(args.config()).await?,
         Command::Tcp(TcpCommand::Listen {
             addr,
             keep_open,
+            trace,
             talk,
         }) => {
             let mut t = term(&talk);
             let opts = talk.options(&t, false);
+            let _trace = trace
+                .then(|| attach(&mut t.events, &addr, Role::Listen))
+                .flatten();
             session::tcp::listen(&addr, keep_open, &opts, &mut t).await?;
         }
         Command::Tcp(TcpCommand::Connect {
             addr,
             timeout,
+            trace,
             talk,
         }) => {
             let mut t = term(&talk);
             let opts = talk.options(&t, false);
+            let _trace = trace
+                .then(|| attach(&mut t.events, &addr, Role::Connect))
+                .flatten();
             session::tcp::connect(&addr, timeout, &opts, &mut t).await?;
         }
         Command::Udp(UdpCommand::Listen { addr, peer, talk }) => {
@@ -288,7 +393,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Udp(UdpCommand::Connect { addr, bind, talk }) => {
             let mut t = term(&talk);
-            let opts = talk.options(&t, false);
+            let mut opts = talk.options(&t, false);
+            if !t.stdin_is_tty {
+                // `echo hi | wirechat udp connect ...` sends, waits a moment for replies, ends.
+                opts.eof_linger = Some(Duration::from_secs(1));
+            }
             session::udp::connect(&addr, bind.as_ref(), &opts, &mut t).await?;
         }
     }

@@ -89,7 +89,7 @@ async fn tcp_steps() -> anyhow::Result<()> {
         format!("socket(AF_INET, SOCK_STREAM), connect({addr})"),
     );
     let (client, accepted) = tokio::join!(transport::tcp_connect(&target, None), listener.accept());
-    let mut client = client?;
+    let (mut client, _) = client?;
     let (mut server, peer) = accepted?;
     say(
         "kernel",
@@ -220,7 +220,7 @@ async fn tcp_chat() -> anyhow::Result<()> {
     };
     let narrate = |who: &'static str| Events::new(move |e| say(who, format!("[event] {e}")));
     let (client, accepted) = tokio::join!(transport::tcp_connect(&target, None), listener.accept());
-    let (client, (server, _)) = (client?, accepted?);
+    let ((client, _), (server, _)) = (client?, accepted?);
     // Each side's keyboard and screen are in-memory pipes that this script types into and reads.
     let (mut server_keys, server_in) = tokio::io::duplex(4096);
     let (server_screen, mut server_shows) = tokio::io::duplex(4096);
@@ -251,9 +251,27 @@ async fn tcp_chat() -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     };
+    let mut s_out = session::Outbound::new(&opts, false, s_events.clone());
+    let mut c_out = session::Outbound::new(&opts, false, c_events.clone());
     let (s_end, c_end, script) = tokio::join!(
-        session::tcp::converse(server, server_in, server_screen, &opts, &s_events, &a1),
-        session::tcp::converse(client, client_in, client_screen, &opts, &c_events, &a2),
+        session::tcp::converse(
+            server,
+            server_in,
+            &mut s_out,
+            server_screen,
+            &opts,
+            &s_events,
+            &a1
+        ),
+        session::tcp::converse(
+            client,
+            client_in,
+            &mut c_out,
+            client_screen,
+            &opts,
+            &c_events,
+            &a2
+        ),
         script,
     );
     script?;

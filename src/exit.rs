@@ -45,7 +45,10 @@ impl Status {
         (Status::AddrInUse, "address already in use"),
         (Status::Refused, "connection refused"),
         (Status::UnknownHost, "unknown host"),
-        (Status::PermissionDenied, "permission denied"),
+        (
+            Status::PermissionDenied,
+            "permission denied (a port below 1024; live capture without CAP_NET_RAW)",
+        ),
         (Status::TimedOut, "connect timed out"),
         (Status::Unreachable, "host or network unreachable"),
         (Status::Interrupted, "interrupted (Ctrl-C, SIGTERM)"),
@@ -84,5 +87,20 @@ impl Status {
             K::HostUnreachable | K::NetworkUnreachable => Status::Unreachable,
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table of exit statuses is this table.
+    #[test]
+    fn readme_lists_every_status() {
+        let readme = include_str!("../README.md");
+        for (status, what) in Status::ALL {
+            let row = format!("| {} | {} |", status.code(), what);
+            assert!(readme.contains(&row), "README lacks {row:?}");
+        }
     }
 }

@@ -17,6 +17,8 @@
 //!   demo) in-memory streams.
 //! - [`room`]: `wirechat room`, a chat room over TCP for many clients: a listener task, one
 //!   task per client with a bounded send queue, shared state, commands and limits.
+//! - [`trace`]: `wirechat trace`: capture (live AF_PACKET on Linux, or a pcap file), decode with
+//!   etherparse, follow each TCP connection's states and print it as a ladder, layers or JSON.
 //! - [`demo`]: the narrated walkthrough of the tutorial's conversations, built on the above.
 //!
 //! Data flows `stdin -> Outbound (hex parse | UTF-8 -> wire encoding | pass-through) -> socket`
@@ -29,6 +31,7 @@ pub mod demo;
 pub mod exit;
 pub mod room;
 pub mod session;
+pub mod trace;
 pub mod transport;
 
 pub use cli::run;

@@ -8,7 +8,10 @@ use wirechat::cli::{Cli, Command};
 use wirechat::session::terminal::TtyGuard;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     let filter = match cli.verbose {
         0 => "warn",
         1 => "wirechat=debug",
@@ -24,21 +27,39 @@ fn main() {
     // The room shuts down in order on Ctrl-C/SIGTERM and exits 0; it listens for them itself.
     let own_signals = matches!(cli.command, Command::Room(_));
     let tty = TtyGuard::save();
-    let status = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(async {
-            tokio::select! {
-                r = wirechat::run(cli) => match r {
-                    Ok(()) => Status::Ok,
-                    Err(e) => {
-                        eprintln!("wirechat: error: {e:#}");
-                        Status::classify(&e)
-                    }
-                },
-                () = interrupted(), if !own_signals => Status::Interrupted,
-            }
-        }),
+    // A conversation is one task: a single-threaded runtime wakes it without cross-thread hops.
+    // The room serves many clients at once and gets a worker per core.
+    let runtime = if cli.command.is_server() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let status = match runtime {
+        Ok(rt) => {
+            let status = rt.block_on(async {
+                tokio::select! {
+                    r = wirechat::run(cli) => match r {
+                        Ok(()) => Status::Ok,
+                        Err(e) => {
+                            say(format_args!("wirechat: error: {e:#}"));
+                            Status::classify(&e)
+                        }
+                    },
+                    () = interrupted(), if !own_signals => Status::Interrupted,
+                }
+            });
+            // Do not wait for threads still blocked reading stdin: the conversation is over.
+            rt.shutdown_background();
+            status
+        }
         Err(e) => {
-            eprintln!("wirechat: error: cannot start the runtime: {e}");
+            say(format_args!(
+                "wirechat: error: cannot start the runtime: {e}"
+            ));
             Status::Failure
         }
     };
@@ -46,6 +67,29 @@ fn main() {
     let _ = std::io::stdout().flush();
     // Exit without waiting for threads blocked on stdin (the runtime would wait for them).
     std::process::exit(status.code());
+}
+
+/// Help and version go out as clap prints them; a usage error is one line and status 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    say(format_args!("wirechat: error: {first} (see --help)"));
+    std::process::exit(Status::Usage.code());
+}
+
+/// One line on stderr; a closed stderr is no reason to panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Ctrl-C or SIGTERM.

@@ -7,6 +7,17 @@ use encoding_rs::{CoderResult, EncoderResult};
 ///
 /// Built with `for_label_no_replacement`, so the "replacement" pseudo-encoding cannot be chosen
 /// by accident, and refusing encodings that encoding_rs can only decode (UTF-16).
+///
+/// ```
+/// use wirechat::codec::Encoding;
+/// let gbk = Encoding::from_label("gb2312").unwrap();
+/// let mut wire = Vec::new();
+/// gbk.encode_message("你好", &mut wire);
+/// assert_eq!(wire, [0xc4, 0xe3, 0xba, 0xc3]);
+/// let mut text = String::new();
+/// gbk.decode_message(&wire, &mut text);
+/// assert_eq!(text, "你好");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Encoding(&'static encoding_rs::Encoding);
 

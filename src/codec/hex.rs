@@ -9,6 +9,13 @@ use std::fmt::Write as _;
 
 /// Parses a typed hex line: pairs of hex digits, optionally separated by whitespace, `:`, `,` or
 /// `-`, each token optionally prefixed with `0x`. An empty line parses to no bytes.
+///
+/// ```
+/// use wirechat::codec::parse_hex;
+/// assert_eq!(parse_hex("48 65 6c 6c 6f").unwrap(), b"Hello");
+/// assert_eq!(parse_hex("0x48,0x69").unwrap(), b"Hi");
+/// assert!(parse_hex("4g").is_err());
+/// ```
 pub fn parse_hex(line: &str) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(line.len() / 2);
     for token in line.split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '-')) {

@@ -3,6 +3,7 @@
 //! narrator. Data never goes here; this keeps stdout clean for pipes.
 
 use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub enum Event {
     },
     /// A UDP datagram came from a new sender; replies now go there.
     NewPeer(SocketAddr),
-    /// Our input ended: we sent FIN and keep receiving.
+    /// Our input ended: we sent FIN (TCP; receiving goes on until the peer's FIN).
     SentFin,
     /// The peer sent FIN: it will send nothing more.
     PeerClosed,
@@ -75,7 +76,7 @@ impl fmt::Display for Event {
                 display_addr(*local)
             ),
             Event::NewPeer(p) => write!(f, "datagram from {}; replies go there", display_addr(*p)),
-            Event::SentFin => write!(f, "input ended: sent FIN, still receiving"),
+            Event::SentFin => write!(f, "input ended: sent FIN"),
             Event::PeerClosed => write!(f, "peer closed its side (FIN received)"),
             Event::Quit {
                 by_peer: true,
@@ -108,7 +109,8 @@ impl Events {
     pub fn stderr(quiet: bool) -> Self {
         Events::new(move |e| {
             if !quiet || e.is_warning() {
-                eprintln!("wirechat: {e}");
+                // A closed stderr must not take the conversation down with it.
+                let _ = writeln!(std::io::stderr().lock(), "wirechat: {e}");
             }
         })
     }

@@ -173,7 +173,8 @@ fn tag(s: &mut String, peer: Option<SocketAddr>, time: bool) {
 
 /// Spots the quit word in a byte stream: a line equal to it, or a read that ends with it as a
 /// message of its own (peers like the tutorial's send `end` with no newline). Keeps at most the
-/// word's length plus one byte.
+/// word's length plus one byte. (A line such as `endless` split by the network right after
+/// `end` would also match; peers that send lines are matched on whole lines first.)
 struct QuitMatcher {
     word: Vec<u8>,
     line: Vec<u8>,
@@ -195,7 +196,12 @@ impl QuitMatcher {
                 self.overflow = true;
             }
         }
-        self.matches()
+        // What this read carried after its last newline, alone, is a message of its own.
+        let tail = match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &chunk[i + 1..],
+            None => chunk,
+        };
+        tail.strip_suffix(b"\r").unwrap_or(tail) == self.word
     }
 
     fn matches(&self) -> bool {
@@ -235,6 +241,13 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(i.stream(b"endless\nbut", peer(), &mut out), Flow::Continue);
         assert_eq!(i.stream(b"\nend", peer(), &mut out), Flow::Quit);
+        // The tutorial's peers send messages without newlines: each read is one message.
+        let mut i = Inbound::new(&opts);
+        assert_eq!(
+            i.stream("你好".as_bytes(), peer(), &mut out),
+            Flow::Continue
+        );
+        assert_eq!(i.stream(b"end", peer(), &mut out), Flow::Quit);
         let mut i = Inbound::new(&opts);
         assert_eq!(i.stream(b"x\r\nend\r\n", peer(), &mut out), Flow::Quit);
         assert_eq!(i.datagram(b"end\n", peer(), &mut out), Flow::Quit);

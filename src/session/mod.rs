@@ -15,7 +15,7 @@ pub mod udp;
 
 pub use events::{Event, Events};
 pub use inbound::Inbound;
-pub use outbound::Outbound;
+pub use outbound::{Flow, Outbound};
 
 use crate::codec::Encoding;
 use std::future::Future;
@@ -69,6 +69,9 @@ pub struct Options {
     /// After the peer's EOF keep sending until our input ends (scripts, pipes); a person at a
     /// terminal is done when the peer is.
     pub wait_for_input: bool,
+    /// After our input ends, stop once nothing has arrived for this long (`udp connect` from a
+    /// pipe: UDP has no EOF to wait for, so replies get this long). `--idle-timeout` wins.
+    pub eof_linger: Option<Duration>,
 }
 
 impl Default for Options {
@@ -84,6 +87,7 @@ impl Default for Options {
             idle_timeout: None,
             max_line: 1 << 20,
             wait_for_input: true,
+            eof_linger: None,
         }
     }
 }
@@ -219,21 +223,27 @@ where
 {
     tokio::pin!(send, recv);
     let (mut sending, mut receiving) = (true, true);
+    let mut idle_timeout = opts.idle_timeout;
     loop {
         let idle = async {
-            match opts.idle_timeout {
-                Some(t) => tokio::time::sleep_until((activity.last_activity() + t).into()).await,
+            // A timeout too large to add to a clock reading is no timeout at all.
+            match idle_timeout.and_then(|t| activity.last_activity().checked_add(t)) {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
+            // Polled in order, so events are reported in the order things happened.
+            biased;
             r = &mut send, if sending => match r? {
                 SendEnd::Eof => {
                     sending = false;
                     if !receiving {
                         return Ok(End::Closed);
                     }
-                    events.emit(Event::SentFin);
+                    if idle_timeout.is_none() {
+                        idle_timeout = opts.eof_linger;
+                    }
                 }
                 SendEnd::Quit => return Ok(End::Quit(Side::Local)),
             },
@@ -249,7 +259,7 @@ where
                 RecvEnd::OutputClosed => return Ok(End::Closed),
             },
             () = idle => {
-                if let Some(t) = opts.idle_timeout {
+                if let Some(t) = idle_timeout {
                     if activity.last_activity().elapsed() >= t {
                         events.emit(Event::Idle(t));
                         return Ok(End::Idle);
@@ -258,6 +268,25 @@ where
             }
         }
     }
+}
+
+/// Reports how a conversation ended (the quit word, the byte counts) and passes the end on.
+fn report_end(
+    end: Result<End, Error>,
+    activity: &Activity,
+    opts: &Options,
+    events: &Events,
+) -> Result<End, Error> {
+    let end = end?;
+    if let End::Quit(side) = end {
+        events.emit(Event::Quit {
+            by_peer: side == Side::Peer,
+            word: opts.quit.clone().unwrap_or_default(),
+        });
+    }
+    let (sent, received) = activity.totals();
+    events.emit(Event::Closed { sent, received });
+    Ok(end)
 }
 
 /// True for the errors that mean "the reader of our output has gone", which end a conversation

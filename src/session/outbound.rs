@@ -33,8 +33,12 @@ struct LineSink {
     datagram: bool,
     /// Decoder for a line that arrives in pieces (a UTF-8 character may straddle two pieces).
     partial: Option<TextDecoder>,
-    /// A datagram-mode line outgrew the largest datagram; its pieces are being skipped.
+    /// A datagram-mode (or hex) line outgrew `max`; its pieces are being skipped.
     oversize: bool,
+    /// The current line has already been passed on in part.
+    continued: bool,
+    /// The longest line kept whole.
+    max: usize,
     quit_seen: bool,
     events: Events,
 }
@@ -62,6 +66,8 @@ impl Outbound {
                 datagram,
                 partial: None,
                 oversize: false,
+                continued: false,
+                max,
                 quit_seen: false,
                 events,
             },
@@ -103,38 +109,33 @@ impl LineSink {
             return;
         }
         match piece {
-            Piece::Partial(text) => {
+            Piece::Partial(bytes) => {
                 if self.datagram || self.hex {
                     self.oversize = true;
                     return;
                 }
-                let mut s = String::new();
-                self.partial
-                    .get_or_insert_with(|| Encoding::UTF8.decoder())
-                    .decode(text, false, &mut s);
-                out.push(self.encode(&s));
+                self.continued = true;
+                out.push(self.transcode(bytes, false));
             }
             Piece::Line { text, terminated } => {
                 if std::mem::take(&mut self.oversize) {
-                    let limit = if self.datagram {
-                        "is too long for one datagram"
+                    let what = if self.datagram {
+                        "one datagram"
                     } else {
-                        "is too long for a hex line"
+                        "a hex line"
                     };
                     self.events.warn(format!(
-                        "a line of more than {} bytes {limit}: not sent",
-                        MAX_UDP_PAYLOAD
+                        "a line of more than {} bytes is too long for {what}: not sent",
+                        self.max
                     ));
                     return;
                 }
-                let mut line = String::new();
-                match self.partial.take() {
-                    Some(mut dec) => dec.decode(text, true, &mut line),
-                    None => line = String::from_utf8_lossy(text).into_owned(),
-                }
-                if self.quit.as_deref() == Some(line.as_str()) {
+                // The quit word is compared with whole lines as typed, never with the tail of
+                // a line that came in pieces.
+                let whole = !std::mem::take(&mut self.continued);
+                if whole && self.quit.as_deref().is_some_and(|q| q.as_bytes() == text) {
                     self.quit_seen = true;
-                    let mut msg = self.encode(&line);
+                    let mut msg = self.transcode(text, true);
                     if !self.hex {
                         msg.extend_from_slice(self.eol);
                     }
@@ -142,7 +143,7 @@ impl LineSink {
                     return;
                 }
                 let mut msg = if self.hex {
-                    match parse_hex(&line) {
+                    match parse_hex(&String::from_utf8_lossy(text)) {
                         Ok(bytes) => bytes,
                         Err(e) => {
                             self.events.warn(format!("{e}; nothing sent"));
@@ -150,7 +151,7 @@ impl LineSink {
                         }
                     }
                 } else {
-                    self.encode(&line)
+                    self.transcode(text, true)
                 };
                 if terminated && !self.hex {
                     msg.extend_from_slice(self.eol);
@@ -162,21 +163,31 @@ impl LineSink {
         }
     }
 
-    fn encode(&self, text: &str) -> Vec<u8> {
-        match self.encoding {
-            None => text.as_bytes().to_vec(),
-            Some(enc) => {
-                let mut wire = Vec::with_capacity(text.len());
-                let unmappable = enc.encode_message(text, &mut wire);
-                if unmappable > 0 {
-                    self.events.warn(format!(
-                        "{unmappable} character(s) have no {} form and were sent as '?'",
-                        enc.name()
-                    ));
-                }
-                wire
-            }
+    /// Typed bytes -> wire bytes. Without an encoding they go untouched (binary stays binary);
+    /// with one they are decoded as UTF-8, statefully across the pieces of a long line, and
+    /// encoded. `last` ends the line.
+    fn transcode(&mut self, bytes: &[u8], last: bool) -> Vec<u8> {
+        let Some(enc) = self.encoding else {
+            return bytes.to_vec();
+        };
+        let mut dec = self
+            .partial
+            .take()
+            .unwrap_or_else(|| Encoding::UTF8.decoder());
+        let mut text = String::new();
+        dec.decode(bytes, last, &mut text);
+        if !last {
+            self.partial = Some(dec);
         }
+        let mut wire = Vec::with_capacity(text.len());
+        let unmappable = enc.encode_message(&text, &mut wire);
+        if unmappable > 0 {
+            self.events.warn(format!(
+                "{unmappable} character(s) have no {} form and were sent as '?'",
+                enc.name()
+            ));
+        }
+        wire
     }
 }
 
@@ -228,6 +239,32 @@ mod tests {
         };
         let (out, _) = run(&opts, true, &[b"48 69\nzz\n0x0a"]);
         assert_eq!(out, vec![b"Hi".to_vec(), b"\n".to_vec()]);
+    }
+
+    #[test]
+    fn bytes_pass_untouched_without_an_encoding() {
+        let (out, _) = run(&Options::default(), true, &[b"\xc4\xe3\xff\n"]);
+        assert_eq!(out, vec![b"\xc4\xe3\xff".to_vec()]);
+        let opts = Options {
+            eol: Eol::Crlf,
+            ..Options::default()
+        };
+        let (out, _) = run(&opts, false, &[b"\xff\xfe\n"]);
+        assert_eq!(out.concat(), b"\xff\xfe\r\n");
+    }
+
+    #[test]
+    fn quit_word_only_on_whole_lines() {
+        let opts = Options {
+            quit: Some("end".into()),
+            max_line: 4,
+            ..Options::default()
+        };
+        let (out, flow) = run(&opts, false, &[b"abcdend\nend\n"]);
+        assert_eq!(out.concat(), b"abcdend\nend\n");
+        assert_eq!(flow, Flow::Quit);
+        let (_, flow) = run(&opts, false, &[b"abcdend\n"]);
+        assert_eq!(flow, Flow::Continue);
     }
 
     #[test]

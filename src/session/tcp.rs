@@ -12,10 +12,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Holds one conversation on `stream`: `input` is sent, what arrives is written to `output`.
+/// Holds one conversation on `stream`: `input` goes through `outbound` to the peer, what
+/// arrives is written to `output`. The caller owns `outbound` so that a line half read when one
+/// conversation ends is finished in the next (`tcp listen --keep-open`).
 pub async fn converse<R, W>(
     stream: TcpStream,
     mut input: R,
+    outbound: &mut Outbound,
     mut output: W,
     opts: &Options,
     events: &Events,
@@ -25,10 +28,13 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let peer = stream.peer_addr().map_err(Error::Socket)?;
+    // Only used to tag output: a connection reset before we look still gets its error from
+    // the first read, not from here.
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
-        let mut outbound = Outbound::new(opts, false, events.clone());
         let mut buf = vec![0u8; 64 * 1024];
         let mut msgs = Vec::new();
         loop {
@@ -50,11 +56,14 @@ where
                 activity.sent(wire.len());
             }
             if flow == Flow::Quit {
+                // FIN right after the quit word, so the peer sees a clean close.
+                let _ = wr.shutdown().await;
                 return Ok(SendEnd::Quit);
             }
             if n == 0 {
                 // The tutorial's four-way close begins here: our FIN, and we keep reading.
                 wr.shutdown().await.map_err(Error::Socket)?;
+                events.emit(Event::SentFin);
                 return Ok(SendEnd::Eof);
             }
         }
@@ -96,7 +105,7 @@ where
 }
 
 /// The pass-through on Linux: each direction on a thread of its own moving bytes inside the
-/// kernel (sendfile or splice), the socket in blocking mode.
+/// kernel (sendfile or splice).
 #[cfg(target_os = "linux")]
 async fn converse_spliced(
     stream: TcpStream,
@@ -107,17 +116,20 @@ async fn converse_spliced(
     use std::os::fd::AsFd;
     use tokio::sync::oneshot;
 
+    // The socket stays non-blocking; the copy threads wait in poll (see transport::splice).
     let sock = stream.into_std().map_err(Error::Socket)?;
-    sock.set_nonblocking(false).map_err(Error::Socket)?;
     let reader = sock.try_clone().map_err(Error::Socket)?;
     let (send_tx, send_rx) = oneshot::channel();
     let (recv_tx, recv_rx) = oneshot::channel();
-    let act = activity.clone();
+    let (act, ev) = (activity.clone(), events.clone());
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let r = transport::splice::send(stdin.as_fd(), &sock, &|n| act.sent(n))
             .and_then(|_| sock.shutdown(std::net::Shutdown::Write))
-            .map(|()| SendEnd::Eof)
+            .map(|()| {
+                ev.emit(Event::SentFin);
+                SendEnd::Eof
+            })
             .map_err(Error::Socket);
         let _ = send_tx.send(r);
     });
@@ -142,49 +154,31 @@ async fn converse_spliced(
 async fn talk(
     stream: TcpStream,
     term: &mut Terminal,
+    outbound: &mut Outbound,
     opts: &Options,
     single: bool,
 ) -> Result<End, Error> {
     let events = term.events.clone();
     let activity = std::sync::Arc::new(Activity::default());
     #[cfg(target_os = "linux")]
-    let end = if single && term.spliceable && opts.is_passthrough() {
-        converse_spliced(stream, opts, &events, activity.clone()).await
-    } else {
-        converse(
-            stream,
-            &mut term.input,
-            &mut term.output,
-            opts,
-            &events,
-            &activity,
-        )
-        .await
-    };
-    #[cfg(not(target_os = "linux"))]
-    let end = {
-        let _ = single;
-        converse(
-            stream,
-            &mut term.input,
-            &mut term.output,
-            opts,
-            &events,
-            &activity,
-        )
-        .await
-    };
-    let _ = term.output.flush().await;
-    let end = end?;
-    if let End::Quit(side) = end {
-        events.emit(Event::Quit {
-            by_peer: side == super::Side::Peer,
-            word: opts.quit.clone().unwrap_or_default(),
-        });
+    if single && term.spliceable && opts.is_passthrough() {
+        let end = converse_spliced(stream, opts, &events, activity.clone()).await;
+        return super::report_end(end, &activity, opts, &events);
     }
-    let (sent, received) = activity.totals();
-    events.emit(Event::Closed { sent, received });
-    Ok(end)
+    #[cfg(not(target_os = "linux"))]
+    let _ = single;
+    let end = converse(
+        stream,
+        &mut term.input,
+        outbound,
+        &mut term.output,
+        opts,
+        &events,
+        &activity,
+    )
+    .await;
+    let _ = term.output.flush().await;
+    super::report_end(end, &activity, opts, &events)
 }
 
 /// `wirechat tcp connect`: connect, converse, exit.
@@ -194,10 +188,13 @@ pub async fn connect(
     opts: &Options,
     term: &mut Terminal,
 ) -> anyhow::Result<End> {
-    let stream = transport::tcp_connect(target, timeout).await?;
-    let (peer, local) = (stream.peer_addr()?, stream.local_addr()?);
+    let (stream, peer) = transport::tcp_connect(target, timeout).await?;
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     term.events.emit(Event::Connected { peer, local });
-    Ok(talk(stream, term, opts, true).await?)
+    let mut outbound = Outbound::new(opts, false, term.events.clone());
+    Ok(talk(stream, term, &mut outbound, opts, true).await?)
 }
 
 /// `wirechat tcp listen`: accept a client and converse; with `keep_open`, one client after
@@ -218,15 +215,16 @@ pub async fn listen(
         // Input is shared by the clients in turn, so a client's EOF ends its turn.
         opts.wait_for_input = false;
     }
+    let mut outbound = Outbound::new(&opts, false, term.events.clone());
     if !keep_open {
         let stream = accept(&listener, &term.events).await;
         // One conversation: stop listening so nobody else queues up behind it.
         drop(listener);
-        return Ok(talk(stream, term, &opts, true).await?);
+        return Ok(talk(stream, term, &mut outbound, &opts, true).await?);
     }
     loop {
         let stream = accept(&listener, &term.events).await;
-        match talk(stream, term, &opts, false).await {
+        match talk(stream, term, &mut outbound, &opts, false).await {
             Ok(End::Quit(super::Side::Local)) => return Ok(End::Quit(super::Side::Local)),
             Ok(_) => {}
             Err(e) => term.events.warn(format!("{e}")),

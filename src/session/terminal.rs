@@ -42,14 +42,58 @@ impl Terminal {
                 ),
             }
         }
+        let output: Pin<Box<dyn AsyncWrite + Send>> = if stdout_never_blocks() {
+            Box::pin(DirectStdout)
+        } else {
+            Box::pin(tokio::io::stdout())
+        };
         Terminal {
             input: Box::pin(tokio::io::stdin()),
-            output: Box::pin(tokio::io::stdout()),
+            output,
             events: Events::stderr(quiet),
             spliceable: !stdin_is_tty && !stdout_is_tty,
             stdout_is_tty,
             stdin_is_tty,
         }
+    }
+}
+
+/// True when stdout is a regular file or a device that is not a terminal (/dev/null): writes
+/// there complete at once, so they need no hand-off to a blocking thread.
+fn stdout_never_blocks() -> bool {
+    use nix::sys::stat::{SFlag, fstat};
+    let stdout = io::stdout();
+    if stdout.is_terminal() {
+        return false;
+    }
+    fstat(&stdout).is_ok_and(|st| {
+        let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+        kind == SFlag::S_IFREG || kind == SFlag::S_IFCHR
+    })
+}
+
+/// stdout written in place, for outputs that never block (see `stdout_never_blocks`). tokio's
+/// stdout hands every write to a blocking thread, which costs more than the write itself when
+/// a UDP listener writes out each small batch of datagrams.
+struct DirectStdout;
+
+impl AsyncWrite for DirectStdout {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        use std::io::Write;
+        Poll::Ready(io::stdout().lock().write(buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        use std::io::Write;
+        Poll::Ready(io::stdout().lock().flush())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
     }
 }
 

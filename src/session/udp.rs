@@ -5,7 +5,7 @@
 use super::outbound::Flow;
 use super::terminal::Terminal;
 use super::{
-    Activity, End, Error, Event, Events, Inbound, Options, Outbound, RecvEnd, SendEnd, Side, drive,
+    Activity, End, Error, Event, Events, Inbound, Options, Outbound, RecvEnd, SendEnd, drive,
     is_closed_output,
 };
 use crate::transport::{self, HostPort, datagrams::Batch};
@@ -85,40 +85,43 @@ where
         let mut batch = Batch::default();
         let mut out = Vec::with_capacity(FLUSH_AT * 2);
         loop {
-            match batch.recv(socket).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    refused(events, connected_peer);
-                    continue;
+            // Wait for a datagram, then take everything already queued before writing: one
+            // write per burst, not one per wake-up.
+            let mut got = batch.recv(socket).await;
+            loop {
+                match got {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        refused(events, connected_peer);
+                        break;
+                    }
+                    Err(e) => return Err(Error::Socket(e)),
                 }
-                Err(e) => return Err(Error::Socket(e)),
+                let mut quit = false;
+                for (payload, from) in batch.iter() {
+                    let from = from.or(connected_peer).unwrap_or(UNKNOWN);
+                    activity.received(payload.len());
+                    if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
+                        last_sender.set(Some(from));
+                        events.emit(Event::NewPeer(from));
+                    }
+                    if inbound.datagram(payload, from, &mut out) == Flow::Quit {
+                        quit = true;
+                        break;
+                    }
+                }
+                if quit {
+                    write_out(&mut output, &mut out).await?;
+                    return Ok(RecvEnd::Quit);
+                }
+                if out.len() >= FLUSH_AT && !write_out(&mut output, &mut out).await? {
+                    return Ok(RecvEnd::OutputClosed);
+                }
+                got = batch.try_recv(socket);
             }
-            let mut quit = false;
-            for (payload, from) in batch.iter() {
-                let from = from.or(connected_peer).unwrap_or(UNKNOWN);
-                activity.received(payload.len());
-                if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
-                    last_sender.set(Some(from));
-                    events.emit(Event::NewPeer(from));
-                }
-                if inbound.datagram(payload, from, &mut out) == Flow::Quit {
-                    quit = true;
-                    break;
-                }
-            }
-            if quit || out.len() >= FLUSH_AT || !more_waiting(socket) {
-                let written = async {
-                    output.write_all(&out).await?;
-                    output.flush().await
-                };
-                match written.await {
-                    Ok(()) => out.clear(),
-                    Err(e) if is_closed_output(&e) => return Ok(RecvEnd::OutputClosed),
-                    Err(e) => return Err(Error::Output(e)),
-                }
-            }
-            if quit {
-                return Ok(RecvEnd::Quit);
+            if !write_out(&mut output, &mut out).await? {
+                return Ok(RecvEnd::OutputClosed);
             }
         }
     };
@@ -127,10 +130,26 @@ where
 
 const UNKNOWN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
-/// True when another datagram is already queued, so writing the output can wait for it.
-fn more_waiting(socket: &UdpSocket) -> bool {
-    let mut probe = [0u8; 1];
-    socket.try_peek_from(&mut probe).is_ok()
+/// Writes and empties `out`; false when the output has been closed (nobody reads any more).
+async fn write_out<W: AsyncWrite + Unpin>(
+    output: &mut W,
+    out: &mut Vec<u8>,
+) -> Result<bool, Error> {
+    if out.is_empty() {
+        return Ok(true);
+    }
+    let written = async {
+        output.write_all(out).await?;
+        output.flush().await
+    };
+    match written.await {
+        Ok(()) => {
+            out.clear();
+            Ok(true)
+        }
+        Err(e) if is_closed_output(&e) => Ok(false),
+        Err(e) => Err(Error::Output(e)),
+    }
 }
 
 async fn send_one(
@@ -151,7 +170,7 @@ async fn send_one(
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 refused(events, Some(dest));
             }
-            Err(e) if e.raw_os_error() == Some(90 /* EMSGSIZE */) => {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {
                 events.warn(format!(
                     "{} bytes is too long for one datagram; not sent",
                     msg.len()
@@ -192,16 +211,7 @@ async fn run(
     )
     .await;
     let _ = term.output.flush().await;
-    let end = end?;
-    if let End::Quit(side) = end {
-        events.emit(Event::Quit {
-            by_peer: side == Side::Peer,
-            word: opts.quit.clone().unwrap_or_default(),
-        });
-    }
-    let (sent, received) = activity.totals();
-    events.emit(Event::Closed { sent, received });
-    Ok(end)
+    Ok(super::report_end(end, &activity, opts, &events)?)
 }
 
 /// `wirechat udp listen`: bind, show each datagram and its sender, send typed lines to `--peer`

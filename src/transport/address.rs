@@ -4,6 +4,14 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A host (optional for listening) and a port, parsed from `PORT`, `HOST:PORT`, `[V6]:PORT`.
+///
+/// ```
+/// use wirechat::transport::HostPort;
+/// let any: HostPort = "8899".parse().unwrap();
+/// assert_eq!((any.host, any.port), (None, 8899));
+/// let v6: HostPort = "[::1]:80".parse().unwrap();
+/// assert_eq!(v6.host.as_deref(), Some("::1"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPort {
     /// The host name or address literal, without brackets; `None` means all interfaces.

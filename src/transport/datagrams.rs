@@ -55,6 +55,13 @@ impl Batch {
         }
     }
 
+    /// Takes what is queued without waiting; `WouldBlock` when nothing is.
+    pub fn try_recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let n = socket.try_io(tokio::io::Interest::READABLE, || self.take(socket))?;
+        self.count = n;
+        Ok(n)
+    }
+
     #[cfg(target_os = "linux")]
     fn take(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         use nix::sys::socket::{MsgFlags, SockaddrLike, recvmmsg};

@@ -166,11 +166,16 @@ pub async fn tcp_listen(spec: &HostPort) -> Result<TcpListener, Error> {
 }
 
 fn is_family_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == 97 /* EAFNOSUPPORT */ || code == 99 /* EADDRNOTAVAIL */)
+    e.kind() == io::ErrorKind::AddrNotAvailable
+        || e.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32)
 }
 
-/// Connects to `target`, trying each resolved address in turn within `timeout`.
-pub async fn tcp_connect(target: &HostPort, timeout: Option<Duration>) -> Result<TcpStream, Error> {
+/// Connects to `target`, trying each resolved address in turn within `timeout`; returns the
+/// stream and the address it reached.
+pub async fn tcp_connect(
+    target: &HostPort,
+    timeout: Option<Duration>,
+) -> Result<(TcpStream, SocketAddr), Error> {
     let attempt = async {
         let addrs = resolve(target).await?;
         let mut last = None;
@@ -179,7 +184,7 @@ pub async fn tcp_connect(target: &HostPort, timeout: Option<Duration>) -> Result
                 Ok(s) => {
                     // Interactive lines go out at once; bulk data comes in large writes anyway.
                     let _ = s.set_nodelay(true);
-                    return Ok(s);
+                    return Ok((s, *addr));
                 }
                 Err(e) => last = Some((addr, e)),
             }

@@ -3,13 +3,17 @@
 //! bytes are spliced into stdout (directly when it is a pipe, through an intermediate pipe when
 //! it is a file or /dev/null). Anything else falls back to `read`/`write` with a large buffer.
 //!
-//! These functions block; the session runs each direction on its own thread with a blocking
-//! socket, so the two directions never wait for each other.
+//! These functions block, waiting in poll(2) when the non-blocking socket says EAGAIN; the
+//! session runs each direction on its own thread, so the two directions never wait for each
+//! other. The socket must be non-blocking: a blocking splice from TCP into a pipe may keep what
+//! it has already moved until more arrives (seen on Linux 6.18), which would delay a typed line
+//! until the next one. The `copy` fallback expects a blocking socket and is not used with one.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::{SFlag, fstat};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -32,6 +36,7 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => wait_writable(sock.as_fd())?,
                 // Not every file system supports sendfile: copy what is left by hand.
                 Err(Errno::EINVAL | Errno::ENOSYS) if total == 0 => break,
                 Err(e) => return Err(e.into()),
@@ -44,21 +49,19 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 sock.as_fd(),
                 None,
                 CHUNK,
-                SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE,
+                SpliceFFlags::SPLICE_F_MOVE,
             ) {
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_readable(input)?,
+                Err(Errno::EAGAIN) => wait_send(input, sock.as_fd())?,
                 Err(Errno::EINVAL) if total == 0 => break,
                 Err(e) => return Err(e.into()),
             }
         },
         _ => {}
     }
-    let mut src = std::fs::File::from(input.try_clone_to_owned()?);
-    let mut dst = sock;
-    total += copy(&mut src, &mut dst, progress)?;
+    total += copy(input, sock.as_fd(), progress)?;
     Ok(total)
 }
 
@@ -68,7 +71,7 @@ pub fn receive(
     output: BorrowedFd<'_>,
     progress: &dyn Fn(usize),
 ) -> io::Result<u64> {
-    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE;
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     if kind(output) == Some(SFlag::S_IFIFO) {
         loop {
@@ -76,7 +79,19 @@ pub fn receive(
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_writable(output)?,
+                Err(Errno::EAGAIN) => {
+                    if !ready_now(sock.as_fd(), PollFlags::POLLIN) {
+                        wait_readable(sock.as_fd())?;
+                    } else if !ready_now(output, PollFlags::POLLOUT) {
+                        wait_writable(output)?;
+                    } else {
+                        // Readable and writable, yet splice refuses: the urgent mark.
+                        match read_once(sock, output)? {
+                            0 => return Ok(total),
+                            n => advance(&mut total, progress, n),
+                        }
+                    }
+                }
                 Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
                 Err(e) => return Err(e.into()),
             }
@@ -90,12 +105,61 @@ pub fn receive(
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                // Our pipe is always empty here, so EAGAIN is about the socket.
+                if ready_now(sock.as_fd(), PollFlags::POLLIN) {
+                    match read_once(sock, output)? {
+                        0 => return Ok(total),
+                        n => advance(&mut total, progress, n),
+                    }
+                } else {
+                    wait_readable(sock.as_fd())?;
+                }
+                continue;
+            }
             Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
             Err(e) => return Err(e.into()),
         };
         drain(&pipe_r, output, n)?;
         advance(&mut total, progress, n);
     }
+}
+
+/// Moves one read's worth from the socket to `output` the ordinary way. splice(2) stops at a
+/// TCP urgent mark (a peer's MSG_OOB byte) and keeps saying EAGAIN while the socket polls
+/// readable; a plain read steps past it. Returns 0 at EOF.
+fn read_once(sock: &TcpStream, output: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = loop {
+        match nix::unistd::read(sock.as_fd(), &mut buf) {
+            Ok(n) => break n,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => wait_readable(sock.as_fd())?,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    write_all(output, &buf[..n])?;
+    Ok(n)
+}
+
+/// Writes all of `data`, waiting in poll if `output` is non-blocking and full.
+fn write_all(output: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        match nix::unistd::write(output, &data[done..]) {
+            Ok(m) => done += m,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => wait_writable(output)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// True if `fd` is ready for `events` right now.
+fn ready_now(fd: BorrowedFd<'_>, events: PollFlags) -> bool {
+    let mut fds = [PollFd::new(fd, events)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 /// Moves `n` bytes that sit in our pipe on to `output`, by splice or, if the output refuses it,
@@ -109,11 +173,9 @@ fn drain(pipe_r: &OwnedFd, output: BorrowedFd<'_>, mut n: usize) -> io::Result<(
             Err(Errno::EAGAIN) => wait_writable(output)?,
             Err(Errno::EINVAL) => {
                 let mut src = std::fs::File::from(pipe_r.try_clone()?);
-                let mut dst = std::fs::File::from(output.try_clone_to_owned()?);
                 let mut buf = vec![0u8; n];
                 src.read_exact(&mut buf)?;
-                dst.write_all(&buf)?;
-                return Ok(());
+                return write_all(output, &buf);
             }
             Err(e) => return Err(e.into()),
         }
@@ -122,27 +184,26 @@ fn drain(pipe_r: &OwnedFd, output: BorrowedFd<'_>, mut n: usize) -> io::Result<(
 }
 
 fn fallback(sock: &TcpStream, output: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> io::Result<u64> {
-    let mut dst = std::fs::File::from(output.try_clone_to_owned()?);
-    let mut src = sock;
-    copy(&mut src, &mut dst, progress)
+    copy(sock.as_fd(), output, progress)
 }
 
-/// A plain copy with a large buffer, for inputs and outputs that splice cannot serve.
-pub fn copy(
-    src: &mut impl Read,
-    dst: &mut impl Write,
-    progress: &dyn Fn(usize),
-) -> io::Result<u64> {
+/// A plain copy with a large buffer, for inputs and outputs that splice cannot serve; either
+/// descriptor may be non-blocking.
+pub fn copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
-        let n = match src.read(&mut buf) {
+        let n = match nix::unistd::read(src, &mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => {
+                wait_readable(src)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         };
-        dst.write_all(&buf[..n])?;
+        write_all(dst, &buf[..n])?;
         advance(&mut total, progress, n);
     }
 }
@@ -153,17 +214,27 @@ fn advance(total: &mut u64, progress: &dyn Fn(usize), n: usize) {
 }
 
 fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    wait(fd, nix::poll::PollFlags::POLLIN)
+    wait(fd, PollFlags::POLLIN)
 }
 
 fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    wait(fd, nix::poll::PollFlags::POLLOUT)
+    wait(fd, PollFlags::POLLOUT)
 }
 
-/// Waits for a descriptor somebody else left in non-blocking mode.
-fn wait(fd: BorrowedFd<'_>, events: nix::poll::PollFlags) -> io::Result<()> {
-    let mut fds = [nix::poll::PollFd::new(fd, events)];
-    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+/// After EAGAIN on the way out: wait for the socket to take more, or, if it already can, for
+/// input (a pipe somebody left non-blocking) to have some.
+fn wait_send(input: BorrowedFd<'_>, sock: BorrowedFd<'_>) -> io::Result<()> {
+    if ready_now(sock, PollFlags::POLLOUT) {
+        wait_readable(input)
+    } else {
+        wait_writable(sock)
+    }
+}
+
+/// Waits for a descriptor to become ready.
+fn wait(fd: BorrowedFd<'_>, events: PollFlags) -> io::Result<()> {
+    let mut fds = [PollFd::new(fd, events)];
+    match poll(&mut fds, PollTimeout::NONE) {
         Ok(_) | Err(Errno::EINTR) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -3,3 +3,9 @@
 
 mod room;
 mod util;
+
+mod errors;
+mod tcp;
+mod terminal;
+mod trace;
+mod udp;

@@ -33,8 +33,10 @@ pub fn have(program: &str) -> bool {
 
 /// Output collected from a child's pipe, with a way to wait for it to satisfy a condition.
 #[derive(Clone, Default)]
-#[allow(clippy::type_complexity)]
-pub struct Collected(Arc<(Mutex<(Vec<u8>, bool)>, Condvar)>);
+pub struct Collected(Arc<(Mutex<Output>, Condvar)>);
+
+/// The bytes so far and whether the stream has closed.
+type Output = (Vec<u8>, bool);
 
 impl Collected {
     fn start(mut from: impl Read + Send + 'static) -> Collected {
@@ -45,7 +47,7 @@ impl Collected {
             loop {
                 let n = from.read(&mut buf).unwrap_or(0);
                 let (lock, cv) = &*inner;
-                let mut g = lock.lock().unwrap();
+                let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
                 if n == 0 {
                     g.1 = true;
                     cv.notify_all();
@@ -152,7 +154,12 @@ impl Proc {
 
     /// Waits for the "listening on ADDR" line and returns the bound address.
     pub fn listening(&self) -> SocketAddr {
-        let text = self.stderr.wait_text("listening on ");
+        let out = self.stderr.wait_for("a \"listening on ADDR\" line", |b| {
+            let t = String::from_utf8_lossy(b);
+            t.find("listening on ")
+                .is_some_and(|i| t[i..].contains('\n'))
+        });
+        let text = String::from_utf8_lossy(&out).into_owned();
         let after = &text[text.find("listening on ").unwrap() + "listening on ".len()..];
         let addr = after.split_whitespace().next().unwrap();
         addr.parse()
@@ -181,6 +188,9 @@ impl Proc {
         let end = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Everything it wrote is collected before the caller looks at it.
+                self.stdout.wait_closed();
+                self.stderr.wait_closed();
                 return status.code().unwrap_or(-1);
             }
             assert!(

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Bulk TCP throughput on loopback: a listener writing to /dev/null and a client sending SIZE
+# bytes from a file in /dev/shm, for wirechat, socat (-b 131072), ncat and OpenBSD nc, plus
+# iperf3 (memory to memory, the machine's near-limit), in one run. Each time is from starting
+# the client until the listener has exited (everything received). Median of RUNS runs.
+#
+# Usage: bench/throughput.sh        (SIZE=2G RUNS=5 by default; loopback only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${SIZE:-2G}
+RUNS=${RUNS:-5}
+cargo build --release --quiet --bin wirechat
+W=$PWD/target/release/wirechat
+INPUT=/dev/shm/wirechat-bench-input
+head -c "$SIZE" /dev/urandom > "$INPUT"
+BYTES=$(stat -c %s "$INPUT")
+trap 'rm -f "$INPUT"' EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_listening() { # PORT
+  for _ in $(seq 1 500); do
+    ss -Hltn "sport = :$1" | grep -q . && return 0
+    sleep 0.01
+  done
+  echo "nothing listening on $1" >&2; return 1
+}
+
+now() { date +%s.%N; }
+
+one_run() { # TOOL -> seconds
+  local port; port=$(free_port)
+  case "$1" in
+    wirechat) "$W" -q tcp listen "127.0.0.1:$port" </dev/null >/dev/null & ;;
+    socat)    socat -b 131072 -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" OPEN:/dev/null </dev/null & ;;
+    ncat)     ncat -l 127.0.0.1 "$port" --recv-only </dev/null >/dev/null & ;;
+    nc)       nc -l 127.0.0.1 "$port" </dev/null >/dev/null & ;;
+    iperf3)   iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null & ;;
+  esac
+  local server=$!
+  wait_listening "$port"
+  local t0; t0=$(now)
+  case "$1" in
+    wirechat) "$W" -q tcp connect "127.0.0.1:$port" <"$INPUT" >/dev/null ;;
+    socat)    socat -b 131072 -u OPEN:"$INPUT" "TCP:127.0.0.1:$port" ;;
+    ncat)     ncat --send-only 127.0.0.1 "$port" <"$INPUT" ;;
+    nc)       nc -N 127.0.0.1 "$port" <"$INPUT" >/dev/null ;;
+    iperf3)   iperf3 -c 127.0.0.1 -p "$port" -n "$BYTES" >/dev/null ;;
+  esac
+  wait "$server"
+  local t1; t1=$(now)
+  python3 -c "print(f'{$t1 - $t0:.4f}')"
+}
+
+echo "TCP bulk throughput, $BYTES bytes from a file in /dev/shm to /dev/null, median of $RUNS runs"
+echo "($(date -u '+%F %H:%M') UTC, $(nproc) cores, $(uname -r), load $(cut -d' ' -f1 /proc/loadavg))"
+declare -A rate
+for tool in wirechat socat ncat nc iperf3; do
+  if [ "$tool" != wirechat ] && ! command -v "$tool" >/dev/null; then
+    echo "$tool: not installed, skipped"; continue
+  fi
+  times=()
+  for _ in $(seq 1 "$RUNS"); do times+=("$(one_run "$tool")"); done
+  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+  rate[$tool]=$(python3 -c "print(f'{$BYTES / $median / 2**30:.2f}')")
+  printf '%-9s %6s GiB/s   (runs: %s s)\n' "$tool" "${rate[$tool]}" "${times[*]}"
+done
+best=0
+for t in socat ncat nc; do
+  [ -n "${rate[$t]:-}" ] && best=$(python3 -c "print(max($best, ${rate[$t]}))")
+done
+python3 -c "
+w = ${rate[wirechat]}; best = $best; ip = ${rate[iperf3]:-0}
+print(f'wirechat / fastest of socat, ncat, nc = {w / best:.2f}x' if best else 'no peers')
+print(f'wirechat / iperf3 = {w / ip:.2f}x' if ip else 'no iperf3')
+"

@@ -1,0 +1,311 @@
+//! Wire decoding: one captured frame (Ethernet, Linux cooked, BSD loopback or bare IP) into
+//! typed, owned headers with etherparse. Anything truncated, corrupt, fragmented or neither TCP
+//! nor UDP becomes a [`DecodeError`] that says why, so the caller can report it and go on.
+
+use etherparse::{
+    Ethernet2Header, Ipv4Header, Ipv6Header, LinuxSllHeader, NetSlice, SlicedPacket, TcpHeader,
+    TransportSlice, UdpHeader, err,
+};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How a frame begins: the capture's link-layer type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Ethernet II, also what Linux gives for `lo` (a 14-byte header of zero addresses).
+    Ethernet,
+    /// Linux "cooked" capture (SLL), as `tcpdump -i any` writes.
+    LinuxSll,
+    /// A 4-byte address family, then IP: BSD and macOS loopback captures.
+    Null,
+    /// The IP header straight away (tun devices, `LINKTYPE_RAW`).
+    Raw,
+}
+
+/// One captured frame as it came from a source.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Capture time since the Unix epoch.
+    pub ts: Duration,
+    /// How the bytes begin.
+    pub link: Link,
+    /// The captured bytes (possibly fewer than were on the wire).
+    pub data: Vec<u8>,
+    /// The length on the wire.
+    pub orig_len: u32,
+}
+
+/// The link-layer header of a decoded packet.
+#[derive(Clone, Debug)]
+pub enum LinkHeader {
+    /// Ethernet II.
+    Ethernet(Ethernet2Header),
+    /// Linux cooked capture.
+    LinuxSll(LinuxSllHeader),
+    /// BSD loopback: the address family.
+    Null(u32),
+    /// No link header.
+    Raw,
+}
+
+/// The network-layer header.
+#[derive(Clone, Debug)]
+pub enum IpHeader {
+    /// IPv4 with its options.
+    V4(Ipv4Header),
+    /// IPv6 (extension headers are skipped over, not kept).
+    V6(Ipv6Header),
+}
+
+/// The transport-layer header.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// TCP with its options.
+    Tcp(TcpHeader),
+    /// UDP.
+    Udp(UdpHeader),
+}
+
+/// A decoded TCP or UDP packet.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// Link layer.
+    pub link: LinkHeader,
+    /// Network layer.
+    pub ip: IpHeader,
+    /// Transport layer.
+    pub transport: Transport,
+    /// The transport payload (what the application sent).
+    pub payload: Vec<u8>,
+    /// Bytes captured for the whole frame.
+    pub frame_len: usize,
+}
+
+/// Why a frame was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame ends inside a header.
+    #[error("truncated: {0}")]
+    Truncated(String),
+    /// A header field is impossible (bad version, header length, ...).
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...).
+    #[error("not an IP packet ({0})")]
+    NotIp(String),
+    /// IP, but neither TCP nor UDP (ICMP, ...).
+    #[error("neither TCP nor UDP (IP protocol {0})")]
+    NotTcpUdp(u8),
+    /// An IP fragment: the transport header is in another fragment.
+    #[error("an IP fragment (not reassembled)")]
+    Fragment,
+}
+
+impl DecodeError {
+    /// Damaged packets are worth a report; other protocols are just not ours.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, DecodeError::Truncated(_) | DecodeError::Corrupt(_))
+    }
+}
+
+fn slice_error(e: err::packet::SliceError) -> DecodeError {
+    use err::packet::SliceError as S;
+    match e {
+        S::Len(l) => DecodeError::Truncated(l.to_string()),
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+/// Decodes `data` that begins as `link` says.
+pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
+    let sliced = match link {
+        Link::Ethernet => SlicedPacket::from_ethernet(data),
+        Link::LinuxSll => SlicedPacket::from_linux_sll(data),
+        Link::Raw => SlicedPacket::from_ip(data),
+        Link::Null => {
+            let Some(rest) = data.get(4..) else {
+                return Err(DecodeError::Truncated(format!(
+                    "loopback header needs 4 bytes, got {}",
+                    data.len()
+                )));
+            };
+            SlicedPacket::from_ip(rest)
+        }
+    }
+    .map_err(slice_error)?;
+    let link_header = match (&sliced.link, link) {
+        (Some(etherparse::LinkSlice::Ethernet2(e)), _) => LinkHeader::Ethernet(e.to_header()),
+        (Some(etherparse::LinkSlice::LinuxSll(s)), _) => LinkHeader::LinuxSll(s.to_header()),
+        (_, Link::Null) => {
+            // The family is in the capturing host's byte order; both orders are small numbers.
+            let fam = [data[0], data[1], data[2], data[3]];
+            let le = u32::from_le_bytes(fam);
+            LinkHeader::Null(if le < 256 {
+                le
+            } else {
+                u32::from_be_bytes(fam)
+            })
+        }
+        _ => LinkHeader::Raw,
+    };
+    let (ip, fragmented, proto) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => (
+            IpHeader::V4(v4.header().to_header()),
+            v4.is_payload_fragmented(),
+            v4.payload().ip_number.0,
+        ),
+        Some(NetSlice::Ipv6(v6)) => (
+            IpHeader::V6(v6.header().to_header()),
+            v6.is_payload_fragmented(),
+            v6.payload().ip_number.0,
+        ),
+        Some(NetSlice::Arp(_)) => return Err(DecodeError::NotIp("ARP".into())),
+        None => {
+            let what = match &sliced.link {
+                Some(etherparse::LinkSlice::Ethernet2(e)) => {
+                    format!("ethertype {:#06x}", e.ether_type().0)
+                }
+                _ => "no IP header".into(),
+            };
+            return Err(DecodeError::NotIp(what));
+        }
+    };
+    if fragmented {
+        return Err(DecodeError::Fragment);
+    }
+    let (transport, payload) = match &sliced.transport {
+        Some(TransportSlice::Tcp(t)) => (Transport::Tcp(t.to_header()), t.payload()),
+        Some(TransportSlice::Udp(u)) => (Transport::Udp(u.to_header()), u.payload()),
+        _ => return Err(DecodeError::NotTcpUdp(proto)),
+    };
+    Ok(Packet {
+        link: link_header,
+        ip,
+        transport,
+        payload: payload.to_vec(),
+        frame_len: data.len(),
+    })
+}
+
+impl IpHeader {
+    /// Source address.
+    pub fn src(&self) -> IpAddr {
+        match self {
+            IpHeader::V4(h) => IpAddr::from(h.source),
+            IpHeader::V6(h) => IpAddr::from(h.source),
+        }
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> IpAddr {
+        match self {
+            IpHeader::V4(h) => IpAddr::from(h.destination),
+            IpHeader::V6(h) => IpAddr::from(h.destination),
+        }
+    }
+}
+
+impl Packet {
+    /// Where the packet came from.
+    pub fn src(&self) -> SocketAddr {
+        let port = match &self.transport {
+            Transport::Tcp(t) => t.source_port,
+            Transport::Udp(u) => u.source_port,
+        };
+        SocketAddr::new(self.ip.src(), port)
+    }
+
+    /// Where the packet goes.
+    pub fn dst(&self) -> SocketAddr {
+        let port = match &self.transport {
+            Transport::Tcp(t) => t.destination_port,
+            Transport::Udp(u) => u.destination_port,
+        };
+        SocketAddr::new(self.ip.dst(), port)
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Link::Ethernet => "Ethernet",
+            Link::LinuxSll => "Linux cooked",
+            Link::Null => "BSD loopback",
+            Link::Raw => "raw IP",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+    use proptest::prelude::*;
+
+    fn tcp_frame(payload: &[u8]) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40000, 8899, 1000, 65535)
+            .syn();
+        let mut out = Vec::new();
+        builder
+            .write(&mut out, payload)
+            .expect("writing to a Vec cannot fail");
+        out
+    }
+
+    #[test]
+    fn decodes_tcp_over_ethernet() {
+        let p = decode(Link::Ethernet, &tcp_frame(b"hi")).expect("valid frame");
+        assert_eq!(p.src(), "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(p.dst(), "127.0.0.1:8899".parse().unwrap());
+        assert_eq!(p.payload, b"hi");
+        assert!(matches!(p.transport, Transport::Tcp(ref t) if t.syn && t.sequence_number == 1000));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let frame = tcp_frame(b"");
+        for n in 0..frame.len() {
+            let e = decode(Link::Ethernet, &frame[..n]).expect_err("truncated frame");
+            assert!(e.is_damage(), "{n} bytes: {e}");
+        }
+    }
+
+    #[test]
+    fn reports_other_protocols() {
+        let builder =
+            PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).icmpv4_echo_request(1, 1);
+        let mut out = Vec::new();
+        builder.write(&mut out, b"ping").unwrap();
+        assert_eq!(
+            decode(Link::Raw, &out).unwrap_err(),
+            DecodeError::NotTcpUdp(1)
+        );
+        assert!(matches!(
+            decode(Link::Ethernet, &[0u8; 14]),
+            Err(DecodeError::NotIp(_)) | Err(DecodeError::Truncated(_))
+        ));
+    }
+
+    proptest! {
+        /// The fuzz target: any bytes with any link type decode or fail cleanly.
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200), link in 0u8..4) {
+            let link = [Link::Ethernet, Link::LinuxSll, Link::Null, Link::Raw][link as usize];
+            let _ = decode(link, &data);
+        }
+
+        /// A valid frame with random bytes flipped decodes or fails cleanly.
+        #[test]
+        fn corrupted_frames_never_panic(flips in proptest::collection::vec((0usize..80, any::<u8>()), 1..8), cut in 0usize..90) {
+            let mut frame = tcp_frame(b"hello world");
+            for (at, b) in flips {
+                if let Some(x) = frame.get_mut(at) { *x = b; }
+            }
+            frame.truncate(cut.min(frame.len()));
+            let _ = decode(Link::Ethernet, &frame);
+        }
+    }
+}

@@ -1,0 +1,1313 @@
+//! Per-connection ladders: what each TCP segment means for its connection.
+//!
+//! A [`Tracker`] keys connections by their 4-tuple. Each [`Conn`] keeps, per direction, the
+//! initial sequence number (so seq and ack are shown relative to it, as Wireshark does), the
+//! highest sequence seen (to label retransmissions, out-of-order segments, duplicate ACKs) and
+//! the modelled RFC 9293 state of the end that sends in that direction. Every state change goes
+//! through `Conn::set_state`, which records a [`Transition`]. When both ends are finished the
+//! connection's [`Summary`] says how the handshake and the close really went.
+
+use super::decode::{Packet, Transport};
+use super::state::State;
+use etherparse::{TcpHeader, TcpOptionElement};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// At most this many connections are tracked; the oldest are summarised and forgotten first.
+pub const MAX_CONNS: usize = 16_384;
+
+/// One end of a connection: A opened it (sent the first SYN, or the first segment seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The end that sent the first SYN: the client.
+    A,
+    /// The other end: the server.
+    B,
+}
+
+impl Side {
+    fn idx(self) -> usize {
+        self as usize
+    }
+
+    /// The other end.
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::A => "A",
+            Side::B => "B",
+        })
+    }
+}
+
+/// TCP control bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags(u8);
+
+impl Flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+
+    /// The flags of a TCP header.
+    pub fn of(t: &TcpHeader) -> Flags {
+        let bits = [
+            (t.fin, Self::FIN),
+            (t.syn, Self::SYN),
+            (t.rst, Self::RST),
+            (t.psh, Self::PSH),
+            (t.ack, Self::ACK),
+            (t.urg, Self::URG),
+            (t.ece, Self::ECE),
+            (t.cwr, Self::CWR),
+        ];
+        Flags(
+            bits.iter()
+                .filter(|(on, _)| *on)
+                .fold(0, |acc, (_, b)| acc | b),
+        )
+    }
+
+    /// Whether `bit` is set.
+    pub fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// The raw bits, in TCP header order.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Flag names in the order people say them ("SYN", "ACK").
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Self::SYN, "SYN"),
+            (Self::FIN, "FIN"),
+            (Self::RST, "RST"),
+            (Self::PSH, "PSH"),
+            (Self::ACK, "ACK"),
+            (Self::URG, "URG"),
+            (Self::ECE, "ECE"),
+            (Self::CWR, "CWR"),
+        ]
+        .into_iter()
+        .filter(|(b, _)| self.has(*b))
+        .map(|(_, n)| n)
+        .collect()
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = self.names();
+        if names.is_empty() {
+            return f.pad("none");
+        }
+        f.pad(&names.join("-"))
+    }
+}
+
+/// A TCP option as shown on SYNs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TcpOpt {
+    /// Maximum segment size.
+    Mss(u16),
+    /// Window scale shift count (shown as the multiplier, like Wireshark's `WS=128`).
+    WindowScale(u8),
+    /// SACK permitted.
+    SackPermitted,
+    /// Selective acknowledgement blocks (absolute sequence numbers).
+    Sack(Vec<(u32, u32)>),
+    /// Timestamps: value and echo reply.
+    Timestamp(u32, u32),
+    /// An option that could not be read.
+    Unreadable(String),
+}
+
+impl fmt::Display for TcpOpt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TcpOpt::Mss(m) => write!(f, "MSS={m}"),
+            TcpOpt::WindowScale(s) => write!(f, "WS={}", 1u64 << (*s).min(14)),
+            TcpOpt::SackPermitted => f.write_str("SACK_PERM"),
+            TcpOpt::Sack(blocks) => {
+                f.write_str("SACK")?;
+                for (l, r) in blocks {
+                    write!(f, " {l}-{r}")?;
+                }
+                Ok(())
+            }
+            TcpOpt::Timestamp(v, e) => write!(f, "TSval={v} TSecr={e}"),
+            TcpOpt::Unreadable(e) => write!(f, "bad option ({e})"),
+        }
+    }
+}
+
+/// The options of a TCP header (NOPs and end-of-list left out).
+pub fn options(t: &TcpHeader) -> Vec<TcpOpt> {
+    t.options
+        .elements_iter()
+        .filter_map(|o| match o {
+            Ok(TcpOptionElement::Noop) => None,
+            Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(TcpOpt::Mss(m)),
+            Ok(TcpOptionElement::WindowScale(s)) => Some(TcpOpt::WindowScale(s)),
+            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => Some(TcpOpt::SackPermitted),
+            Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => Some(TcpOpt::Sack(
+                std::iter::once(first)
+                    .chain(rest.into_iter().flatten())
+                    .collect(),
+            )),
+            Ok(TcpOptionElement::Timestamp(v, e)) => Some(TcpOpt::Timestamp(v, e)),
+            Err(e) => Some(TcpOpt::Unreadable(e.to_string())),
+        })
+        .collect()
+}
+
+/// What the analysis noticed about a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Label {
+    /// Sequence space already sent: the sender sent it again.
+    Retransmission,
+    /// Fills a gap left earlier: it arrived after later data.
+    OutOfOrder,
+    /// Starts beyond what was sent so far: an earlier segment is missing (or comes later).
+    PreviousNotSeen,
+    /// The same ACK and window again while data is outstanding (the n-th repeat).
+    DupAck(u32),
+    /// The receiver has no buffer space: the sender must stop.
+    ZeroWindow,
+    /// One byte (or none) below the next sequence number: a keep-alive probe.
+    KeepAlive,
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Label::Retransmission => f.write_str("retransmission"),
+            Label::OutOfOrder => f.write_str("out-of-order"),
+            Label::PreviousNotSeen => f.write_str("previous segment not seen"),
+            Label::DupAck(n) => write!(f, "dup ACK #{n}"),
+            Label::ZeroWindow => f.write_str("zero window"),
+            Label::KeepAlive => f.write_str("keep-alive"),
+        }
+    }
+}
+
+/// One row of a ladder: a TCP segment and what it did.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Connection number (from 1, in order of appearance).
+    pub conn: u64,
+    /// Time since this connection's first segment.
+    pub time: Duration,
+    /// Time since the capture's first packet.
+    pub at: Duration,
+    /// Which end sent it.
+    pub from: Side,
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// Control bits.
+    pub flags: Flags,
+    /// Sequence number relative to the sender's initial one.
+    pub seq: u32,
+    /// Acknowledgement number relative to the receiver's initial sequence number (if ACK set).
+    pub ack: Option<u32>,
+    /// Absolute sequence number.
+    pub raw_seq: u32,
+    /// Absolute acknowledgement number.
+    pub raw_ack: u32,
+    /// Payload bytes.
+    pub len: usize,
+    /// Receive window in bytes (scaled when both SYNs carried window scale).
+    pub win: u64,
+    /// The window field as sent.
+    pub raw_win: u16,
+    /// Options (on SYNs).
+    pub options: Vec<TcpOpt>,
+    /// Analysis labels.
+    pub labels: Vec<Label>,
+    /// State of A and B after this segment.
+    pub states: [State; 2],
+}
+
+/// A state change of one end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Connection number.
+    pub conn: u64,
+    /// Which end.
+    pub side: Side,
+    /// State before.
+    pub from: State,
+    /// State after.
+    pub to: State,
+    /// Why, in a few words (with the RFC section).
+    pub why: &'static str,
+}
+
+/// How a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// FIN, ACK, FIN, ACK: each FIN acknowledged by a segment of its own.
+    FourWay,
+    /// FIN, FIN-ACK, ACK: the second FIN rode on the ACK of the first.
+    ThreeWay,
+    /// Both ends sent FIN before receiving the other's.
+    Simultaneous,
+    /// A RST ended it.
+    Reset(Side),
+    /// The SYN was answered by RST: nothing listened.
+    Refused,
+    /// Not closed (yet) when the capture ended.
+    Open,
+}
+
+/// The handshake as it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    /// Segments from the first SYN until both ends were ESTABLISHED.
+    pub segments: u32,
+    /// Time from the first SYN to the segment that completed it.
+    pub took: Duration,
+}
+
+/// What happened on one connection.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Connection number.
+    pub conn: u64,
+    /// End A (client).
+    pub a: SocketAddr,
+    /// End B (server).
+    pub b: SocketAddr,
+    /// Whether the connection's SYN was seen (A is known to be the client).
+    pub saw_syn: bool,
+    /// The handshake, when it was seen complete.
+    pub handshake: Option<Handshake>,
+    /// New payload bytes A to B and B to A (retransmissions not counted twice).
+    pub bytes: [u64; 2],
+    /// Segments seen.
+    pub segments: u64,
+    /// Who sent the first FIN.
+    pub first_closer: Option<Side>,
+    /// How it ended.
+    pub close: Close,
+    /// Segments from the first FIN to the last ACK.
+    pub close_segments: u32,
+    /// Flags of the close's segments, in order (at most 8 kept).
+    pub close_flags: Vec<(Side, Flags)>,
+    /// Segments labelled retransmission.
+    pub retransmissions: u32,
+    /// Duplicate ACKs.
+    pub dup_acks: u32,
+    /// Out-of-order segments.
+    pub out_of_order: u32,
+    /// Zero-window advertisements.
+    pub zero_windows: u32,
+    /// Final states of A and B.
+    pub states: [State; 2],
+}
+
+impl Summary {
+    /// One line on why the close differs from the textbook four-way close, when it does.
+    pub fn note(&self) -> Option<String> {
+        let (first, second) = match self.first_closer {
+            Some(s) => (s, s.other()),
+            None => (Side::A, Side::B),
+        };
+        match self.close {
+            Close::FourWay | Close::Open => None,
+            Close::ThreeWay => Some(format!(
+                "three segments, not the textbook four: {second} had nothing left to send when \
+                 {first}'s FIN arrived, so its FIN rode on the ACK (Linux delays that ACK a \
+                 moment, which lets one segment carry both)"
+            )),
+            Close::Simultaneous => Some(
+                "both ends sent FIN before receiving the other's: each went FIN_WAIT_1 -> \
+                 CLOSING -> TIME_WAIT instead of one passing through CLOSE_WAIT \
+                 (simultaneous close, RFC 9293 §3.6)"
+                    .into(),
+            ),
+            Close::Reset(by) => Some(format!(
+                "no FIN handshake: {by} aborted with RST (Linux does this on close() with unread \
+                 data in the receive buffer, with SO_LINGER 0, or for a segment to a closed socket)"
+            )),
+            Close::Refused => Some(
+                "no connection at all: nothing listened on the port, so the kernel answered the \
+                 SYN with RST (ECONNREFUSED)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// What the tracker says about a packet.
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// A connection seen for the first time.
+    Opened {
+        /// Connection number.
+        conn: u64,
+        /// End A.
+        a: SocketAddr,
+        /// End B.
+        b: SocketAddr,
+        /// Whether it began with a SYN (else the capture joined it midway).
+        saw_syn: bool,
+    },
+    /// A TCP segment.
+    Segment(Segment),
+    /// A state change caused by the segment before it.
+    State(Transition),
+    /// A connection ended (or the capture did).
+    Summary(Summary),
+    /// A UDP datagram: no connection, no handshake.
+    Datagram {
+        /// Time since the capture's first packet.
+        at: Duration,
+        /// Sender.
+        src: SocketAddr,
+        /// Receiver.
+        dst: SocketAddr,
+        /// Payload bytes.
+        len: usize,
+    },
+}
+
+/// Sequence-space comparison modulo 2^32 (RFC 9293 §3.4).
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+/// What one direction of a connection has shown so far.
+#[derive(Clone, Debug)]
+struct Half {
+    state: State,
+    /// Base for relative numbering (the ISN when the SYN was seen).
+    isn: Option<u32>,
+    /// One past the highest sequence number sent.
+    next_seq: Option<u32>,
+    /// A hole left by a segment that started beyond `next_seq`.
+    gap: Option<(u32, u32)>,
+    last_ack: Option<u32>,
+    last_win: u16,
+    dup_acks: u32,
+    wscale: Option<u8>,
+    /// Sequence number of this end's FIN.
+    fin_seq: Option<u32>,
+    fin_acked: bool,
+    /// This end received the other's FIN.
+    got_fin: bool,
+    bytes: u64,
+}
+
+impl Half {
+    fn new(state: State) -> Half {
+        Half {
+            state,
+            isn: None,
+            next_seq: None,
+            gap: None,
+            last_ack: None,
+            last_win: 0,
+            dup_acks: 0,
+            wscale: None,
+            fin_seq: None,
+            fin_acked: false,
+            got_fin: false,
+            bytes: 0,
+        }
+    }
+}
+
+/// One connection's state.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    id: u64,
+    a: SocketAddr,
+    b: SocketAddr,
+    saw_syn: bool,
+    half: [Half; 2],
+    first_ts: Duration,
+    segments: u64,
+    handshake_segments: u32,
+    handshake: Option<Handshake>,
+    first_fin: Option<(Side, u32)>,
+    close_segments: u32,
+    close_flags: Vec<(Side, Flags)>,
+    separate_ack: bool,
+    second_fin_acks_first: Option<bool>,
+    reset: Option<Side>,
+    refused: bool,
+    ever_established: bool,
+    retransmissions: u32,
+    dup_acks: u32,
+    out_of_order: u32,
+    zero_windows: u32,
+    done: bool,
+}
+
+impl Conn {
+    fn new(id: u64, a: SocketAddr, b: SocketAddr, syn: bool, ts: Duration) -> Conn {
+        // Seen from its SYN, B must have been listening; joined midway, both are talking.
+        let (sa, sb) = if syn {
+            (State::Closed, State::Listen)
+        } else {
+            (State::Established, State::Established)
+        };
+        Conn {
+            id,
+            a,
+            b,
+            saw_syn: syn,
+            half: [Half::new(sa), Half::new(sb)],
+            first_ts: ts,
+            segments: 0,
+            handshake_segments: 0,
+            handshake: None,
+            first_fin: None,
+            close_segments: 0,
+            close_flags: Vec::new(),
+            separate_ack: false,
+            second_fin_acks_first: None,
+            reset: None,
+            refused: false,
+            ever_established: !syn,
+            retransmissions: 0,
+            dup_acks: 0,
+            out_of_order: 0,
+            zero_windows: 0,
+            done: false,
+        }
+    }
+
+    /// The one place a modelled state changes: records the transition with its reason.
+    fn set_state(&mut self, side: Side, to: State, why: &'static str, out: &mut Vec<Transition>) {
+        let from = self.half[side.idx()].state;
+        if from == to {
+            return;
+        }
+        self.half[side.idx()].state = to;
+        out.push(Transition {
+            conn: self.id,
+            side,
+            from,
+            to,
+            why,
+        });
+    }
+
+    fn state(&self, side: Side) -> State {
+        self.half[side.idx()].state
+    }
+
+    /// Applies what segment `t` (sent by `s`) means to both ends' states.
+    fn transitions(&mut self, s: Side, t: &TcpHeader, seg_end: u32, out: &mut Vec<Transition>) {
+        let r = s.other();
+        if t.rst {
+            // RFC 9293 §3.10.7.3 (SYN-SENT) and §3.10.7.4: a valid RST aborts the connection.
+            if s == Side::B && self.state(r) == State::SynSent && !self.ever_established {
+                self.refused = true;
+                self.set_state(
+                    s,
+                    State::Closed,
+                    "nothing listens: answered the SYN with RST",
+                    out,
+                );
+            } else {
+                self.set_state(s, State::Closed, "sent RST: aborts (RFC 9293 §3.5.2)", out);
+            }
+            self.set_state(
+                r,
+                State::Closed,
+                "received RST: connection reset (RFC 9293 §3.10.7)",
+                out,
+            );
+            self.reset.get_or_insert(s);
+            return;
+        }
+        let acks = |n: u32| t.ack && !seq_lt(t.acknowledgment_number, n);
+        if t.syn && !t.ack {
+            if matches!(self.state(s), State::Closed | State::Listen) {
+                // RFC 9293 §3.5: active OPEN sends SYN and enters SYN-SENT.
+                self.set_state(
+                    s,
+                    State::SynSent,
+                    "active open: sent SYN (RFC 9293 §3.5)",
+                    out,
+                );
+            }
+            if self.state(r) == State::SynSent {
+                // RFC 9293 §3.5 figure 8: a SYN received in SYN-SENT, simultaneous open.
+                self.set_state(
+                    r,
+                    State::SynRcvd,
+                    "SYN received in SYN_SENT: simultaneous open (RFC 9293 §3.5)",
+                    out,
+                );
+            }
+        }
+        if t.syn && t.ack {
+            if matches!(
+                self.state(s),
+                State::Listen | State::Closed | State::SynSent
+            ) {
+                // RFC 9293 §3.10.7.2: LISTEN gets a SYN, sends SYN,ACK and enters SYN-RECEIVED.
+                self.set_state(
+                    s,
+                    State::SynRcvd,
+                    "got SYN, sent SYN-ACK: passive open (RFC 9293 §3.5)",
+                    out,
+                );
+            }
+            let r_syn_end = self.half[r.idx()].isn.map(|i| i.wrapping_add(1));
+            if let Some(n) = r_syn_end {
+                if acks(n) && matches!(self.state(r), State::SynSent | State::SynRcvd) {
+                    // RFC 9293 §3.10.7.3: our SYN acked and theirs received: ESTABLISHED.
+                    self.set_state(
+                        r,
+                        State::Established,
+                        "got SYN-ACK for its SYN, replies ACK (RFC 9293 §3.5)",
+                        out,
+                    );
+                }
+            }
+        }
+        if t.ack && !t.syn && self.state(r) == State::SynRcvd {
+            let r_syn_end = self.half[r.idx()].isn.map(|i| i.wrapping_add(1));
+            if r_syn_end.is_some_and(acks) {
+                // RFC 9293 §3.10.7.4: in SYN-RECEIVED an acceptable ACK moves to ESTABLISHED.
+                self.set_state(
+                    r,
+                    State::Established,
+                    "its SYN-ACK acknowledged: handshake complete",
+                    out,
+                );
+            }
+        }
+        let r_fin_acked = self.half[r.idx()]
+            .fin_seq
+            .is_some_and(|f| acks(f.wrapping_add(1)));
+        if t.fin && self.half[s.idx()].fin_seq.is_none() {
+            self.half[s.idx()].fin_seq = Some(seg_end.wrapping_sub(1));
+            match self.state(s) {
+                // RFC 9293 §3.6 case 1: the local user closes first, FIN-WAIT-1.
+                State::Established | State::SynRcvd => self.set_state(
+                    s,
+                    State::FinWait1,
+                    "sent FIN first: active close (RFC 9293 §3.6)",
+                    out,
+                ),
+                // RFC 9293 §3.6 case 3: this FIN does not acknowledge the peer's, so it left
+                // before that FIN arrived: both closed at once (FIN-WAIT-1, then CLOSING).
+                State::CloseWait if !r_fin_acked => self.set_state(
+                    s,
+                    State::Closing,
+                    "sent FIN before the peer's arrived: simultaneous close (RFC 9293 §3.6)",
+                    out,
+                ),
+                // RFC 9293 §3.6 case 2: FIN already received, the user closes: LAST-ACK.
+                State::CloseWait => self.set_state(
+                    s,
+                    State::LastAck,
+                    "sent FIN after the peer's: passive close (RFC 9293 §3.6)",
+                    out,
+                ),
+                _ => {}
+            }
+        }
+        // The receiver processes the ACK field before the FIN bit (RFC 9293 §3.10.7.4).
+        let r_fin = self.half[r.idx()].fin_seq;
+        if let Some(f) = r_fin {
+            if !self.half[r.idx()].fin_acked && acks(f.wrapping_add(1)) {
+                self.half[r.idx()].fin_acked = true;
+                match self.state(r) {
+                    // RFC 9293 §3.10.7.4 FIN-WAIT-1: our FIN acknowledged, enter FIN-WAIT-2.
+                    State::FinWait1 => self.set_state(
+                        r,
+                        State::FinWait2,
+                        "its FIN acknowledged, waits for the peer's",
+                        out,
+                    ),
+                    // RFC 9293 §3.10.7.4 CLOSING: our FIN acknowledged, enter TIME-WAIT.
+                    State::Closing => self.set_state(
+                        r,
+                        State::TimeWait,
+                        "its FIN acknowledged: waits 2 MSL (RFC 9293 §3.6)",
+                        out,
+                    ),
+                    // RFC 9293 §3.10.7.4 LAST-ACK: our FIN acknowledged, delete the TCB.
+                    State::LastAck => self.set_state(
+                        r,
+                        State::Closed,
+                        "its FIN acknowledged: connection closed",
+                        out,
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        if t.fin && !self.half[r.idx()].got_fin {
+            self.half[r.idx()].got_fin = true;
+            match self.state(r) {
+                // RFC 9293 §3.10.7.4 eighth step: ESTABLISHED gets FIN, enter CLOSE-WAIT.
+                State::Established | State::SynRcvd => self.set_state(
+                    r,
+                    State::CloseWait,
+                    "got FIN: the peer sends no more (reads EOF)",
+                    out,
+                ),
+                // RFC 9293 §3.10.7.4: FIN-WAIT-1 gets FIN not acking ours: CLOSING.
+                State::FinWait1 => self.set_state(
+                    r,
+                    State::Closing,
+                    "got FIN before its own was acked: simultaneous close",
+                    out,
+                ),
+                // RFC 9293 §3.10.7.4: FIN-WAIT-2 gets FIN: TIME-WAIT.
+                State::FinWait2 => self.set_state(
+                    r,
+                    State::TimeWait,
+                    "got the peer's FIN: waits 2 MSL (RFC 9293 §3.6)",
+                    out,
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Labels a segment by comparing it with what its sender sent before.
+    fn analyse(&mut self, s: Side, t: &TcpHeader, payload: usize, seg_len: u32) -> Vec<Label> {
+        let mut labels = Vec::new();
+        let other_next = self.half[s.other().idx()].next_seq;
+        let h = &mut self.half[s.idx()];
+        let seq = t.sequence_number;
+        let pure_ack = seg_len == 0 && t.ack && !t.rst;
+        if let Some(next) = h.next_seq {
+            let keep_alive =
+                payload <= 1 && !t.syn && !t.fin && !t.rst && seq == next.wrapping_sub(1);
+            if keep_alive {
+                labels.push(Label::KeepAlive);
+            } else if seg_len > 0 && seq_lt(seq, next) {
+                match h.gap {
+                    Some((lo, hi)) if !seq_lt(seq, lo) && seq_lt(seq, hi) => {
+                        labels.push(Label::OutOfOrder);
+                        self.out_of_order += 1;
+                        // Late, but new: these bytes fill the hole and count as data.
+                        h.bytes += payload as u64;
+                        h.gap = None;
+                    }
+                    _ => {
+                        labels.push(Label::Retransmission);
+                        self.retransmissions += 1;
+                    }
+                }
+            } else if seg_len > 0 && seq_lt(next, seq) {
+                labels.push(Label::PreviousNotSeen);
+                h.gap = Some((next, seq));
+            }
+        }
+        let end = seq.wrapping_add(seg_len);
+        match h.next_seq {
+            Some(n) if !seq_lt(n, end) => {}
+            _ => {
+                // New sequence space: count its payload once.
+                let fresh = match h.next_seq {
+                    Some(n) if seq_lt(seq, n) => end.wrapping_sub(n).min(payload as u32),
+                    _ => payload as u32,
+                };
+                h.bytes += u64::from(fresh);
+                h.next_seq = Some(end);
+            }
+        }
+        if t.ack && !t.rst {
+            let ack = t.acknowledgment_number;
+            let outstanding = other_next.is_some_and(|n| seq_lt(ack, n));
+            if pure_ack
+                && !t.syn
+                && !t.fin
+                && h.last_ack == Some(ack)
+                && h.last_win == t.window_size
+                && outstanding
+            {
+                h.dup_acks += 1;
+                labels.push(Label::DupAck(h.dup_acks));
+                self.dup_acks += 1;
+            } else if h.last_ack != Some(ack) {
+                h.dup_acks = 0;
+            }
+            h.last_ack = Some(ack);
+            h.last_win = t.window_size;
+        }
+        if t.window_size == 0 && !t.rst {
+            labels.push(Label::ZeroWindow);
+            self.zero_windows += 1;
+        }
+        labels
+    }
+
+    /// Processes one segment sent by `src`.
+    fn on_segment(
+        &mut self,
+        ts: Duration,
+        at: Duration,
+        pkt: &Packet,
+        t: &TcpHeader,
+        out: &mut Vec<Record>,
+    ) {
+        let s = if pkt.src() == self.a {
+            Side::A
+        } else {
+            Side::B
+        };
+        let r = s.other();
+        self.segments += 1;
+        let payload = pkt.payload.len();
+        let seg_len = payload as u32 + u32::from(t.syn) + u32::from(t.fin);
+        let seq = t.sequence_number;
+        // Relative numbering: the ISN from the SYN, else one before the first byte seen.
+        if t.syn && self.half[s.idx()].isn.is_none() {
+            self.half[s.idx()].isn = Some(seq);
+        } else if self.half[s.idx()].isn.is_none() {
+            self.half[s.idx()].isn = Some(seq.wrapping_sub(1));
+        }
+        if t.ack && self.half[r.idx()].isn.is_none() {
+            self.half[r.idx()].isn = Some(t.acknowledgment_number.wrapping_sub(1));
+        }
+        let opts = if t.syn { options(t) } else { Vec::new() };
+        if t.syn {
+            self.half[s.idx()].wscale = opts.iter().find_map(|o| match o {
+                TcpOpt::WindowScale(w) => Some((*w).min(14)),
+                _ => None,
+            });
+        }
+        let labels = self.analyse(s, t, payload, seg_len);
+        let mut changes = Vec::new();
+        self.transitions(s, t, seq.wrapping_add(seg_len), &mut changes);
+        let established =
+            self.state(Side::A) == State::Established && self.state(Side::B) == State::Established;
+        if self.saw_syn && !self.ever_established {
+            self.handshake_segments += 1;
+            if established {
+                self.handshake = Some(Handshake {
+                    segments: self.handshake_segments,
+                    took: ts.saturating_sub(self.first_ts),
+                });
+            }
+        }
+        self.ever_established |= established;
+        self.track_close(s, t);
+        // RFC 7323 §2.2: the window field of a SYN is never scaled.
+        let win = match (t.syn, self.half[s.idx()].wscale, self.half[r.idx()].wscale) {
+            (false, Some(ws), Some(_)) => u64::from(t.window_size) << ws,
+            _ => u64::from(t.window_size),
+        };
+        let rel = |isn: Option<u32>, v: u32| v.wrapping_sub(isn.unwrap_or(0));
+        out.push(Record::Segment(Segment {
+            conn: self.id,
+            time: ts.saturating_sub(self.first_ts),
+            at,
+            from: s,
+            src: pkt.src(),
+            dst: pkt.dst(),
+            flags: Flags::of(t),
+            seq: rel(self.half[s.idx()].isn, seq),
+            ack: t
+                .ack
+                .then(|| rel(self.half[r.idx()].isn, t.acknowledgment_number)),
+            raw_seq: seq,
+            raw_ack: t.acknowledgment_number,
+            len: payload,
+            win,
+            raw_win: t.window_size,
+            options: opts,
+            labels,
+            states: [self.state(Side::A), self.state(Side::B)],
+        }));
+        out.extend(changes.into_iter().map(Record::State));
+        if !self.done && self.state(Side::A).is_finished() && self.state(Side::B).is_finished() {
+            self.done = true;
+            out.push(Record::Summary(self.summary()));
+        }
+    }
+
+    /// Follows the close: who sent FIN first, and whether the other end acknowledged it in a
+    /// segment of its own before sending its FIN.
+    fn track_close(&mut self, s: Side, t: &TcpHeader) {
+        if self.done {
+            return;
+        }
+        if t.fin && self.first_fin.is_none() {
+            if let Some(f) = self.half[s.idx()].fin_seq {
+                self.first_fin = Some((s, f));
+            }
+        }
+        let Some((first, fin)) = self.first_fin else {
+            return;
+        };
+        self.close_segments += 1;
+        if self.close_flags.len() < 8 {
+            self.close_flags.push((s, Flags::of(t)));
+        }
+        let acks_first = t.ack && !seq_lt(t.acknowledgment_number, fin.wrapping_add(1));
+        if s != first && self.second_fin_acks_first.is_none() {
+            if t.fin {
+                self.second_fin_acks_first = Some(acks_first);
+            } else if acks_first {
+                self.separate_ack = true;
+            }
+        }
+    }
+
+    /// The connection's summary as of now.
+    pub fn summary(&self) -> Summary {
+        let close = if self.refused {
+            Close::Refused
+        } else if let Some(by) = self.reset {
+            Close::Reset(by)
+        } else {
+            match self.second_fin_acks_first {
+                _ if !(self.state(Side::A).is_finished() && self.state(Side::B).is_finished()) => {
+                    Close::Open
+                }
+                Some(false) => Close::Simultaneous,
+                Some(true) if self.separate_ack => Close::FourWay,
+                Some(true) => Close::ThreeWay,
+                None => Close::Open,
+            }
+        };
+        Summary {
+            conn: self.id,
+            a: self.a,
+            b: self.b,
+            saw_syn: self.saw_syn,
+            handshake: self.handshake,
+            bytes: [self.half[0].bytes, self.half[1].bytes],
+            segments: self.segments,
+            first_closer: self.first_fin.map(|(s, _)| s),
+            close,
+            close_segments: self.close_segments,
+            close_flags: self.close_flags.clone(),
+            retransmissions: self.retransmissions,
+            dup_acks: self.dup_acks,
+            out_of_order: self.out_of_order,
+            zero_windows: self.zero_windows,
+            states: [self.state(Side::A), self.state(Side::B)],
+        }
+    }
+}
+
+/// Totals over a capture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// TCP segments shown.
+    pub segments: u64,
+    /// UDP datagrams shown.
+    pub datagrams: u64,
+    /// Connections seen.
+    pub connections: u64,
+    /// Connections that ended (FIN both ways, or RST).
+    pub closed: u64,
+}
+
+/// Connections by 4-tuple.
+#[derive(Default)]
+pub struct Tracker {
+    conns: HashMap<(SocketAddr, SocketAddr), Conn>,
+    /// Keys in order of creation, for eviction (ids tell stale entries apart).
+    order: VecDeque<((SocketAddr, SocketAddr), u64)>,
+    start: Option<Duration>,
+    next_id: u64,
+    totals: Totals,
+}
+
+fn key(x: SocketAddr, y: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if x <= y { (x, y) } else { (y, x) }
+}
+
+impl Tracker {
+    /// An empty tracker.
+    pub fn new() -> Tracker {
+        Tracker::default()
+    }
+
+    /// Totals so far.
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Takes in a decoded packet captured at `ts` and appends what it means to `out`.
+    pub fn observe(&mut self, ts: Duration, pkt: &Packet, out: &mut Vec<Record>) {
+        let start = *self.start.get_or_insert(ts);
+        let at = ts.saturating_sub(start);
+        let t = match &pkt.transport {
+            Transport::Udp(_) => {
+                self.totals.datagrams += 1;
+                out.push(Record::Datagram {
+                    at,
+                    src: pkt.src(),
+                    dst: pkt.dst(),
+                    len: pkt.payload.len(),
+                });
+                return;
+            }
+            Transport::Tcp(t) => t,
+        };
+        self.totals.segments += 1;
+        let (src, dst) = (pkt.src(), pkt.dst());
+        let k = key(src, dst);
+        let new_syn = t.syn && !t.ack;
+        let fresh = match self.conns.get(&k) {
+            None => true,
+            // A new SYN on a 4-tuple whose connection ended, or got past its handshake (its
+            // end was not seen), is a new connection: ports get reused. A repeat of the old
+            // SYN is a retransmission.
+            Some(c) => {
+                new_syn
+                    && (c.done || c.ever_established)
+                    && c.half[0].isn != Some(t.sequence_number)
+            }
+        };
+        if fresh {
+            if let Some(old) = self.conns.remove(&k) {
+                if !old.done {
+                    out.push(Record::Summary(old.summary()));
+                }
+            }
+            self.evict_if_full(out);
+            self.next_id += 1;
+            self.totals.connections += 1;
+            let conn = Conn::new(self.next_id, src, dst, new_syn, ts);
+            out.push(Record::Opened {
+                conn: self.next_id,
+                a: src,
+                b: dst,
+                saw_syn: new_syn,
+            });
+            self.order.push_back((k, self.next_id));
+            self.conns.insert(k, conn);
+        }
+        if let Some(c) = self.conns.get_mut(&k) {
+            let was_done = c.done;
+            c.on_segment(ts, at, pkt, t, out);
+            if c.done && !was_done {
+                self.totals.closed += 1;
+            }
+        }
+    }
+
+    /// Keeps the table bounded: the oldest connections go first, summarised if still open.
+    fn evict_if_full(&mut self, out: &mut Vec<Record>) {
+        while self.conns.len() >= MAX_CONNS {
+            let Some((k, id)) = self.order.pop_front() else {
+                return;
+            };
+            if self.conns.get(&k).is_some_and(|c| c.id == id) {
+                if let Some(c) = self.conns.remove(&k) {
+                    if !c.done {
+                        out.push(Record::Summary(c.summary()));
+                    }
+                }
+            }
+        }
+        // Stale order entries (replaced connections) must not pile up either.
+        if self.order.len() > 2 * MAX_CONNS {
+            let conns = &self.conns;
+            self.order
+                .retain(|(k, id)| conns.get(k).is_some_and(|c| c.id == *id));
+        }
+    }
+
+    /// At the end of a capture: the summaries of connections still open, oldest first.
+    pub fn finish(&mut self, out: &mut Vec<Record>) {
+        let mut open: Vec<&Conn> = self.conns.values().filter(|c| !c.done).collect();
+        open.sort_by_key(|c| c.id);
+        out.extend(open.into_iter().map(|c| Record::Summary(c.summary())));
+    }
+
+    /// Whether every connection seen so far has ended.
+    pub fn all_closed(&self) -> bool {
+        self.conns.values().all(|c| c.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::decode::{Link, decode};
+    use etherparse::PacketBuilder;
+
+    const A: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
+    const B: ([u8; 4], u16) = ([127, 0, 0, 2], 80);
+
+    /// A segment from A (`from_a`) or B: flags from "SAFPR", seq, ack, window, payload.
+    fn seg(from_a: bool, flags: &str, seq: u32, ack: u32, win: u16, data: &[u8]) -> Packet {
+        let ((src, sp), (dst, dp)) = if from_a { (A, B) } else { (B, A) };
+        let mut b = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, win);
+        for c in flags.chars() {
+            b = match c {
+                'S' => b.syn(),
+                'A' => b.ack(ack),
+                'F' => b.fin(),
+                'P' => b.psh(),
+                'R' => b.rst(),
+                _ => b,
+            };
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, data).expect("write to Vec");
+        decode(Link::Ethernet, &out).expect("valid segment")
+    }
+
+    /// Feeds segments one per millisecond; returns every record.
+    fn run(segs: &[Packet]) -> Vec<Record> {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for (i, p) in segs.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut out);
+        }
+        out
+    }
+
+    fn rows(recs: &[Record]) -> Vec<&Segment> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Record::Segment(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn summary(recs: &[Record]) -> Option<&Summary> {
+        recs.iter().find_map(|r| match r {
+            Record::Summary(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn handshake() -> Vec<Packet> {
+        vec![
+            seg(true, "S", 100, 0, 1000, b""),
+            seg(false, "SA", 900, 101, 1000, b""),
+            seg(true, "A", 101, 901, 1000, b""),
+        ]
+    }
+
+    #[test]
+    fn handshake_states_and_relative_numbers() {
+        let recs = run(&handshake());
+        let r = rows(&recs);
+        assert_eq!(r[0].states, [State::SynSent, State::Listen]);
+        assert_eq!(r[1].states, [State::Established, State::SynRcvd]);
+        assert_eq!(r[2].states, [State::Established, State::Established]);
+        assert_eq!((r[1].seq, r[1].ack), (0, Some(1)));
+        assert_eq!((r[2].seq, r[2].ack), (1, Some(1)));
+        assert_eq!(r[0].ack, None);
+        let transitions = recs
+            .iter()
+            .filter(|r| matches!(r, Record::State(_)))
+            .count();
+        assert_eq!(transitions, 4);
+    }
+
+    #[test]
+    fn retransmission_dup_acks_zero_window_and_out_of_order() {
+        let mut s = handshake();
+        s.push(seg(true, "PA", 101, 901, 1000, b"aaaa")); // 1..5
+        s.push(seg(true, "PA", 109, 901, 1000, b"cccc")); // 9..13: 5..9 missing
+        s.push(seg(false, "A", 901, 105, 1000, b"")); // ack 5
+        s.push(seg(false, "A", 901, 105, 1000, b"")); // dup #1
+        s.push(seg(false, "A", 901, 105, 1000, b"")); // dup #2
+        s.push(seg(true, "PA", 105, 901, 1000, b"bbbb")); // fills the gap
+        s.push(seg(true, "PA", 105, 901, 1000, b"bbbb")); // sent again
+        s.push(seg(false, "A", 901, 113, 0, b"")); // receiver full
+        let recs = run(&s);
+        let r = rows(&recs);
+        assert_eq!(r[4].labels, [Label::PreviousNotSeen]);
+        assert!(r[5].labels.is_empty());
+        assert_eq!(r[6].labels, [Label::DupAck(1)]);
+        assert_eq!(r[7].labels, [Label::DupAck(2)]);
+        assert_eq!(r[8].labels, [Label::OutOfOrder]);
+        assert_eq!(r[9].labels, [Label::Retransmission]);
+        assert_eq!(r[10].labels, [Label::ZeroWindow]);
+        // Data counted once: aaaa, bbbb, cccc.
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for (i, p) in s.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut out);
+        }
+        t.finish(&mut out);
+        let sum = summary(&out).expect("summary at the end");
+        assert_eq!(sum.bytes, [12, 0]);
+        assert_eq!(
+            (sum.retransmissions, sum.dup_acks, sum.out_of_order),
+            (1, 2, 1)
+        );
+        assert_eq!(sum.close, Close::Open);
+    }
+
+    #[test]
+    fn keep_alive_is_not_a_retransmission() {
+        let mut s = handshake();
+        s.push(seg(true, "A", 100, 901, 1000, b"")); // seq = next - 1, no data
+        let r = run(&s);
+        assert_eq!(rows(&r)[3].labels, [Label::KeepAlive]);
+    }
+
+    #[test]
+    fn three_segment_close() {
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "FA", 901, 102, 1000, b""));
+        s.push(seg(true, "A", 102, 902, 1000, b""));
+        let recs = run(&s);
+        let r = rows(&recs);
+        assert_eq!(r[3].states, [State::FinWait1, State::CloseWait]);
+        assert_eq!(r[4].states, [State::TimeWait, State::LastAck]);
+        assert_eq!(r[5].states, [State::TimeWait, State::Closed]);
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.close, Close::ThreeWay);
+        assert_eq!(sum.first_closer, Some(Side::A));
+        assert_eq!(sum.close_segments, 3);
+        assert!(sum.note().is_some_and(|n| n.contains("rode on the ACK")));
+    }
+
+    #[test]
+    fn server_closes_first_four_segments() {
+        let mut s = handshake();
+        s.push(seg(false, "FA", 901, 101, 1000, b""));
+        s.push(seg(true, "A", 101, 902, 1000, b""));
+        s.push(seg(true, "FA", 101, 902, 1000, b""));
+        s.push(seg(false, "A", 902, 102, 1000, b""));
+        let recs = run(&s);
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.close, Close::FourWay);
+        assert_eq!(sum.first_closer, Some(Side::B));
+        assert_eq!(sum.states, [State::Closed, State::TimeWait]);
+        assert_eq!(sum.note(), None);
+    }
+
+    #[test]
+    fn refused_connection() {
+        let recs = run(&[
+            seg(true, "S", 100, 0, 1000, b""),
+            seg(false, "RA", 0, 101, 0, b""),
+        ]);
+        let sum = summary(&recs).expect("ended");
+        assert_eq!(sum.close, Close::Refused);
+        assert_eq!(sum.handshake, None);
+        // A RST's zero window is not a receiver out of space.
+        assert!(rows(&recs)[1].labels.is_empty());
+    }
+
+    #[test]
+    fn port_reuse_starts_a_new_connection_and_midstream_joins() {
+        let mut s = handshake();
+        s.push(seg(true, "RA", 101, 901, 0, b""));
+        s.push(seg(true, "S", 5000, 0, 1000, b""));
+        let recs = run(&s);
+        let opened = recs
+            .iter()
+            .filter(|r| matches!(r, Record::Opened { .. }))
+            .count();
+        assert_eq!(opened, 2);
+
+        // Reused while the old connection still looked open: the old one is summarised.
+        let mut s = handshake();
+        s.push(seg(true, "S", 7000, 0, 1000, b""));
+        let recs = run(&s);
+        assert!(
+            matches!(recs.iter().find(|r| matches!(r, Record::Summary(_))), Some(Record::Summary(x)) if x.conn == 1 && x.close == Close::Open)
+        );
+        assert_eq!(rows(&recs)[3].conn, 2);
+
+        let recs = run(&[seg(false, "PA", 7000, 300, 1000, b"mid")]);
+        let r = rows(&recs);
+        assert_eq!((r[0].seq, r[0].ack), (1, Some(1)));
+        assert_eq!(r[0].states, [State::Established, State::Established]);
+    }
+
+    #[test]
+    fn table_stays_bounded() {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for i in 0..(MAX_CONNS as u32 + 10) {
+            let p = {
+                let b = PacketBuilder::ipv4(
+                    [10, 0, (i >> 16) as u8, (i >> 8) as u8],
+                    [10, 1, 0, i as u8],
+                    64,
+                )
+                .tcp(1000, 80, i, 100)
+                .syn();
+                let mut v = Vec::new();
+                b.write(&mut v, b"").expect("write");
+                decode(Link::Raw, &v).expect("valid")
+            };
+            t.observe(Duration::ZERO, &p, &mut out);
+            out.clear();
+        }
+        assert!(t.conns.len() <= MAX_CONNS);
+        assert!(t.order.len() <= 2 * MAX_CONNS + 1);
+    }
+
+    proptest::proptest! {
+        /// Any sequence of segments (random flags, numbers, windows, payloads, both ways)
+        /// goes through the tracker and both printers without a panic.
+        #[test]
+        fn any_segments_never_panic(
+            segs in proptest::collection::vec(
+                (proptest::bool::ANY, 0u8..64, proptest::num::u32::ANY, proptest::num::u32::ANY,
+                 proptest::num::u16::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..8)),
+                1..40,
+            )
+        ) {
+            let flag_sets = ["S", "SA", "A", "PA", "FA", "F", "R", "RA", "SF", "SFRA"];
+            let packets: Vec<Packet> = segs
+                .iter()
+                .map(|(a, f, seq, ack, win, data)| {
+                    seg(*a, flag_sets[*f as usize % flag_sets.len()], *seq % 64, *ack % 64, *win, data)
+                })
+                .collect();
+            let mut t = Tracker::new();
+            let mut out = Vec::new();
+            let mut text = crate::trace::print::Printer::new(Vec::new(), crate::trace::print::Format::Text, true);
+            let mut json = crate::trace::print::Printer::new(Vec::new(), crate::trace::print::Format::Json, false);
+            for (i, p) in packets.iter().enumerate() {
+                t.observe(Duration::from_micros(i as u64), p, &mut out);
+                text.packet(&out, p, Duration::ZERO).expect("write to Vec");
+                json.packet(&out, p, Duration::ZERO).expect("write to Vec");
+                out.clear();
+            }
+            t.finish(&mut out);
+            text.records(&out).expect("write to Vec");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Where packets come from: the [`PacketSource`] trait, a saved capture ([`FileSource`], pcap
+//! or pcapng) and, on Linux, a live capture socket ([`live::LiveSource`]). Also [`Recorder`],
+//! which writes frames to a pcap file that tshark and Wireshark open.
+
+use super::Error;
+use super::decode::{Frame, Link};
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+pub mod live;
+#[cfg(target_os = "linux")]
+mod sys;
+
+/// What a source has next.
+#[derive(Debug)]
+pub enum Next {
+    /// A frame.
+    Frame(Frame),
+    /// Nothing arrived within the poll interval (live capture): check the stop conditions.
+    Idle,
+    /// A frame that cannot be used, and why (an unknown link type, a damaged file record).
+    Skipped(String),
+    /// The source is exhausted.
+    End,
+}
+
+/// A source of captured frames.
+pub trait PacketSource: Send {
+    /// The next frame; blocks at most a short poll interval.
+    fn next(&mut self) -> Result<Next, Error>;
+
+    /// The link type frames are written with (`--write`).
+    fn link(&self) -> Link;
+
+    /// Packets the kernel dropped because we did not read fast enough, if known.
+    fn dropped(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+/// A saved capture: classic pcap or pcapng.
+pub struct FileSource {
+    path: PathBuf,
+    reader: Reader,
+    link: Link,
+}
+
+enum Reader {
+    Pcap(PcapReader<BufReader<File>>),
+    PcapNg(Box<PcapNgReader<BufReader<File>>>),
+    Done,
+}
+
+fn link_of(dl: DataLink) -> Option<Link> {
+    Some(match dl {
+        DataLink::ETHERNET => Link::Ethernet,
+        DataLink::LINUX_SLL => Link::LinuxSll,
+        DataLink::NULL | DataLink::LOOP => Link::Null,
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Link::Raw,
+        _ => return None,
+    })
+}
+
+fn datalink_of(link: Link) -> DataLink {
+    match link {
+        Link::Ethernet => DataLink::ETHERNET,
+        Link::LinuxSll => DataLink::LINUX_SLL,
+        Link::Null => DataLink::NULL,
+        Link::Raw => DataLink::RAW,
+    }
+}
+
+/// pcap-file reads a pcapng timestamp as a count of nanoseconds; the interface's `if_tsresol`
+/// says what the unit really is (10^-n s, or 2^-n s with the high bit set; microseconds when
+/// absent, RFC draft-ietf-opsawg-pcapng §4.2).
+fn rescale(raw: Duration, tsresol: u8) -> Duration {
+    let units = raw.as_nanos();
+    let nanos = if tsresol & 0x80 != 0 {
+        let shift = u32::from(tsresol & 0x7f).min(127);
+        units.saturating_mul(1_000_000_000) >> shift
+    } else {
+        match 9i32 - i32::from(tsresol) {
+            d if d >= 0 => units.saturating_mul(10u128.pow(d as u32)),
+            d => units / 10u128.saturating_pow((-d) as u32),
+        }
+    };
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+impl FileSource {
+    /// Opens `path`, telling pcap from pcapng by the magic number.
+    pub fn open(path: &Path) -> Result<FileSource, Error> {
+        let io_err = |e| Error::ReadFile(path.to_path_buf(), e);
+        let mut file = File::open(path).map_err(io_err)?;
+        let mut magic = [0u8; 4];
+        file.read_exact(&mut magic).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let bad = |e: pcap_file::PcapError| Error::BadFile(path.to_path_buf(), e.to_string());
+        let buffered = BufReader::with_capacity(256 * 1024, file);
+        let (reader, link) = if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
+            let r = PcapNgReader::new(buffered).map_err(bad)?;
+            (Reader::PcapNg(Box::new(r)), Link::Ethernet)
+        } else {
+            let r = PcapReader::new(buffered).map_err(bad)?;
+            let dl = r.header().datalink;
+            let link = link_of(dl).ok_or_else(|| {
+                Error::BadFile(path.to_path_buf(), format!("unsupported link type {dl:?}"))
+            })?;
+            (Reader::Pcap(r), link)
+        };
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            reader,
+            link,
+        })
+    }
+}
+
+impl PacketSource for FileSource {
+    fn next(&mut self) -> Result<Next, Error> {
+        let damaged = |e: pcap_file::PcapError| {
+            format!(
+                "{}: damaged record, reading stops here: {e}",
+                self.path.display()
+            )
+        };
+        match &mut self.reader {
+            Reader::Done => Ok(Next::End),
+            Reader::Pcap(r) => match r.next_packet() {
+                None => Ok(Next::End),
+                Some(Ok(p)) => Ok(Next::Frame(Frame {
+                    ts: p.timestamp,
+                    link: self.link,
+                    orig_len: p.orig_len,
+                    data: p.data.into_owned(),
+                })),
+                Some(Err(e)) => {
+                    // The pcap format has no resynchronisation point: stop after a bad record.
+                    let why = damaged(e);
+                    self.reader = Reader::Done;
+                    Ok(Next::Skipped(why))
+                }
+            },
+            Reader::PcapNg(r) => loop {
+                let block = match r.next_block() {
+                    None => return Ok(Next::End),
+                    Some(Err(e)) => {
+                        let why = damaged(e);
+                        self.reader = Reader::Done;
+                        return Ok(Next::Skipped(why));
+                    }
+                    Some(Ok(b)) => b,
+                };
+                let (ts, orig_len, data, iface) = match block {
+                    Block::EnhancedPacket(p) => (
+                        p.timestamp,
+                        p.original_len,
+                        p.data.into_owned(),
+                        p.interface_id,
+                    ),
+                    Block::SimplePacket(p) => {
+                        (Default::default(), p.original_len, p.data.into_owned(), 0)
+                    }
+                    _ => continue,
+                };
+                let idb = r.interfaces().get(iface as usize);
+                let dl = idb.map(|i| i.linktype);
+                let resol = idb.and_then(|i| {
+                    i.options.iter().find_map(|o| match o {
+                        InterfaceDescriptionOption::IfTsResol(r) => Some(*r),
+                        _ => None,
+                    })
+                });
+                let ts = rescale(ts, resol.unwrap_or(6));
+                let Some(link) = dl.and_then(link_of) else {
+                    return Ok(Next::Skipped(format!(
+                        "packet on interface {iface} with unsupported link type {dl:?}"
+                    )));
+                };
+                self.link = link;
+                return Ok(Next::Frame(Frame {
+                    ts,
+                    link,
+                    orig_len,
+                    data,
+                }));
+            },
+        }
+    }
+
+    fn link(&self) -> Link {
+        self.link
+    }
+}
+
+/// Writes frames to a classic pcap file (`--write`).
+pub struct Recorder {
+    path: PathBuf,
+    writer: PcapWriter<BufWriter<File>>,
+    link: Link,
+}
+
+impl Recorder {
+    /// Creates `path` for frames of `link`.
+    pub fn create(path: &Path, link: Link) -> Result<Recorder, Error> {
+        let file = File::create(path)
+            .map_err(|e| Error::WriteFile(path.to_path_buf(), pcap_file::PcapError::IoError(e)))?;
+        let header = PcapHeader {
+            datalink: datalink_of(link),
+            ..PcapHeader::default()
+        };
+        let writer = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
+            .map_err(|e| Error::WriteFile(path.to_path_buf(), e))?;
+        Ok(Recorder {
+            path: path.to_path_buf(),
+            writer,
+            link,
+        })
+    }
+
+    /// Appends `frame` (frames of another link type than the file's are left out).
+    pub fn write(&mut self, frame: &Frame) -> Result<(), Error> {
+        if frame.link != self.link {
+            return Ok(());
+        }
+        let packet = PcapPacket::new(
+            frame.ts,
+            frame.orig_len.max(frame.data.len() as u32),
+            &frame.data,
+        );
+        self.writer
+            .write_packet(&packet)
+            .map(|_| ())
+            .map_err(|e| Error::WriteFile(self.path.clone(), e))
+    }
+
+    /// Flushes what is buffered and closes the file.
+    pub fn finish(self) -> Result<(), Error> {
+        self.writer
+            .into_writer()
+            .flush()
+            .map_err(|e| Error::WriteFile(self.path, pcap_file::PcapError::IoError(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_timestamp_units() {
+        let raw = Duration::from_nanos(1_500_000);
+        assert_eq!(rescale(raw, 6), Duration::from_millis(1500));
+        assert_eq!(rescale(raw, 9), raw);
+        assert_eq!(rescale(raw, 12), Duration::from_nanos(1500));
+        // 2^-10 s units: 1024 of them make a second.
+        assert_eq!(
+            rescale(Duration::from_nanos(1024), 0x8a),
+            Duration::from_secs(1)
+        );
+        // Nonsense resolutions saturate instead of panicking.
+        let _ = rescale(Duration::MAX, 0);
+        let _ = rescale(Duration::MAX, 0xff);
+        let _ = rescale(raw, 200);
+    }
+}

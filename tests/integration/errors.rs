@@ -1,0 +1,189 @@
+//! Each error a user meets: one clear line on stderr and its documented exit status.
+
+use crate::util::{Proc, wirechat};
+use std::net::TcpListener;
+
+fn one_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got {stderr:?}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
+    lines[0].to_string()
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = wirechat().args(args).output().expect("run wirechat");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn port_in_use_is_status_3() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = run(&["tcp", "listen", &addr]);
+    let line = one_line(&err);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        line.contains("address already in use") && line.contains(&addr),
+        "{line}"
+    );
+}
+
+#[test]
+fn udp_port_in_use_is_status_3() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = run(&["udp", "listen", &addr]);
+    assert_eq!(code, 3, "{err}");
+    assert!(one_line(&err).contains("address already in use"));
+}
+
+#[test]
+fn connection_refused_is_status_4() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (code, err) = run(&["tcp", "connect", &addr]);
+    let line = one_line(&err);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        line.contains("connection refused") && line.contains(&addr),
+        "{line}"
+    );
+}
+
+#[test]
+fn unknown_host_is_status_5() {
+    let (code, err) = run(&["tcp", "connect", "no-such-host.invalid:80"]);
+    let line = one_line(&err);
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        line.contains("unknown host") && line.contains("no-such-host.invalid"),
+        "{line}"
+    );
+}
+
+#[test]
+fn permission_denied_is_status_6() {
+    let root = nix::unistd::geteuid().is_root();
+    let unprivileged_start: u32 =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1024);
+    if unprivileged_start <= 80 {
+        eprintln!("SKIPPED: this kernel lets anyone bind port 80");
+        return;
+    }
+    let out = if root {
+        // As root, drop to nobody for this one process so the bind is refused.
+        if !crate::util::have("setpriv") {
+            return;
+        }
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_wirechat"))
+            .args(["tcp", "listen", "127.0.0.1:80"])
+            .output()
+            .unwrap()
+    } else {
+        wirechat()
+            .args(["tcp", "listen", "127.0.0.1:80"])
+            .output()
+            .unwrap()
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = one_line(&err);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        line.contains("permission denied") && line.contains("1024"),
+        "{line}"
+    );
+}
+
+#[test]
+fn connect_timeout_is_status_7() {
+    // A listener whose accept queue is full drops further SYNs, so a connect hangs: the one
+    // way to make a connect time out without sending anything beyond loopback.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    let started = std::time::Instant::now();
+    let (code, err) = run(&["tcp", "connect", &addr.to_string(), "--timeout", "0.5"]);
+    let line = one_line(&err);
+    assert_eq!(code, 7, "{err}");
+    assert!(line.contains("timed out"), "{line}");
+    assert!(started.elapsed().as_secs_f64() < 10.0);
+    drop(fillers);
+}
+
+#[test]
+fn bad_arguments_are_status_2() {
+    for args in [
+        &["tcp", "listen", "99999"][..],
+        &["tcp", "connect", "::1:80"],
+        &["tcp", "connect", "127.0.0.1:80", "--encoding", "klingon"],
+        &["tcp", "listen", "0", "--idle-timeout", "-1"],
+        &["frobnicate"],
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        let line = one_line(&err);
+        assert!(line.starts_with("wirechat: error:"), "{line}");
+    }
+    let (_, err) = run(&["tcp", "connect", "127.0.0.1:80", "-e", "klingon"]);
+    assert!(err.contains("unknown encoding"), "{err}");
+}
+
+#[test]
+fn reset_by_peer_is_status_1() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut p = Proc::wirechat(&["tcp", "connect", &addr]);
+    let (stream, _) = listener.accept().unwrap();
+    // SO_LINGER 0 turns close into RST.
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(stream);
+    let code = p.wait_exit();
+    let err = p.stderr.text();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("connection reset by peer"), "{err}");
+}
+
+#[test]
+fn help_shows_an_example_per_command() {
+    for cmd in [
+        &["tcp", "listen"][..],
+        &["tcp", "connect"],
+        &["udp", "listen"],
+        &["udp", "connect"],
+    ] {
+        let out = wirechat().args(cmd).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Examples:") && text.contains("wirechat "),
+            "{text}"
+        );
+    }
+}

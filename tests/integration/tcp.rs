@@ -1,0 +1,668 @@
+//! TCP conversations of the tutorial, in both roles, against peers written here (Rust and
+//! Python the tutorial's way, GBK on the wire) and against nc, ncat and socat.
+
+use crate::util::{Proc, have, payload, python, sha256};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+
+fn gbk(text: &str) -> Vec<u8> {
+    encoding_rs::GBK.encode(text).0.into_owned()
+}
+
+fn addr(p: &Proc) -> String {
+    p.listening().to_string()
+}
+
+/// The tutorial's TCP server, written here: bind, listen, accept, recv(1024), print, close.
+#[test]
+fn wirechat_client_to_tutorial_server_in_gbk() {
+    if !have("python3") {
+        return;
+    }
+    let server = python(
+        r#"
+from socket import *
+s = socket(AF_INET, SOCK_STREAM)
+s.bind(("127.0.0.1", 0)); s.listen(5)
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+c, info = s.accept()
+data = b""
+while True:
+    chunk = c.recv(1024)
+    if not chunk: break
+    data += chunk
+print("收到信息:" + data.decode("gbk"))
+c.close(); s.close()
+"#,
+        &[],
+    );
+    let port = server.stdout.wait_text("listening on");
+    let port = port.trim().rsplit(':').next().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}"), "-e", "gbk"]);
+    client.send("haha 你好\n".as_bytes());
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    server.stdout.wait_text("收到信息:haha 你好\n");
+}
+
+/// The tutorial's TCP client: connect, send "haha" in GBK, close.
+#[test]
+fn tutorial_client_to_wirechat_server_in_gbk() {
+    if !have("python3") {
+        return;
+    }
+    let mut server = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0", "-e", "gbk"]);
+    let port = server.port().to_string();
+    let client = python(
+        r#"
+import sys
+from socket import *
+c = socket(AF_INET, SOCK_STREAM)
+c.connect(("127.0.0.1", int(sys.argv[1])))
+c.send("haha 中文".encode("gbk"))
+c.close()
+"#,
+        &[&port],
+    );
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
+    assert_eq!(server.stdout.text(), "haha 中文");
+    assert!(server.stderr.text().contains("peer closed its side"));
+    drop(client);
+}
+
+/// The tutorial's continuous chat: the Python client sends, waits for the reply, and stops
+/// after "end"; wirechat serves with --eol none because the tutorial's peer compares
+/// whole recv() results with "end".
+#[test]
+fn continuous_chat_until_end_with_python_client() {
+    if !have("python3") {
+        return;
+    }
+    let mut server = Proc::wirechat(&[
+        "tcp",
+        "listen",
+        "127.0.0.1:0",
+        "-e",
+        "gbk",
+        "--quit",
+        "end",
+        "--eol",
+        "none",
+    ]);
+    let port = server.port().to_string();
+    let client = python(
+        r#"
+import sys
+from socket import *
+c = socket(AF_INET, SOCK_STREAM)
+c.connect(("127.0.0.1", int(sys.argv[1])))
+for msg in ["你好", "第二句", "end"]:
+    c.send(msg.encode("gbk"))
+    if msg == "end":
+        break
+    print("服务器端说:", c.recv(1024).decode("gbk"), flush=True)
+c.close()
+"#,
+        &[&port],
+    );
+    server.stdout.wait_text("你好");
+    server.send("收到一\n".as_bytes());
+    client.stdout.wait_text("服务器端说: 收到一\n");
+    server.stdout.wait_text("第二句");
+    server.send("收到二\n".as_bytes());
+    client.stdout.wait_text("服务器端说: 收到二\n");
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
+    assert!(server.stderr.text().contains("peer said \"end\""));
+}
+
+/// The tutorial's continuous chat server (recv, print, reply, until "end") with wirechat as
+/// the client typing.
+#[test]
+fn continuous_chat_until_end_with_python_server() {
+    if !have("python3") {
+        return;
+    }
+    let server = python(
+        r#"
+from socket import *
+s = socket(AF_INET, SOCK_STREAM)
+s.bind(("127.0.0.1", 0)); s.listen()
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+c, host = s.accept()
+while True:
+    re_data = c.recv(1024).decode("gbk")
+    print("客户端说:", re_data, flush=True)
+    if re_data == "end":
+        break
+    c.send(("回复:" + re_data).encode("gbk"))
+c.close(); s.close()
+"#,
+        &[],
+    );
+    let line = server.stdout.wait_text("listening on");
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let mut client = Proc::wirechat(&[
+        "tcp",
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "-e",
+        "gbk",
+        "--quit",
+        "end",
+        "--eol",
+        "none",
+    ]);
+    client.send("早上好\n".as_bytes());
+    client.stdout.wait_text("回复:早上好");
+    client.send(b"end\n");
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    server.stdout.wait_text("客户端说: end\n");
+}
+
+/// The tutorial's free chat with threads: the Python server's receive thread prints until
+/// "end" while its send thread talks at the same time; wirechat connects and does both too.
+#[test]
+fn free_chat_with_threaded_python_server() {
+    if !have("python3") {
+        return;
+    }
+    let server = python(
+        r#"
+from socket import *
+from threading import Thread
+s = socket(AF_INET, SOCK_STREAM)
+s.bind(("127.0.0.1", 0)); s.listen()
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+c, host = s.accept()
+def recv_data():
+    while True:
+        re_data = c.recv(1024).decode("gbk")
+        print(f"客户端说:{re_data}", flush=True)
+        if re_data == "end" or not re_data:
+            break
+def send_data():
+    for msg in ["一", "二", "三"]:
+        c.send(msg.encode("gbk"))
+t1 = Thread(target=send_data); t2 = Thread(target=recv_data)
+t2.start(); t1.start(); t1.join(); t2.join()
+c.close(); s.close()
+"#,
+        &[],
+    );
+    let line = server.stdout.wait_text("listening on");
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let mut client = Proc::wirechat(&[
+        "tcp",
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "-e",
+        "gbk",
+        "--quit",
+        "end",
+        "--eol",
+        "none",
+    ]);
+    client.send("你好\n".as_bytes());
+    client.stdout.wait_text("三");
+    server.stdout.wait_text("客户端说:你好\n");
+    client.send(b"end\n");
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    server.stdout.wait_text("客户端说:end\n");
+}
+
+/// Full duplex, wirechat on both sides: both type at once, both receive, "end" from either ends
+/// both.
+#[test]
+fn free_chat_between_two_wirechats() {
+    let mut server = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0", "--quit", "end"]);
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr(&server), "--quit", "end"]);
+    server.stderr.wait_text("connection from");
+    server.send(b"from server 1\nfrom server 2\n");
+    client.send(b"from client 1\n");
+    client.stdout.wait_text("from server 2\n");
+    server.stdout.wait_text("from client 1\n");
+    server.send(b"end\n");
+    assert_eq!(server.wait_exit(), 0);
+    assert_eq!(client.wait_exit(), 0);
+    assert!(client.stderr.text().contains("peer said \"end\""));
+}
+
+/// Binary data both ways at once through the pass-through path, identical by hash.
+#[test]
+fn binary_round_trip_both_directions() {
+    let to_client = payload(6 << 20);
+    let to_server = payload(5 << 20).into_iter().rev().collect::<Vec<u8>>();
+    let mut server = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0"]);
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr(&server)]);
+    let (a, b) = (to_client.clone(), to_server.clone());
+    let mut s_in = server.stdin.take().unwrap();
+    let mut c_in = client.stdin.take().unwrap();
+    let w1 = std::thread::spawn(move || s_in.write_all(&a));
+    let w2 = std::thread::spawn(move || c_in.write_all(&b));
+    w1.join().unwrap().unwrap();
+    w2.join().unwrap().unwrap();
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    assert_eq!(sha256(&client.stdout.wait_closed()), sha256(&to_client));
+    assert_eq!(sha256(&server.stdout.wait_closed()), sha256(&to_server));
+}
+
+/// stdin from a regular file (sendfile on Linux) and stdout to a regular file.
+#[test]
+fn binary_file_to_file() {
+    let dir = std::env::temp_dir().join(format!("wirechat-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, dst) = (dir.join("in.bin"), dir.join("out.bin"));
+    let data = payload(3 << 20);
+    std::fs::write(&src, &data).unwrap();
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["tcp", "listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&dst).unwrap())
+        .stderr(Stdio::piped());
+    let mut server_child = cmd.spawn().unwrap();
+    let mut err = server_child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(" (tcp)") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "listener ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let addr = text
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let status = crate::util::wirechat()
+        .args(["tcp", "connect", &addr])
+        .stdin(std::fs::File::open(&src).unwrap())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server_child.wait().unwrap().success());
+    assert_eq!(sha256(&std::fs::read(&dst).unwrap()), sha256(&data));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The peer reads until EOF and only then replies: wirechat's FIN must not end the
+/// conversation before the reply arrives.
+#[test]
+fn half_close_reply_after_our_fin() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(format!("you sent {} bytes\n", got.len()).as_bytes())
+            .unwrap();
+        got
+    });
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
+    client.send(b"twelve bytes");
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    assert_eq!(client.stdout.text(), "you sent 12 bytes\n");
+    assert!(client.stderr.text().contains("sent FIN"));
+    assert_eq!(peer.join().unwrap(), b"twelve bytes");
+}
+
+/// The same with the line-processing path (an encoding), not the pass-through.
+#[test]
+fn half_close_reply_after_our_fin_in_gbk() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&gbk("收到了")).unwrap();
+        got
+    });
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--encoding", "gbk"]);
+    client.send("你好\n".as_bytes());
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    assert_eq!(client.stdout.text(), "收到了");
+    assert_eq!(peer.join().unwrap(), gbk("你好\n"));
+}
+
+/// The peer closes first: wirechat says so, finishes sending its input, and exits.
+#[test]
+fn peer_closes_first() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"bye\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    client.stderr.wait_text("peer closed its side");
+    client.send(b"still heard\n");
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "still heard\n");
+    assert_eq!(client.stdout.text(), "bye\n");
+}
+
+/// GBK and GB18030 both ways, a character split across two TCP segments, and invalid bytes
+/// that show as U+FFFD without stopping the conversation.
+#[test]
+fn gbk_and_gb18030_round_trip_and_invalid_bytes() {
+    for label in ["gbk", "gb18030"] {
+        let enc = encoding_rs::Encoding::for_label(label.as_bytes()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut client = Proc::wirechat(&["tcp", "connect", &addr, "-e", label]);
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        // GB18030 covers all of Unicode; GBK lacks the snowman and U+20000.
+        let text = if label == "gb18030" {
+            "中文测试：網絡 ☃ 𠀀"
+        } else {
+            "中文测试：網絡"
+        };
+        let (wire, _, unmappable) = enc.encode(text);
+        assert!(!unmappable);
+        let (a, b) = wire.split_at(1);
+        s.write_all(a).unwrap();
+        s.write_all(&[]).unwrap();
+        s.write_all(b).unwrap();
+        s.write_all(b"\n\xff|after\n").unwrap();
+        let shown = client.stdout.wait_text("|after\n");
+        assert_eq!(shown, format!("{text}\n\u{fffd}|after\n"));
+        let typed = format!("{text} 😀");
+        client.send(format!("{typed}\n").as_bytes());
+        client.close_stdin();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let mut expected = wire.into_owned();
+        if label == "gbk" {
+            // No GBK form: sent as '?' with a warning, as network assistants do.
+            expected.extend_from_slice(b" ?\n");
+            client.stderr.wait_text("no GBK form");
+        } else {
+            expected.extend_from_slice(&enc.encode(" 😀\n").0);
+        }
+        assert_eq!(got, expected, "{label}");
+        drop(s);
+        assert_eq!(client.wait_exit(), 0);
+    }
+}
+
+/// Hex in: typed hex lines become bytes; a bad line is refused with a message and the
+/// conversation goes on. Hex out: a hexdump with offsets continuing across reads.
+#[test]
+fn hex_in_and_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--hex"]);
+    let (mut s, _) = listener.accept().unwrap();
+    client.send(b"48 65 6c 6c 6f\nnot hex\n0x0a,FF\n");
+    client.stderr.wait_text("bad hex");
+    let mut got = [0u8; 7];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"Hello\n\xff");
+    s.write_all(b"Hi there\x00\x01").unwrap();
+    let dump = client.stdout.wait_text("|");
+    client.stdout.wait_text("|Hi there..|\n");
+    assert!(
+        dump.starts_with("00000000  48 69 20 74 68 65 72 65  00 01"),
+        "{dump}"
+    );
+    s.write_all(b"!").unwrap();
+    client.stdout.wait_text("0000000a  21 ");
+    drop(s);
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+}
+
+/// The quit word typed ends the conversation after it is sent; received from a line-based
+/// peer (nc style, with a newline) it ends it too.
+#[test]
+fn quit_word_typed_and_received() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--quit", "bye"]);
+    let (mut s, _) = listener.accept().unwrap();
+    client.send(b"hello\nbye\nnever sent\n");
+    assert_eq!(client.wait_exit(), 0);
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello\nbye\n");
+
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--quit", "bye"]);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"byebye\nbye\r\n").unwrap();
+    assert_eq!(client.wait_exit(), 0);
+    assert!(client.stderr.text().contains("peer said \"bye\""));
+    assert_eq!(client.stdout.text(), "byebye\nbye\r\n");
+}
+
+/// --crlf sends CRLF line endings.
+#[test]
+fn crlf_line_endings() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--crlf"]);
+    let (mut s, _) = listener.accept().unwrap();
+    client.send(b"GET / HTTP/1.0\n\n");
+    client.close_stdin();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "GET / HTTP/1.0\r\n\r\n");
+    drop(s);
+    assert_eq!(client.wait_exit(), 0);
+}
+
+/// IPv6 loopback, listening and connecting.
+#[test]
+fn ipv6_loopback() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        return;
+    }
+    let mut server = Proc::wirechat(&["tcp", "listen", "[::1]:0"]);
+    let a = server.listening();
+    assert!(a.is_ipv6(), "{a}");
+    let mut client = Proc::wirechat(&["tcp", "connect", &a.to_string()]);
+    client.send(b"over v6\n");
+    client.close_stdin();
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0);
+    assert_eq!(client.wait_exit(), 0);
+    assert_eq!(server.stdout.text(), "over v6\n");
+    assert!(server.stderr.text().contains("connection from [::1]:"));
+}
+
+/// Listening without a host takes both IPv4 and IPv6 clients; --keep-open serves one after
+/// another, and a line typed half before a client leaves is finished for the next one.
+#[test]
+fn all_interfaces_and_keep_open() {
+    let mut server = Proc::wirechat(&["tcp", "listen", "0", "-k", "--crlf"]);
+    let port = server.port();
+    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    server.stderr.wait_text("connection from 127.0.0.1:");
+    server.send(b"A\nB");
+    let mut got = [0u8; 3];
+    first.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"A\r\n");
+    first.write_all(b"client 0\n").unwrap();
+    server.stdout.wait_text("client 0\n");
+    drop(first);
+    server.stderr.wait_text("closed:");
+    let hosts: &[&str] = if TcpListener::bind("[::1]:0").is_ok() {
+        &["127.0.0.1", "[::1]"]
+    } else {
+        &["127.0.0.1"]
+    };
+    for (i, host) in hosts.iter().enumerate() {
+        let mut c = TcpStream::connect(format!("{host}:{port}")).unwrap();
+        if i == 0 {
+            server.send(b"C\n");
+            let mut got = [0u8; 4];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(
+                &got, b"BC\r\n",
+                "the half line B was kept for the next client"
+            );
+        }
+        c.write_all(format!("client {host}\n").as_bytes()).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        server.stdout.wait_text(&format!("client {host}\n"));
+    }
+}
+
+/// A peer's urgent (MSG_OOB) byte must not stall the pass-through or lose what follows it.
+#[test]
+fn urgent_byte_does_not_stall_the_pass_through() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
+    let (mut s, _) = listener.accept().unwrap();
+    s.write_all(b"abc\n").unwrap();
+    client.stdout.wait_text("abc\n");
+    socket2::SockRef::from(&s).send_out_of_band(b"X").unwrap();
+    s.write_all(b"def\n").unwrap();
+    client.stdout.wait_text("def\n");
+    drop(s);
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+}
+
+/// Piped lines reach the peer when they are written, not held back (no corking).
+#[test]
+fn piped_lines_are_not_held_back() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
+    let (mut s, _) = listener.accept().unwrap();
+    for line in [&b"one\n"[..], b"two\n"] {
+        client.send(line);
+        let started = std::time::Instant::now();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, line);
+        // Corked sends wait about 200 ms for more; an uncorked one arrives at once.
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(150),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A huge idle timeout is no timeout, not a crash; zero is refused.
+#[test]
+fn extreme_idle_timeouts() {
+    let l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-w", "1e19"]);
+    let addr = l.listening();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"still alive", addr).unwrap();
+    l.stdout.wait_text("still alive\n");
+    let out = crate::util::wirechat()
+        .args(["udp", "listen", "127.0.0.1:0", "-w", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Idle timeout ends a quiet conversation.
+#[test]
+fn idle_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--idle-timeout", "0.3"]);
+    let (_s, _) = listener.accept().unwrap();
+    assert_eq!(client.wait_exit(), 0);
+    assert!(client.stderr.text().contains("idle for 0.3 s"));
+}
+
+fn port_of(line: &str) -> String {
+    line.split(|c: char| !c.is_ascii_digit())
+        .rfind(|s| !s.is_empty())
+        .unwrap()
+        .to_string()
+}
+
+/// OpenBSD nc as the client of `wirechat tcp listen`, and as the server for `tcp connect`.
+#[test]
+fn interop_with_nc() {
+    if !have("nc") {
+        return;
+    }
+    let mut server = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0"]);
+    let port = server.port().to_string();
+    let mut cmd = Command::new("nc");
+    cmd.args(["-N", "127.0.0.1", &port]);
+    let mut nc = Proc::spawn(cmd);
+    nc.send(b"from nc\n");
+    server.stdout.wait_text("from nc\n");
+    server.send(b"from wirechat\n");
+    nc.stdout.wait_text("from wirechat\n");
+    nc.close_stdin();
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0);
+
+    let mut cmd = Command::new("nc");
+    cmd.args(["-v", "-l", "127.0.0.1", "0"]);
+    let mut nc = Proc::spawn(cmd);
+    let port = port_of(&nc.stderr.wait_text("Listening on"));
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}")]);
+    client.send(b"hello nc\n");
+    nc.stdout.wait_text("hello nc\n");
+    nc.send(b"hello wirechat\n");
+    client.stdout.wait_text("hello wirechat\n");
+    drop(nc);
+    client.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+}
+
+/// ncat as a client (with --send-only half-close) and socat as a server.
+#[test]
+fn interop_with_ncat_and_socat() {
+    if !have("ncat") || !have("socat") {
+        return;
+    }
+    let mut server = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0", "-e", "gbk"]);
+    let port = server.port().to_string();
+    let mut cmd = Command::new("ncat");
+    cmd.args(["127.0.0.1", &port]);
+    let mut ncat = Proc::spawn(cmd);
+    ncat.send(&gbk("来自 ncat\n"));
+    server.stdout.wait_text("来自 ncat\n");
+    server.send("来自 wirechat\n".as_bytes());
+    ncat.stdout
+        .wait_for("gbk reply", |b| b == gbk("来自 wirechat\n"));
+    ncat.close_stdin();
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
+
+    let mut cmd = Command::new("socat");
+    cmd.args(["-d", "-d", "TCP-LISTEN:0,bind=127.0.0.1", "STDIO"]);
+    let mut socat = Proc::spawn(cmd);
+    let port = port_of(&socat.stderr.wait_text("listening on"));
+    let data = payload(1 << 20);
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}")]);
+    client.send(&data);
+    client.close_stdin();
+    let got = socat
+        .stdout
+        .wait_for("1 MiB at socat", |b| b.len() >= data.len());
+    assert_eq!(sha256(&got), sha256(&data));
+    socat.close_stdin();
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+}

@@ -1,0 +1,703 @@
+//! `wirechat trace`: ladders of recorded loopback conversations (insta snapshots), JSON checked
+//! field by field, damaged captures, and (as root) a live capture compared with tshark.
+//!
+//! The pcaps in tests/data/ were recorded on loopback with
+//! `tshark -i lo -F pcap -w FILE -f 'tcp port N'` around `tests/data/conversations.py KIND N`
+//! (four-way-close = normal, three-way-close = three, reset = rst, ipv6) and
+//! `tests/data/udp_exchange.py N`. A simultaneous close cannot be produced on loopback (each
+//! FIN arrives before the other end can send its own), so `simultaneous-close.pcap` and
+//! `damaged.pcap` are built with etherparse by the ignored test `make_synthetic_fixtures`.
+
+use crate::util::{Proc, have, wirechat};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Runs `wirechat trace --read FILE ARGS...` and returns (status, stdout, stderr).
+fn read(name: &str, args: &[&str]) -> (i32, String, String) {
+    let out = wirechat()
+        .arg("trace")
+        .arg("--read")
+        .arg(data(name))
+        .args(args)
+        .output()
+        .expect("run wirechat");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ladder(name: &str) -> String {
+    let (status, stdout, stderr) = read(name, &[]);
+    assert_eq!(status, 0, "stderr: {stderr}");
+    stdout
+}
+
+#[test]
+fn four_way_close_ladder() {
+    insta::assert_snapshot!("four_way_close", ladder("four-way-close.pcap"));
+}
+
+#[test]
+fn three_way_close_ladder() {
+    let out = ladder("three-way-close.pcap");
+    assert!(out.contains("FIN piggy-backed on the ACK"), "{out}");
+    insta::assert_snapshot!("three_way_close", out);
+}
+
+#[test]
+fn reset_ladder() {
+    let out = ladder("reset.pcap");
+    assert!(out.contains("reset by A"), "{out}");
+    insta::assert_snapshot!("reset", out);
+}
+
+#[test]
+fn simultaneous_close_ladder() {
+    let out = ladder("simultaneous-close.pcap");
+    assert!(out.contains("close: simultaneous"), "{out}");
+    assert!(
+        out.contains("final states: A TIME_WAIT, B TIME_WAIT"),
+        "{out}"
+    );
+    insta::assert_snapshot!("simultaneous_close", out);
+}
+
+#[test]
+fn ipv6_ladder() {
+    insta::assert_snapshot!("ipv6", ladder("ipv6.pcap"));
+}
+
+#[test]
+fn udp_arrows() {
+    insta::assert_snapshot!("udp", ladder("udp.pcap"));
+}
+
+#[test]
+fn layers_of_one_packet() {
+    let (status, out, err) = read("four-way-close.pcap", &["--layers", "--count", "4"]);
+    assert_eq!(status, 0, "{err}");
+    insta::assert_snapshot!("layers", out);
+}
+
+fn json_lines(name: &str, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (status, out, err) = read(name, &all);
+    assert_eq!(status, 0, "{err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
+        .collect()
+}
+
+fn events<'a>(lines: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|v| v["event"] == kind).collect()
+}
+
+#[test]
+fn json_fields_of_a_four_way_close() {
+    let lines = json_lines("four-way-close.pcap", &[]);
+    let segs = events(&lines, "segment");
+    assert_eq!(segs.len(), 11);
+    // (from, flags, seq, ack, len, state of A, state of B) after each segment
+    type Row = (
+        &'static str,
+        &'static [&'static str],
+        u64,
+        Option<u64>,
+        u64,
+        &'static str,
+        &'static str,
+    );
+    let expect: [Row; 11] = [
+        ("A", &["SYN"], 0, None, 0, "SYN_SENT", "LISTEN"),
+        (
+            "B",
+            &["SYN", "ACK"],
+            0,
+            Some(1),
+            0,
+            "ESTABLISHED",
+            "SYN_RCVD",
+        ),
+        ("A", &["ACK"], 1, Some(1), 0, "ESTABLISHED", "ESTABLISHED"),
+        (
+            "A",
+            &["PSH", "ACK"],
+            1,
+            Some(1),
+            6,
+            "ESTABLISHED",
+            "ESTABLISHED",
+        ),
+        ("B", &["ACK"], 1, Some(7), 0, "ESTABLISHED", "ESTABLISHED"),
+        (
+            "B",
+            &["PSH", "ACK"],
+            1,
+            Some(7),
+            13,
+            "ESTABLISHED",
+            "ESTABLISHED",
+        ),
+        ("A", &["ACK"], 7, Some(14), 0, "ESTABLISHED", "ESTABLISHED"),
+        (
+            "A",
+            &["FIN", "ACK"],
+            7,
+            Some(14),
+            0,
+            "FIN_WAIT_1",
+            "CLOSE_WAIT",
+        ),
+        ("B", &["ACK"], 14, Some(8), 0, "FIN_WAIT_2", "CLOSE_WAIT"),
+        (
+            "B",
+            &["FIN", "ACK"],
+            14,
+            Some(8),
+            0,
+            "TIME_WAIT",
+            "LAST_ACK",
+        ),
+        ("A", &["ACK"], 8, Some(15), 0, "TIME_WAIT", "CLOSED"),
+    ];
+    for (i, (seg, (from, flags, seq, ack, len, sa, sb))) in segs.iter().zip(expect).enumerate() {
+        assert_eq!(seg["conn"], 1, "segment {i}");
+        assert_eq!(seg["from"], from, "segment {i}");
+        let got: Vec<&str> = seg["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert_eq!(got, flags, "segment {i}");
+        assert_eq!(seg["seq"], seq, "segment {i}");
+        assert_eq!(seg["ack"].as_u64(), ack, "segment {i}");
+        assert_eq!(seg["len"], len, "segment {i}");
+        assert_eq!(seg["state"]["A"], sa, "segment {i}");
+        assert_eq!(seg["state"]["B"], sb, "segment {i}");
+        assert!(seg["time"].as_f64().is_some() && seg["win"].as_u64().is_some());
+    }
+    assert_eq!(segs[0]["src"], "127.0.0.1:44834");
+    assert_eq!(segs[0]["dst"], "127.0.0.1:45201");
+    let opts: Vec<&str> = segs[0]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert!(
+        opts.contains(&"MSS=65495") && opts.contains(&"SACK_PERM"),
+        "{opts:?}"
+    );
+    assert!(opts.iter().any(|o| o.starts_with("WS=")), "{opts:?}");
+    assert_eq!(segs[3]["payload_hex"], "68656c6c6f0a");
+
+    let states = events(&lines, "state");
+    let path_a: Vec<&str> = states
+        .iter()
+        .filter(|s| s["side"] == "A")
+        .map(|s| s["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        path_a,
+        [
+            "SYN_SENT",
+            "ESTABLISHED",
+            "FIN_WAIT_1",
+            "FIN_WAIT_2",
+            "TIME_WAIT"
+        ]
+    );
+    let path_b: Vec<&str> = states
+        .iter()
+        .filter(|s| s["side"] == "B")
+        .map(|s| s["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        path_b,
+        [
+            "SYN_RCVD",
+            "ESTABLISHED",
+            "CLOSE_WAIT",
+            "LAST_ACK",
+            "CLOSED"
+        ]
+    );
+    assert!(
+        states
+            .iter()
+            .all(|s| s["why"].as_str().is_some_and(|w| !w.is_empty()))
+    );
+
+    let sum = events(&lines, "summary");
+    assert_eq!(sum.len(), 1);
+    let s = sum[0];
+    assert_eq!(s["handshake"]["segments"], 3);
+    assert!(s["handshake"]["us"].as_u64().is_some_and(|us| us < 1000));
+    assert_eq!(s["bytes"]["a_to_b"], 6);
+    assert_eq!(s["bytes"]["b_to_a"], 13);
+    assert_eq!(s["first_closer"], "A");
+    assert_eq!(s["close"], "four-way");
+    assert_eq!(s["close_segments"], 4);
+    assert!(s["note"].is_null());
+    assert_eq!(s["final_state"]["A"], "TIME_WAIT");
+    let end = events(&lines, "end");
+    assert_eq!(end.len(), 1);
+    assert_eq!(end[0]["segments"], 11);
+    assert_eq!(end[0]["closed"], 1);
+}
+
+#[test]
+fn json_of_three_way_reset_and_udp() {
+    let three = json_lines("three-way-close.pcap", &[]);
+    let s = events(&three, "summary")[0];
+    assert_eq!(
+        (s["close"].as_str(), s["close_segments"].as_u64()),
+        (Some("three-way"), Some(3))
+    );
+    assert!(
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("rode on the ACK"))
+    );
+
+    let rst = json_lines("reset.pcap", &[]);
+    let s = events(&rst, "summary")[0];
+    assert_eq!(s["close"], "reset");
+    assert_eq!(s["reset_by"], "A");
+
+    let udp = json_lines("udp.pcap", &[]);
+    let d = events(&udp, "udp");
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[0]["len"], 10);
+    assert_eq!(d[0]["dst"], "127.0.0.1:45205");
+    assert_eq!(d[1]["src"], "127.0.0.1:45205");
+    assert!(events(&udp, "segment").is_empty());
+}
+
+#[test]
+fn filters_and_count() {
+    let lines = json_lines("four-way-close.pcap", &["--port", "9", "--count", "3"]);
+    assert!(events(&lines, "segment").is_empty());
+    let lines = json_lines(
+        "four-way-close.pcap",
+        &["--host", "127.0.0.1", "--count", "3"],
+    );
+    assert_eq!(events(&lines, "segment").len(), 3);
+    // Cut short, the connection is summarised as still open.
+    let s = events(&lines, "summary")[0];
+    assert_eq!(s["close"], "open");
+    // --layers in JSON: each layer's fields as a string under "layers".
+    let lines = json_lines("four-way-close.pcap", &["--layers", "--count", "1"]);
+    let seg = events(&lines, "segment")[0];
+    assert!(
+        seg["layers"]["link"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ethernet II")
+    );
+    assert!(seg["layers"]["ipv4"].as_str().unwrap().contains("ttl 64"));
+    assert!(
+        seg["layers"]["tcp"]
+            .as_str()
+            .unwrap()
+            .contains("port 44834 -> 45201")
+    );
+    assert_eq!(seg["layers"]["payload"], "0 bytes");
+}
+
+#[test]
+fn damaged_capture_is_reported_and_skipped() {
+    let (status, out, err) = read("damaged.pcap", &[]);
+    assert_eq!(status, 0, "stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.contains("skipped: truncated"), "{out}");
+    assert!(out.contains("skipped: corrupt"), "{out}");
+    assert!(out.contains("damaged record, reading stops here"), "{out}");
+    // The good packets around the damage are still shown.
+    assert!(out.contains("A --SYN--"), "{out}");
+    assert!(out.contains("udp  +"), "{out}");
+    assert!(out.contains("frames of other protocols"), "{out}");
+}
+
+#[test]
+fn not_a_capture_file() {
+    let dir = std::env::temp_dir().join(format!("wirechat-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("text.pcap");
+    std::fs::write(&f, "this is not a capture\n").unwrap();
+    let out = wirechat()
+        .args(["trace", "--read"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a capture wirechat can read"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The port of a `tcp listen` child, once its whole "listening on ADDR (tcp)" line is in.
+#[cfg(target_os = "linux")]
+fn listen_port(p: &Proc) -> u16 {
+    let text = p.stderr.wait_text(" (tcp)\n");
+    let line = text
+        .lines()
+        .find(|l| l.contains("listening on "))
+        .expect("listening line");
+    let addr = line.split_whitespace().nth(3).expect("address");
+    addr.parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|_| panic!("bad address in {line:?}"))
+        .port()
+}
+
+/// The server of the live tests. `--quit` keeps it off the spliced pass-through, which at the
+/// time of writing holds data received for a pipe until the connection closes.
+#[cfg(target_os = "linux")]
+const SERVER: [&str; 5] = ["tcp", "listen", "127.0.0.1:0", "--quit", "no-such-word"];
+
+#[cfg(target_os = "linux")]
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Without privileges, live capture fails with one line naming sudo and setcap, status 6.
+#[test]
+#[cfg(target_os = "linux")]
+fn live_capture_without_privileges() {
+    let mut cmd = if is_root() {
+        if !have("setpriv") {
+            return;
+        }
+        let mut c = std::process::Command::new("setpriv");
+        // Leaving uid 0 drops the capabilities as well (no keep-caps).
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_wirechat"));
+        c
+    } else {
+        wirechat()
+    };
+    let out = cmd.args(["trace", "--count", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.starts_with("setpriv:") {
+        eprintln!("SKIPPED: cannot drop privileges here: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("sudo") && err.contains("setcap cap_net_raw+ep"),
+        "{err}"
+    );
+    assert!(err.contains("--read"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[cfg(target_os = "linux")]
+fn skip_unless_root(what: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED: {what} needs root (live capture)");
+        return true;
+    }
+    false
+}
+
+/// A real conversation under a live trace: the ladder, the Ctrl-C summary, and the pcap it
+/// wrote read back by tshark with the same flags and relative seq/ack.
+#[test]
+#[cfg(target_os = "linux")]
+fn live_trace_matches_tshark() {
+    if skip_unless_root("live_trace_matches_tshark") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wirechat-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("live.pcap");
+    let mut server = Proc::wirechat(&SERVER);
+    let port = listen_port(&server).to_string();
+    let pcap_arg = pcap.to_str().unwrap();
+    let mut trace = Proc::wirechat(&[
+        "trace",
+        "--port",
+        &port,
+        "--count",
+        "1000",
+        "--duration",
+        "20",
+        "--write",
+        pcap_arg,
+    ]);
+    trace.stderr.wait_text("capturing on lo");
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}")]);
+    client.stderr.wait_text("connected to");
+    client.send(b"hello over a traced wire\n");
+    server.stdout.wait_text("hello over a traced wire");
+    client.close_stdin();
+    server.stderr.wait_text("peer closed");
+    server.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+    let out = trace.stdout.wait_text("summary:");
+    assert!(out.contains("A --SYN--"), "{out}");
+    assert!(out.contains("\"hello over a traced wire"), "{out}");
+    trace.stdout.wait_text("final states:");
+    // Ctrl-C: stops cleanly, prints the tally and closes the pcap.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(trace.child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(trace.wait_exit(), 130);
+    let out = String::from_utf8_lossy(&trace.stdout.wait_closed()).into_owned();
+    assert!(out.contains("end: "), "{out}");
+    assert!(out.contains("kernel dropped 0"), "{out}");
+    assert!(out.contains("handshake: 3 segments"), "{out}");
+
+    // Our reading of our own file.
+    let ours: Vec<(u8, u64, Option<u64>)> = {
+        let o = wirechat()
+            .args(["trace", "--json", "--read", pcap_arg])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "segment")
+            .map(|v| {
+                let mut bits = 0u8;
+                for f in v["flags"].as_array().unwrap() {
+                    bits |= match f.as_str().unwrap() {
+                        "FIN" => 1,
+                        "SYN" => 2,
+                        "RST" => 4,
+                        "PSH" => 8,
+                        "ACK" => 16,
+                        "URG" => 32,
+                        "ECE" => 64,
+                        "CWR" => 128,
+                        _ => 0,
+                    };
+                }
+                (bits, v["seq"].as_u64().unwrap(), v["ack"].as_u64())
+            })
+            .collect()
+    };
+    assert!(ours.len() >= 7, "{ours:?}");
+    if !have("tshark") {
+        return;
+    }
+    let o = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            pcap_arg,
+            "-T",
+            "fields",
+            "-e",
+            "tcp.flags",
+            "-e",
+            "tcp.seq",
+            "-e",
+            "tcp.ack",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let theirs: Vec<(u8, u64, Option<u64>)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let bits = u16::from_str_radix(f[0].trim_start_matches("0x"), 16).unwrap() as u8;
+            let ack = (bits & 16 != 0).then(|| f[2].parse().unwrap());
+            (bits, f[1].parse().unwrap(), ack)
+        })
+        .collect();
+    assert_eq!(ours, theirs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tcp connect --trace`: the conversation's own handshake and close on stderr.
+#[test]
+#[cfg(target_os = "linux")]
+fn inline_trace_on_connect() {
+    if skip_unless_root("inline_trace_on_connect") {
+        return;
+    }
+    let mut server = Proc::wirechat(&SERVER);
+    let port = listen_port(&server);
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}"), "--trace"]);
+    client.stderr.wait_text("connected to");
+    client
+        .stderr
+        .wait_text("wirechat: trace #1   +0.000000  A --SYN--");
+    client.send(b"ping\n");
+    server.stdout.wait_text("ping");
+    client.close_stdin();
+    server.stderr.wait_text("peer closed");
+    server.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+    let err = client.stderr.text();
+    assert!(err.contains("wirechat: trace #1   summary:"), "{err}");
+    assert!(err.contains("handshake: 3 segments"), "{err}");
+    assert!(err.contains("\"ping\\n\""), "{err}");
+    // The data itself still goes to stdout only.
+    assert!(!client.stdout.text().contains("trace"));
+}
+
+/// Builds the fixtures that loopback cannot produce: run with
+/// `cargo test make_synthetic_fixtures -- --ignored` to regenerate them.
+#[test]
+#[ignore]
+fn make_synthetic_fixtures() {
+    use etherparse::PacketBuilder;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+
+    let (a, b) = ([127, 0, 0, 1], [127, 0, 0, 1]);
+    let (pa, pb) = (40100u16, 8899u16);
+    let t0 = Duration::from_secs(1_764_000_000);
+    // (from A?, flags, seq, ack, payload, µs)
+    type Seg = (bool, &'static str, u32, u32, &'static [u8], u64);
+    let segs: [Seg; 9] = [
+        (true, "S", 1000, 0, b"", 0),
+        (false, "SA", 5000, 1001, b"", 20),
+        (true, "A", 1001, 5001, b"", 40),
+        (true, "PA", 1001, 5001, b"ping\n", 100),
+        (false, "A", 5001, 1006, b"", 120),
+        // Both FINs leave before either arrives: neither acknowledges the other's.
+        (true, "FA", 1006, 5001, b"", 500),
+        (false, "FA", 5001, 1006, b"", 501),
+        (true, "A", 1007, 5002, b"", 540),
+        (false, "A", 5002, 1007, b"", 541),
+    ];
+    let frame = |s: &Seg| {
+        let (src, dst, sp, dp) = if s.0 { (a, b, pa, pb) } else { (b, a, pb, pa) };
+        let mut bld = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, s.2, 65535);
+        for c in s.1.chars() {
+            bld = match c {
+                'S' => bld.syn(),
+                'A' => bld.ack(s.3),
+                'F' => bld.fin(),
+                'P' => bld.psh(),
+                _ => bld,
+            };
+        }
+        let mut out = Vec::new();
+        bld.write(&mut out, s.4).unwrap();
+        out
+    };
+    let file = std::fs::File::create(data("simultaneous-close.pcap")).unwrap();
+    let mut w = PcapWriter::new(file).unwrap();
+    for s in &segs {
+        let f = frame(s);
+        w.write_packet(&PcapPacket::new(
+            t0 + Duration::from_micros(s.5),
+            f.len() as u32,
+            &f,
+        ))
+        .unwrap();
+    }
+
+    // damaged.pcap: a good SYN, a truncated TCP header, a bad IP version, an ICMP echo, an
+    // ARP frame, a UDP datagram, then a record whose length runs past the end of the file.
+    let good = frame(&segs[0]);
+    let mut bad_version = good.clone();
+    bad_version[14] = 0x75;
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2([0; 6], [0; 6])
+        .ipv4(a, b, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut icmp, b"ping")
+        .unwrap();
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    let mut udp = Vec::new();
+    PacketBuilder::ethernet2([0; 6], [0; 6])
+        .ipv4(a, b, 64)
+        .udp(5000, 6000)
+        .write(&mut udp, b"still here")
+        .unwrap();
+    let frames = [
+        good.clone(),
+        good[..40].to_vec(),
+        bad_version,
+        icmp,
+        arp,
+        udp,
+    ];
+    let mut bytes = Vec::new();
+    {
+        let mut w = PcapWriter::new(&mut bytes).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            let p = PcapPacket::new(t0 + Duration::from_micros(i as u64), f.len() as u32, f);
+            w.write_packet(&p).unwrap();
+        }
+    }
+    // A record header claiming 1000 bytes, followed by only 10.
+    bytes.extend_from_slice(&(t0.as_secs() as u32).to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&1000u32.to_le_bytes());
+    bytes.extend_from_slice(&1000u32.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 10]);
+    std::fs::write(data("damaged.pcap"), bytes).unwrap();
+}
+
+/// pcapng (what tshark and Wireshark write by default; this one by `editcap -F pcapng` with
+/// microsecond timestamps) gives the same ladder as pcap.
+#[test]
+fn pcapng_reads_like_pcap() {
+    assert_eq!(ladder("ipv6.pcapng"), ladder("ipv6.pcap"));
+}
+
+/// `tcp listen --trace` on port 0: the trace learns the port from the "listening on" event.
+#[test]
+#[cfg(target_os = "linux")]
+fn inline_trace_on_listen() {
+    if skip_unless_root("inline_trace_on_listen") {
+        return;
+    }
+    let mut args = SERVER.to_vec();
+    args.push("--trace");
+    let mut server = Proc::wirechat(&args);
+    let port = listen_port(&server);
+    let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}")]);
+    client.stderr.wait_text("connected to");
+    client.send(b"pong\n");
+    server.stdout.wait_text("pong");
+    client.close_stdin();
+    server.stderr.wait_text("peer closed");
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0);
+    let err = server.stderr.text();
+    assert!(
+        err.contains(&format!("B 127.0.0.1:{port} (server)")),
+        "{err}"
+    );
+    assert!(err.contains("A --SYN--"), "{err}");
+    assert!(err.contains("wirechat: trace #1   summary:"), "{err}");
+    assert!(err.contains("closed first"), "{err}");
+}
+
+/// `--explain`: every state change under the row that caused it, with its reason.
+#[test]
+fn explained_simultaneous_close() {
+    let (status, out, err) = read("simultaneous-close.pcap", &["--explain"]);
+    assert_eq!(status, 0, "{err}");
+    assert!(out.contains("FIN_WAIT_1 -> CLOSING"), "{out}");
+    insta::assert_snapshot!("simultaneous_close_explained", out);
+}

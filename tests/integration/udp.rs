@@ -1,0 +1,281 @@
+//! UDP conversations of the tutorial: receive, send, continuous chat ending on "88", two-way
+//! chat between two bound peers; against Python peers (GBK, recvfrom/sendto), nc and socat.
+
+use crate::util::{Proc, have, python};
+use std::net::UdpSocket;
+use std::process::Command;
+
+fn gbk(text: &str) -> Vec<u8> {
+    encoding_rs::GBK.encode(text).0.into_owned()
+}
+
+fn recv_text(sock: &UdpSocket) -> (String, std::net::SocketAddr) {
+    sock.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = sock
+        .recv_from(&mut buf)
+        .expect("a datagram before the deadline");
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+}
+
+/// The tutorial's continuous UDP sender (GBK, ending on "88") to `wirechat udp listen`.
+#[test]
+fn tutorial_sender_to_wirechat_listener() {
+    if !have("python3") {
+        return;
+    }
+    let mut listener =
+        Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-e", "gbk", "--quit", "88"]);
+    let port = listener.port().to_string();
+    let _sender = python(
+        r#"
+import sys
+from socket import *
+s = socket(AF_INET, SOCK_DGRAM)
+addr = ("127.0.0.1", int(sys.argv[1]))
+for data in ["你好", "UDP 不需要连接", "88"]:
+    s.sendto(data.encode("gbk"), addr)
+s.close()
+"#,
+        &[&port],
+    );
+    assert_eq!(listener.wait_exit(), 0, "{}", listener.stderr.text());
+    assert_eq!(listener.stdout.text(), "你好\nUDP 不需要连接\n88\n");
+    assert!(listener.stderr.text().contains("peer said \"88\""));
+}
+
+/// `wirechat udp connect` as the tutorial's sender, to the tutorial's receiver, which prints
+/// each datagram decoded as GBK with its sender and stops at "88".
+#[test]
+fn wirechat_sender_to_tutorial_receiver() {
+    if !have("python3") {
+        return;
+    }
+    let receiver = python(
+        r#"
+from socket import *
+s = socket(AF_INET, SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+while True:
+    data, addr = s.recvfrom(1024)
+    text = data.decode("gbk")
+    print(f"收到远程信息:{text},from {addr[0]}", flush=True)
+    if text == "88":
+        break
+s.close()
+"#,
+        &[],
+    );
+    let line = receiver.stdout.wait_text("listening on");
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let mut sender = Proc::wirechat(&[
+        "udp",
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "-e",
+        "gbk",
+        "--quit",
+        "88",
+    ]);
+    sender.send("第一条\n第二条\n88\n不会发送\n".as_bytes());
+    assert_eq!(sender.wait_exit(), 0, "{}", sender.stderr.text());
+    let out = receiver.stdout.wait_text("收到远程信息:88,");
+    assert!(
+        out.contains("收到远程信息:第一条,from 127.0.0.1\n收到远程信息:第二条,from 127.0.0.1\n"),
+        "{out}"
+    );
+    assert!(!out.contains("不会发送"));
+}
+
+/// The tutorial's two-way chat with threads: two peers bound to their own ports, each sending
+/// to the other. One side is `udp listen --peer`, the other `udp connect --bind`.
+#[test]
+fn two_way_chat_between_bound_peers() {
+    // Side B binds first so that side A can be told where B is.
+    let mut b = Proc::wirechat(&["udp", "listen", "127.0.0.1:0"]);
+    let pb = b.port();
+    let mut a = Proc::wirechat(&[
+        "udp",
+        "connect",
+        &format!("127.0.0.1:{pb}"),
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    a.stderr.wait_text("sending to");
+    a.send(b"hello from a\n");
+    b.stdout.wait_text("hello from a\n");
+    b.stderr.wait_text("replies go there");
+    b.send(b"hello from b\n");
+    a.stdout.wait_text("hello from b\n");
+    // Both directions at once, several lines each.
+    for i in 0..20 {
+        a.send(format!("a{i}\n").as_bytes());
+        b.send(format!("b{i}\n").as_bytes());
+    }
+    b.stdout.wait_text("a19\n");
+    a.stdout.wait_text("b19\n");
+
+    // The tutorial's exact shape: both peers `udp listen` with a fixed --peer.
+    let mut c = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-e", "gbk"]);
+    let pc = c.port();
+    let mut d = Proc::wirechat(&[
+        "udp",
+        "listen",
+        "127.0.0.1:0",
+        "--peer",
+        &format!("127.0.0.1:{pc}"),
+        "-e",
+        "gbk",
+    ]);
+    let pd = d.port();
+    d.send("你好 c\n".as_bytes());
+    c.stdout.wait_text("你好 c\n");
+    c.send("你好 d\n".as_bytes());
+    d.stdout.wait_text("你好 d\n");
+    c.stderr.wait_text(&format!("datagram from 127.0.0.1:{pd}"));
+}
+
+/// With no --peer and nobody heard from yet, a typed line has nowhere to go: say so, and keep
+/// going: once someone sends, lines go to them.
+#[test]
+fn listener_without_peer_explains_unsent_lines() {
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0"]);
+    let addr = l.listening();
+    l.send(b"into the void\n");
+    l.stderr.wait_text("nobody has sent a datagram yet");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"hi", addr).unwrap();
+    l.stdout.wait_text("hi\n");
+    l.send(b"now you\n");
+    assert_eq!(recv_text(&s).0, "now you");
+}
+
+/// Hex both ways: typed hex becomes one datagram; a datagram is shown as a hexdump.
+#[test]
+fn hex_datagrams() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let paddr = peer.local_addr().unwrap().to_string();
+    let mut w = Proc::wirechat(&["udp", "connect", &paddr, "--hex"]);
+    w.send(b"de ad be ef\nxyz\n00\n");
+    let (got, from) = {
+        peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        (buf[..n].to_vec(), from)
+    };
+    assert_eq!(got, [0xde, 0xad, 0xbe, 0xef]);
+    w.stderr.wait_text("bad hex");
+    let (zero, _) = recv_text(&peer);
+    assert_eq!(zero, "\0");
+    peer.send_to(b"AB\x00", from).unwrap();
+    w.stdout.wait_text("3 bytes\n00000000  41 42 00");
+}
+
+/// Datagrams keep their boundaries: two sends are two lines, and an invalid GBK byte shows as
+/// U+FFFD without ending anything.
+#[test]
+fn datagram_boundaries_and_invalid_bytes() {
+    let l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-e", "gbk", "--show-peer"]);
+    let addr = l.listening();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = s.local_addr().unwrap();
+    s.send_to(&gbk("一"), addr).unwrap();
+    s.send_to(b"\xff\xfe", addr).unwrap();
+    s.send_to(&gbk("二\n"), addr).unwrap();
+    let out = l.stdout.wait_text("二\n");
+    assert_eq!(
+        out,
+        format!("[{me}] 一\n[{me}] \u{fffd}\u{fffd}\n[{me}] 二\n")
+    );
+}
+
+/// IPv6 loopback.
+#[test]
+fn ipv6_datagrams() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        return;
+    }
+    let mut l = Proc::wirechat(&["udp", "listen", "[::1]:0"]);
+    let addr = l.listening();
+    let s = UdpSocket::bind("[::1]:0").unwrap();
+    s.send_to(b"v6 datagram", addr).unwrap();
+    l.stdout.wait_text("v6 datagram\n");
+    l.send(b"v6 reply\n");
+    assert_eq!(recv_text(&s).0, "v6 reply");
+}
+
+/// A refused datagram (nothing listening) is reported and the conversation goes on: a later
+/// line still goes out once something listens there.
+#[test]
+fn refused_datagram_is_reported() {
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap();
+    drop(gone);
+    let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
+    w.send(b"one\n");
+    w.send(b"two\n");
+    w.stderr.wait_text("refused a datagram");
+    let Ok(back) = UdpSocket::bind(addr) else {
+        eprintln!("SKIPPED (last step): the port was taken meanwhile");
+        return;
+    };
+    w.send(b"three\n");
+    assert_eq!(recv_text(&back).0, "three");
+}
+
+/// Without --encoding, bytes that are not UTF-8 reach the peer untouched.
+#[test]
+fn binary_lines_pass_untouched() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut w = Proc::wirechat(&["udp", "connect", &peer.local_addr().unwrap().to_string()]);
+    w.send(b"\xc4\xe3\xff\x00\n");
+    peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+    let mut buf = [0u8; 16];
+    let n = peer.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"\xc4\xe3\xff\x00");
+}
+
+/// `echo hi | wirechat udp connect ...` sends, waits a moment for a reply, and exits by itself.
+#[test]
+fn piped_sender_exits_after_replies() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut w = Proc::wirechat(&["udp", "connect", &peer.local_addr().unwrap().to_string()]);
+    w.send(b"ping\n");
+    w.close_stdin();
+    let (text, from) = recv_text(&peer);
+    assert_eq!(text, "ping");
+    peer.send_to(b"pong", from).unwrap();
+    assert_eq!(w.wait_exit(), 0, "{}", w.stderr.text());
+    assert_eq!(w.stdout.text(), "pong\n");
+}
+
+/// OpenBSD nc -u and socat as UDP peers.
+#[test]
+fn interop_with_nc_and_socat() {
+    if !have("nc") || !have("socat") {
+        return;
+    }
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0"]);
+    let port = l.port().to_string();
+    let mut cmd = Command::new("nc");
+    cmd.args(["-u", "127.0.0.1", &port]);
+    let mut nc = Proc::spawn(cmd);
+    nc.send(b"from nc\n");
+    l.stdout.wait_text("from nc\n");
+    l.send(b"to nc\n");
+    // A typed line is one datagram, without its line ending.
+    nc.stdout.wait_for("the datagram", |b| b == b"to nc");
+
+    // socat as a UDP client of a wirechat listener: datagrams both ways.
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-e", "gbk"]);
+    let port = l.port().to_string();
+    let mut cmd = Command::new("socat");
+    cmd.args(["STDIO", &format!("UDP:127.0.0.1:{port}")]);
+    let mut socat = Proc::spawn(cmd);
+    socat.send(&gbk("来自 socat\n"));
+    l.stdout.wait_text("来自 socat\n");
+    l.send("回复\n".as_bytes());
+    socat.stdout.wait_for("the GBK reply", |b| b == gbk("回复"));
+}
