@@ -114,15 +114,8 @@ fn three_kinds_of_client_and_every_command() {
     let (mut server, port) = room(&[]);
     let mut alice = Client::named(port, "alice");
 
-    // `wirechat tcp connect` as a client. With `-e utf-8` it takes the line path: in the
-    // pass-through (splice) path its output to a pipe sometimes never arrived in this test.
-    let mut wc = Proc::wirechat(&[
-        "tcp",
-        "connect",
-        &format!("127.0.0.1:{port}"),
-        "-e",
-        "utf-8",
-    ]);
+    // `wirechat tcp connect` as a client.
+    let mut wc = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}")]);
     wc.stdout.wait_text("you are guest-");
     wc.send(b"/nick wire\n");
     alice.wait("is now known as wire");
