@@ -373,3 +373,46 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// The room with in-memory operator input and a shutdown the test controls.
+    #[tokio::test]
+    async fn run_serves_until_its_shutdown_future_completes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (mut keys, input) = tokio::io::duplex(64);
+        let room = tokio::spawn(run(
+            listener,
+            Config::default(),
+            Some(input),
+            EventSink::discard(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut a = BufReader::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let mut line = String::new();
+        a.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("* welcome to the room, you are guest-1 (1 online"));
+        keys.write_all(b"hello from the keyboard\n").await.unwrap();
+        line.clear();
+        a.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "<server> hello from the keyboard\n");
+        stop.send(()).unwrap();
+        line.clear();
+        a.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "* server shutting down\n");
+        line.clear();
+        assert_eq!(
+            a.read_line(&mut line).await.unwrap(),
+            0,
+            "closed after goodbye"
+        );
+        room.await.unwrap().unwrap();
+    }
+}
