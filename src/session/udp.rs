@@ -99,9 +99,9 @@ where
                     Err(e) => return Err(Error::Socket(e)),
                 }
                 let mut quit = false;
+                activity.received(batch.iter().map(|(p, _)| p.len()).sum());
                 for (payload, from) in batch.iter() {
                     let from = from.or(connected_peer).unwrap_or(UNKNOWN);
-                    activity.received(payload.len());
                     if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
                         last_sender.set(Some(from));
                         events.emit(Event::NewPeer(from));
