@@ -163,13 +163,6 @@ pub struct TraceArgs {
     pub duration: Option<Duration>,
 }
 
-impl Command {
-    /// True for commands that serve many connections at once and want a worker per core.
-    pub fn is_server(&self) -> bool {
-        matches!(self, Command::Room(_))
-    }
-}
-
 /// `wirechat tcp ...`
 #[derive(Debug, Subcommand)]
 pub enum TcpCommand {

@@ -28,16 +28,10 @@ fn main() {
     let own_signals = matches!(cli.command, Command::Room(_));
     let tty = TtyGuard::save();
     // A conversation is one task: a single-threaded runtime wakes it without cross-thread hops.
-    // The room serves many clients at once and gets a worker per core.
-    let runtime = if cli.command.is_server() {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
+    // (The room builds a runtime of its own with a worker per core; see room::serve.)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let status = match runtime {
         Ok(rt) => {
             let status = rt.block_on(async {
