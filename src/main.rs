@@ -43,7 +43,7 @@ fn main() {
                             Status::classify(&e)
                         }
                     },
-                    () = interrupted(), if !own_signals => Status::Interrupted,
+                    () = wirechat::exit::interrupted(), if !own_signals => Status::Interrupted,
                 }
             });
             // Do not wait for threads still blocked reading stdin: the conversation is over.
@@ -84,28 +84,4 @@ fn usage_error(e: clap::Error) -> ! {
 /// One line on stderr; a closed stderr is no reason to panic.
 fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
-}
-
-/// Ctrl-C or SIGTERM.
-async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = async {
-            match signal(SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -259,7 +259,7 @@ async fn serve_here(addr: &HostPort, config: Config, quiet: bool) -> Result<(), 
         config,
         Some(stdin_reader()),
         events,
-        shutdown_signal(),
+        crate::exit::interrupted(),
     )
     .await
 }
@@ -348,30 +348,6 @@ pub async fn run(
     room.flush_transcript();
     events.emit(&RoomEvent::Closed);
     Ok(())
-}
-
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = async {
-            match signal(SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -37,8 +37,7 @@ c.close(); s.close()
 "#,
         &[],
     );
-    let port = server.stdout.wait_text("listening on");
-    let port = port.trim().rsplit(':').next().unwrap().to_string();
+    let port = server.printed_port();
     let mut client = Proc::wirechat(&["tcp", "connect", &format!("127.0.0.1:{port}"), "-e", "gbk"]);
     client.send("haha 你好\n".as_bytes());
     client.close_stdin();
@@ -141,8 +140,7 @@ c.close(); s.close()
 "#,
         &[],
     );
-    let line = server.stdout.wait_text("listening on");
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let port = server.printed_port();
     let mut client = Proc::wirechat(&[
         "tcp",
         "connect",
@@ -191,8 +189,7 @@ c.close(); s.close()
 "#,
         &[],
     );
-    let line = server.stdout.wait_text("listening on");
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let port = server.printed_port();
     let mut client = Proc::wirechat(&[
         "tcp",
         "connect",

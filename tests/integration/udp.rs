@@ -67,8 +67,7 @@ s.close()
 "#,
         &[],
     );
-    let line = receiver.stdout.wait_text("listening on");
-    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let port = receiver.printed_port();
     let mut sender = Proc::wirechat(&[
         "udp",
         "connect",

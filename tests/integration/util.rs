@@ -166,6 +166,27 @@ impl Proc {
             .unwrap_or_else(|_| panic!("bad address in {text:?}"))
     }
 
+    /// The port a peer written here prints on stdout as `listening on HOST:PORT`.
+    pub fn printed_port(&self) -> String {
+        let out = self
+            .stdout
+            .wait_for("a \"listening on HOST:PORT\" line", |b| {
+                let t = String::from_utf8_lossy(b);
+                t.find("listening on ")
+                    .is_some_and(|i| t[i..].contains('\n'))
+            });
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("listening on "))
+            .unwrap_or_default();
+        line.trim()
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The port of the "listening on" line.
     pub fn port(&self) -> u16 {
         self.listening().port()
