@@ -1,7 +1,7 @@
 //! # wirechat
 //!
 //! Talk to, test and learn TCP and UDP from one binary: the conversations of netcat, the text,
-//! hex and GBK of a network assistant, and (later) the handshake ladder of a packet analyser.
+//! hex and GBK of a network assistant, a chat room, and the handshake ladder of a packet analyser.
 //!
 //! # Layout
 //!
