@@ -4,6 +4,7 @@
 mod room;
 mod util;
 
+mod demo;
 mod errors;
 mod tcp;
 mod terminal;
