@@ -41,12 +41,14 @@ pub enum Event {
     Closed { sent: u64, received: u64 },
     /// Something went wrong but the conversation goes on (a bad hex line, an unmappable char).
     Warning(String),
+    /// One line of the conversation's own ladder (`--trace`).
+    Trace(String),
 }
 
 impl Event {
-    /// Warnings are shown even with `--quiet`.
-    pub fn is_warning(&self) -> bool {
-        matches!(self, Event::Warning(_))
+    /// Warnings, and the ladder that `--trace` asked for, are shown even with `--quiet`.
+    pub fn always_shown(&self) -> bool {
+        matches!(self, Event::Warning(_) | Event::Trace(_))
     }
 }
 
@@ -91,6 +93,7 @@ impl fmt::Display for Event {
                 write!(f, "closed: sent {sent} bytes, received {received} bytes")
             }
             Event::Warning(w) => write!(f, "warning: {w}"),
+            Event::Trace(line) => write!(f, "trace {line}"),
         }
     }
 }
@@ -108,7 +111,7 @@ impl Events {
     /// `wirechat: <event>` lines on stderr; with `quiet`, only warnings.
     pub fn stderr(quiet: bool) -> Self {
         Events::new(move |e| {
-            if !quiet || e.is_warning() {
+            if !quiet || e.always_shown() {
                 // A closed stderr must not take the conversation down with it.
                 let _ = writeln!(std::io::stderr().lock(), "wirechat: {e}");
             }
@@ -123,5 +126,45 @@ impl Events {
     /// Reports a warning.
     pub fn warn(&self, message: impl Into<String>) {
         self.emit(Event::Warning(message.into()))
+    }
+}
+
+/// A writer whose lines become [`Event::Trace`] events, so that a capture's ladder goes where
+/// every other event goes (above the prompt at an interactive terminal, stderr otherwise).
+pub struct EventLines {
+    events: Events,
+    line: Vec<u8>,
+}
+
+impl EventLines {
+    /// Lines written to this are emitted to `events`.
+    pub fn new(events: Events) -> Self {
+        EventLines {
+            events,
+            line: Vec::new(),
+        }
+    }
+
+    fn emit_line(&mut self) {
+        let text = String::from_utf8_lossy(&self.line).into_owned();
+        self.events.emit(Event::Trace(text));
+        self.line.clear();
+    }
+}
+
+impl std::io::Write for EventLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                self.emit_line();
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

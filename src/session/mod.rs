@@ -13,7 +13,7 @@ pub mod tcp;
 pub mod terminal;
 pub mod udp;
 
-pub use events::{Event, Events};
+pub use events::{Event, EventLines, Events};
 pub use inbound::Inbound;
 pub use outbound::{Flow, Outbound};
 

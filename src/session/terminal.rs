@@ -145,7 +145,7 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
         .map_err(|_| "editor thread ended".to_string())??;
     let events_printer = printer.clone();
     let events = Events::new(move |e| {
-        if !quiet || e.is_warning() {
+        if !quiet || e.always_shown() {
             if let Ok(mut p) = events_printer.lock() {
                 let _ = p.print(format!("wirechat: {e}\n"));
             }
@@ -198,11 +198,20 @@ impl TtyGuard {
         TtyGuard(nix::sys::termios::tcgetattr(io::stdin()).ok())
     }
 
-    /// Restores the saved mode.
+    /// Restores the saved mode. If the editor was in the middle of reading a line (raw mode),
+    /// the cursor is moved to a fresh line so the shell's prompt does not land after ours.
     pub fn restore(&self) {
-        if let Some(t) = &self.0 {
-            let _ =
-                nix::sys::termios::tcsetattr(io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        if let Some(saved) = &self.0 {
+            let was_reading = tcgetattr(io::stdin()).is_ok_and(|now| {
+                saved.local_flags.contains(LocalFlags::ICANON)
+                    && !now.local_flags.contains(LocalFlags::ICANON)
+            });
+            let _ = tcsetattr(io::stdin(), SetArg::TCSANOW, saved);
+            if was_reading {
+                use std::io::Write;
+                let _ = io::stdout().write_all(b"\r\n");
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The capture behind `wirechat tcp connect|listen --trace`: started before the connection
-//! exists, it shows that conversation's ladder on stderr as the segments happen.
+//! exists, it shows that conversation's ladder among the events (stderr, or above the prompt at
+//! an interactive terminal) as the segments happen.
 //!
 //! The session code is not touched: [`attach`] wraps the terminal's event sink, and the
 //! `Listening`, `Connected` and `Accepted` events tell it which port and 4-tuple to follow.
@@ -7,9 +8,8 @@
 
 use super::print::{Format, Printer};
 use super::{Error, Filter, Limits};
-use crate::session::{Event, Events};
+use crate::session::{Event, EventLines, Events};
 use crate::transport::HostPort;
-use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -80,11 +80,12 @@ fn start(events: &mut Events, addr: &HostPort, role: Role) -> Result<Guard, Erro
     let stop = Arc::new(AtomicBool::new(false));
     let closed = Arc::new((Mutex::new(false), Condvar::new()));
     let (f, s, c) = (filter.clone(), stop.clone(), closed.clone());
+    // The ladder goes through the event sink, so at a terminal it is printed above the prompt.
+    let lines = EventLines::new(events.clone());
     let thread = std::thread::Builder::new()
         .name("trace".into())
         .spawn(move || {
-            let mut printer =
-                Printer::new(io::stderr(), Format::Text, false).with_prefix("wirechat: trace ");
+            let mut printer = Printer::new(lines, Format::Text, false);
             let matches = |src, dst| f.lock().is_ok_and(|f| f.matches(src, dst));
             let after = |t: &super::ladder::Tracker| {
                 if t.totals().connections > 0 && t.all_closed() {

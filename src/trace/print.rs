@@ -29,8 +29,6 @@ pub struct Printer<W: Write> {
     layers: bool,
     /// Follow each row with the state changes it caused and why.
     explain: bool,
-    /// Put before every text line (the inline trace uses "wirechat: trace ").
-    prefix: &'static str,
 }
 
 /// What the end of a capture reports.
@@ -493,7 +491,6 @@ impl<W: Write> Printer<W> {
             format,
             layers,
             explain: false,
-            prefix: "",
         }
     }
 
@@ -503,14 +500,8 @@ impl<W: Write> Printer<W> {
         self
     }
 
-    /// Puts `prefix` before every text line.
-    pub fn with_prefix(mut self, prefix: &'static str) -> Self {
-        self.prefix = prefix;
-        self
-    }
-
     fn line(&mut self, text: &str) -> io::Result<()> {
-        writeln!(self.out, "{}{text}", self.prefix)
+        writeln!(self.out, "{text}")
     }
 
     fn json(&mut self, v: &Value) -> io::Result<()> {
