@@ -167,39 +167,16 @@ impl fmt::Display for RoomEvent {
     }
 }
 
-/// Where room events go. Cloning shares the sink.
-#[derive(Clone)]
-pub struct EventSink(Arc<dyn Fn(&RoomEvent) + Send + Sync>);
+/// Where room events go: the conversation's event sink, carrying room events.
+pub type EventSink = crate::session::Events<RoomEvent>;
 
-impl EventSink {
-    /// Events to any function (a test's collector).
-    pub fn new(f: impl Fn(&RoomEvent) + Send + Sync + 'static) -> Self {
-        EventSink(Arc::new(f))
-    }
-
-    /// `wirechat: <event>` on stderr; with `quiet`, only the listening line and warnings.
-    pub fn stderr(quiet: bool) -> Self {
-        EventSink::new(move |e| {
-            let important = matches!(
-                e,
-                RoomEvent::Listening(_) | RoomEvent::Warning(_) | RoomEvent::FileLimit { .. }
-            );
-            if !quiet || important {
-                // One write per line: readers of stderr never see half an event.
-                let line = format!("wirechat: {e}\n");
-                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
-            }
-        })
-    }
-
-    /// Events nowhere.
-    pub fn discard() -> Self {
-        EventSink::new(|_| {})
-    }
-
-    /// Reports `event`.
-    pub fn emit(&self, event: &RoomEvent) {
-        (self.0)(event)
+impl RoomEvent {
+    /// Shown even with `--quiet`: the listening line and warnings.
+    fn shown_when_quiet(&self) -> bool {
+        matches!(
+            self,
+            RoomEvent::Listening(_) | RoomEvent::Warning(_) | RoomEvent::FileLimit { .. }
+        )
     }
 }
 
@@ -243,11 +220,11 @@ pub async fn serve(
 }
 
 async fn serve_here(addr: &HostPort, config: Config, quiet: bool) -> Result<(), Error> {
-    let events = EventSink::stderr(quiet);
+    let events = EventSink::stderr_when(quiet, RoomEvent::shown_when_quiet);
     if let Some(limit) = limits::raise_file_limit() {
         let needed = config.max_clients as u64 + limits::SPARE_FILES;
         if limit.soft < needed {
-            events.emit(&RoomEvent::FileLimit {
+            events.emit(RoomEvent::FileLimit {
                 hard: limit.hard,
                 max_clients: config.max_clients,
             });
@@ -313,7 +290,7 @@ pub async fn run(
         None => None,
     };
     if let Ok(addr) = listener.local_addr() {
-        events.emit(&RoomEvent::Listening(addr));
+        events.emit(RoomEvent::Listening(addr));
     }
     let config = Arc::new(config);
     let room = Arc::new(Room::new(config.clone(), events.clone(), transcript));
@@ -338,7 +315,7 @@ pub async fn run(
         () = listener.run(token.clone(), tracker.clone()) => {}
         () = shutdown => {}
     }
-    events.emit(&RoomEvent::ShuttingDown);
+    events.emit(RoomEvent::ShuttingDown);
     // The room says goodbye and lets go of the queues before the tasks are told to stop, so no
     // client leaves on its own first and misses the line.
     room.shut_down();
@@ -346,7 +323,7 @@ pub async fn run(
     tracker.close();
     let _ = tokio::time::timeout(config.grace, tracker.wait()).await;
     room.flush_transcript();
-    events.emit(&RoomEvent::Closed);
+    events.emit(RoomEvent::Closed);
     Ok(())
 }
 

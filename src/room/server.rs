@@ -59,7 +59,7 @@ impl Listener {
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
                     // Usually EMFILE: wait for clients to leave rather than spin.
-                    self.events.emit(&RoomEvent::Warning(format!(
+                    self.events.emit(RoomEvent::Warning(format!(
                         "accept failed: {e}; retrying in {} ms",
                         backoff.as_millis()
                     )));
@@ -84,7 +84,7 @@ impl Listener {
                 }
                 Err(_) => {
                     let reason = format!("room full ({} clients)", self.config.max_clients);
-                    self.events.emit(&RoomEvent::Refused {
+                    self.events.emit(RoomEvent::Refused {
                         peer,
                         reason: reason.clone(),
                     });

@@ -216,7 +216,7 @@ impl Room {
         }
         let mut d = self.delivery();
         send_to(&mut st, id, &greeting, &mut d);
-        self.events.emit(&RoomEvent::Joined {
+        self.events.emit(RoomEvent::Joined {
             nick: nick.clone(),
             peer,
         });
@@ -245,7 +245,7 @@ impl Room {
         if st.closing {
             return;
         }
-        self.events.emit(&RoomEvent::Left {
+        self.events.emit(RoomEvent::Left {
             nick: m.nick.clone(),
             reason: reason.to_string(),
         });
@@ -374,7 +374,7 @@ impl Room {
         let old = std::mem::replace(&mut m.nick, new.to_string());
         st.nicks.remove(&old.to_lowercase());
         st.nicks.insert(key, id);
-        self.events.emit(&RoomEvent::Renamed {
+        self.events.emit(RoomEvent::Renamed {
             old: old.clone(),
             new: new.to_string(),
         });
@@ -446,7 +446,7 @@ impl Room {
         if let Some(t) = st.transcript.as_mut() {
             if let Err(e) = t.flush() {
                 self.events
-                    .emit(&RoomEvent::Warning(format!("cannot write the log: {e}")));
+                    .emit(RoomEvent::Warning(format!("cannot write the log: {e}")));
                 st.transcript = None;
             }
         }

@@ -98,29 +98,51 @@ impl fmt::Display for Event {
     }
 }
 
-/// Where events go. Cloning shares the sink.
-#[derive(Clone)]
-pub struct Events(Arc<dyn Fn(&Event) + Send + Sync>);
+/// Where events of type `E` go: stderr, the line editor's printer, the demo's narrator, a
+/// test's collector. Cloning shares the sink. The room uses the same sink for its own events.
+pub struct Events<E = Event>(Arc<dyn Fn(&E) + Send + Sync>);
 
-impl Events {
-    /// Events from any function, e.g. the demo's narrator or a test's collector.
-    pub fn new(f: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+impl<E> Clone for Events<E> {
+    fn clone(&self) -> Self {
+        Events(self.0.clone())
+    }
+}
+
+impl<E> Events<E> {
+    /// Events to any function.
+    pub fn new(f: impl Fn(&E) + Send + Sync + 'static) -> Self {
         Events(Arc::new(f))
     }
 
-    /// `wirechat: <event>` lines on stderr; with `quiet`, only warnings.
-    pub fn stderr(quiet: bool) -> Self {
-        Events::new(move |e| {
-            if !quiet || e.always_shown() {
-                // A closed stderr must not take the conversation down with it.
-                let _ = writeln!(std::io::stderr().lock(), "wirechat: {e}");
-            }
-        })
+    /// Events nowhere.
+    pub fn discard() -> Self {
+        Events::new(|_| {})
     }
 
     /// Reports `event`.
-    pub fn emit(&self, event: Event) {
+    pub fn emit(&self, event: E) {
         (self.0)(&event)
+    }
+}
+
+impl<E: fmt::Display + 'static> Events<E> {
+    /// `wirechat: <event>` lines on stderr, one write each so that readers never see half a
+    /// line; with `quiet`, only the events `shown_when_quiet` picks. A closed stderr must not take
+    /// the program down with it, so write errors are ignored.
+    pub fn stderr_when(quiet: bool, shown_when_quiet: fn(&E) -> bool) -> Self {
+        Events::new(move |e| {
+            if !quiet || shown_when_quiet(e) {
+                let line = format!("wirechat: {e}\n");
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+        })
+    }
+}
+
+impl Events<Event> {
+    /// Events on stderr; with `quiet`, only warnings and the `--trace` ladder.
+    pub fn stderr(quiet: bool) -> Self {
+        Events::stderr_when(quiet, Event::always_shown)
     }
 
     /// Reports a warning.

@@ -144,7 +144,7 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
         .recv()
         .map_err(|_| "editor thread ended".to_string())??;
     let events_printer = printer.clone();
-    let events = Events::new(move |e| {
+    let events = Events::new(move |e: &super::Event| {
         if !quiet || e.always_shown() {
             if let Ok(mut p) = events_printer.lock() {
                 let _ = p.print(format!("wirechat: {e}\n"));
