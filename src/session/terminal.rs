@@ -37,9 +37,9 @@ impl Terminal {
         if editor && stdin_is_tty && stdout_is_tty {
             match start_editor(quiet) {
                 Ok(t) => return t,
-                Err(e) => eprintln!(
-                    "wirechat: warning: line editor unavailable ({e}); reading stdin plainly"
-                ),
+                Err(e) => Events::stderr(quiet).warn(format!(
+                    "line editor unavailable ({e}); reading stdin plainly"
+                )),
             }
         }
         let output: Pin<Box<dyn AsyncWrite + Send>> = if stdout_never_blocks() {
