@@ -89,13 +89,10 @@ pub struct RoomArgs {
     /// Send each joiner the last N chat lines.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub history: usize,
-    /// Lines queued for a client. While its queue is full, senders to it wait; a client whose
-    /// queue stays full for --stall seconds is not reading and is disconnected.
-    #[arg(long, value_name = "LINES", default_value_t = 1024)]
+    /// Lines a client may fall behind while it is not reading (its socket is full) before it
+    /// is disconnected. The room keeps those lines once for all clients.
+    #[arg(long, value_name = "LINES", default_value_t = 16_384)]
     pub queue: usize,
-    /// How long a client's queue may stay full before it is disconnected.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "2")]
-    pub stall: Duration,
     /// Announce joins and leaves only while the room has at most N members.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub announce_max: usize,
@@ -115,7 +112,6 @@ impl RoomArgs {
             log: self.log.clone(),
             queue: self.queue,
             announce_max: self.announce_max,
-            stall: self.stall,
             ..crate::room::Config::default()
         }
     }

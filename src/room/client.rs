@@ -1,26 +1,22 @@
 //! One connection: a reader (bounded lines -> decode -> rate limit -> command or chat) and a
-//! writer (drain the bounded queue, coalescing everything queued into one write), run together
-//! in one task over the two halves of the socket.
+//! writer that takes over from the flushers while the client's socket is full, run together in
+//! one task. At the end the task writes what the client is still owed, then closes.
 
 use super::Config;
 use super::commands::{HELP, Input, parse};
 use super::limits::RateLimit;
-use super::state::{Chunk, ClientId, Kick, Pending, Room};
+use super::outbox::{ClientId, Conn, Flushed, Kick};
+use super::state::Room;
 use crate::codec::{Encoding, LineSplitter, Piece, sanitize_into};
 use crate::transport::describe;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes read from a client at a time.
 const READ_SIZE: usize = 4096;
-
-/// A writer gathers queued chunks up to about this many bytes into one write.
-const COALESCE_MAX: usize = 64 << 10;
 
 /// What the line framing produced.
 enum Framed {
@@ -33,40 +29,72 @@ enum Framed {
 pub async fn serve(
     room: Arc<Room>,
     config: Arc<Config>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     id: ClientId,
     shutdown: CancellationToken,
 ) {
     // Chat lines are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
-    let (tx, rx) = mpsc::channel(config.queue);
-    let kick = Arc::new(Kick::default());
-    let Some(joined) = room.join(id, peer, tx, kick.clone()) else {
-        let _ = stream.write_all(b"* server shutting down\n").await;
-        return;
-    };
-    let (rd, wr) = stream.split();
-    let reader = read_loop(&room, &config, rd, id, &kick, &shutdown);
-    let writer = write_loop(rx, wr, &kick);
-    tokio::pin!(writer);
-    let reader = async {
-        room.deliver(joined.pending).await;
-        reader.await
-    };
-    tokio::select! {
-        reason = reader => {
-            // Leaving drops the room's end of the queue, so the writer delivers what is
-            // queued (a goodbye, an error) and ends; others hear about it meanwhile.
-            let pending = room.leave(id, &reason);
-            let _ = tokio::join!(
-                tokio::time::timeout(config.grace, &mut writer),
-                room.deliver(pending)
-            );
+    // Until the socket is known to be writable, every write would be put off.
+    let _ = stream.writable().await;
+    let conn = match room.join(id, peer, stream) {
+        Ok(conn) => conn,
+        Err(mut stream) => {
+            let _ = stream.write_all(b"* server shutting down\n").await;
+            return;
         }
-        outcome = &mut writer => {
-            if let Err(reason) = outcome {
-                room.deliver(room.leave(id, &reason)).await;
+    };
+    let reason = tokio::select! {
+        reason = read_loop(&room, &config, &conn, &shutdown) => reason,
+        reason = write_loop(&room, &conn) => reason,
+    };
+    room.leave(id, &reason);
+    if conn.kick.token.is_cancelled() {
+        // Cut off: its socket is full, so this line gets through only if there is room.
+        let _ = conn
+            .stream
+            .try_write(format!("\n! disconnected: {}\n", conn.kick.reason()).as_bytes());
+    } else {
+        // Whatever it is owed up to now (a goodbye, an error) goes out before the close.
+        let _ = tokio::time::timeout(config.grace, drain(&room, &conn)).await;
+    }
+    let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
+    room.gone(id);
+}
+
+/// Takes over from the flushers whenever they find the socket full: waits until it is
+/// writable, writes the backlog, and hands back. Returns only when the connection fails.
+pub(super) async fn write_loop(room: &Room, conn: &Arc<Conn>) -> String {
+    loop {
+        conn.blocked.notified().await;
+        loop {
+            if let Err(e) = conn.stream.writable().await {
+                return describe(&e);
+            }
+            match conn.catch_up(|c| room.snapshot(c)) {
+                Ok(true) => {
+                    // Lines may have arrived after the last snapshot: the flusher looks again.
+                    room.mark(conn);
+                    break;
+                }
+                Ok(false) | Err(Flushed::Blocked | Flushed::Behind | Flushed::Done) => {}
+                Err(Flushed::Failed(e)) => return describe(&e),
+            }
+        }
+    }
+}
+
+/// Writes everything the client is still owed (up to where it left), waiting for room.
+pub(super) async fn drain(room: &Room, conn: &Conn) {
+    loop {
+        match conn.catch_up(|c| room.snapshot(c)) {
+            Ok(true) | Err(Flushed::Failed(_)) => return,
+            Ok(false) => {}
+            Err(_) => {
+                if conn.stream.writable().await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -76,11 +104,10 @@ pub async fn serve(
 async fn read_loop(
     room: &Room,
     config: &Config,
-    rd: ReadHalf<'_>,
-    id: ClientId,
-    kick: &Kick,
+    conn: &Conn,
     shutdown: &CancellationToken,
 ) -> String {
+    let (rd, id, kick) = (&conn.stream, conn.id, &conn.kick);
     let mut splitter = LineSplitter::new(config.max_line);
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
@@ -104,7 +131,7 @@ async fn read_loop(
                 None => {
                     let secs = config.idle_timeout.unwrap_or_default().as_secs_f64();
                     // The client is leaving: its own queue has room or it is cut off anyway.
-                    let _ = room.tell(id, &format!("! idle for {secs} s: closing\n"));
+                    room.tell(id, &format!("! idle for {secs} s: closing\n"));
                     return format!("idle for {secs} s");
                 }
                 Some(Ok(())) => (),
@@ -142,7 +169,7 @@ async fn read_loop(
                 while let Some(wait) = limit.take() {
                     if !throttled {
                         let (r, b) = config.rate.unwrap_or_default();
-                        let _ = room.tell(
+                        room.tell(
                             id,
                             &format!(
                                 "! slow down: at most {r} lines a second (bursts of {b}); \
@@ -163,29 +190,19 @@ async fn read_loop(
                     throttled = false;
                 }
             }
-            let (pending, quit) = match item {
-                Framed::TooLong => (
+            let quit = match item {
+                Framed::TooLong => {
                     room.tell(
                         id,
                         &format!(
                             "! line too long (more than {} bytes): not sent\n",
                             config.max_line
                         ),
-                    ),
-                    None,
-                ),
+                    );
+                    None
+                }
                 Framed::Line(bytes) => handle(room, id, &mut encoding, &bytes),
             };
-            if !pending.is_empty() {
-                // Someone's queue is full: wait for it (bounded by the stall time), so
-                // this sender is slowed down rather than a reader losing lines.
-                tokio::select! {
-                    biased;
-                    () = kick.token.cancelled() => return kicked(kick),
-                    () = shutdown.cancelled() => return "server shutting down".into(),
-                    () = room.deliver(pending) => {}
-                }
-            }
             if let Some(reason) = quit {
                 return reason;
             }
@@ -193,26 +210,23 @@ async fn read_loop(
         if n == 0 {
             return "connection closed".into();
         }
-        // Let the writers run between one sender's reads, so a fast sender's burst does not
-        // fill the queues before they get a turn.
-        tokio::task::yield_now().await;
+        // A sender faster than the flushers waits for them (and its socket fills), so the
+        // log never holds more than the queue allows for members that are reading.
+        tokio::select! {
+            biased;
+            () = kick.token.cancelled() => return kicked(kick),
+            () = shutdown.cancelled() => return "server shutting down".into(),
+            () = room.wait_for_flushers() => {}
+        }
     }
 }
 
 fn kicked(kick: &Kick) -> String {
-    kick.reason
-        .get()
-        .cloned()
-        .unwrap_or_else(|| "disconnected".into())
+    kick.reason()
 }
 
-/// Acts on one line; returns what is left to deliver, and a reason when the client quits.
-fn handle(
-    room: &Room,
-    id: ClientId,
-    encoding: &mut Encoding,
-    bytes: &[u8],
-) -> (Pending, Option<String>) {
+/// Acts on one line; returns a reason when the client quits.
+fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> Option<String> {
     let mut text = String::with_capacity(bytes.len());
     encoding.decode_message(bytes, &mut text);
     let clean = |s: &str| {
@@ -220,19 +234,21 @@ fn handle(
         sanitize_into(s, &mut out);
         out
     };
-    let pending = match parse(&text) {
-        Input::Empty => Pending::default(),
+    match parse(&text) {
+        Input::Empty => {}
         Input::Say(t) => room.say(id, &clean(t)),
         Input::Me(t) => room.me(id, &clean(t)),
-        Input::Nick(n) => match room.rename(id, n) {
-            Ok(p) => p,
-            Err(why) => room.tell(id, &format!("! cannot use that nickname: {why}\n")),
-        },
+        Input::Nick(n) => {
+            if let Err(why) = room.rename(id, n) {
+                room.tell(id, &format!("! cannot use that nickname: {why}\n"));
+            }
+        }
         Input::Who => room.who(id),
-        Input::Msg { to, text } => match room.private(id, to, &clean(text)) {
-            Ok(p) => p,
-            Err(why) => room.tell(id, &format!("! {}\n", clean(&why))),
-        },
+        Input::Msg { to, text } => {
+            if let Err(why) = room.private(id, to, &clean(text)) {
+                room.tell(id, &format!("! {}\n", clean(&why)));
+            }
+        }
         Input::Encoding(None) => room.tell(
             id,
             &format!(
@@ -253,7 +269,8 @@ fn handle(
                 Some(r) => format!("quit: {}", clean(r)),
                 None => "quit".into(),
             };
-            return (room.tell(id, "* bye\n"), Some(reason));
+            room.tell(id, "* bye\n");
+            return Some(reason);
         }
         Input::Help => {
             let mut help = HELP.join("\n");
@@ -268,56 +285,6 @@ fn handle(
                 clean(name)
             ),
         ),
-    };
-    (pending, None)
-}
-
-/// Drains the queue into the socket. Ends `Ok` when the room lets go of the queue and
-/// everything queued is written, `Err(reason)` when the client is cut off or the write fails.
-async fn write_loop(
-    mut rx: mpsc::Receiver<Chunk>,
-    mut wr: WriteHalf<'_>,
-    kick: &Kick,
-) -> Result<(), String> {
-    let mut buf: Vec<u8> = Vec::new();
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = kick.token.cancelled() => return Err(cut_off(kick, &wr)),
-            c = rx.recv() => c,
-        };
-        let Some(first) = first else {
-            let _ = wr.shutdown().await;
-            return Ok(());
-        };
-        buf.extend_from_slice(&first);
-        // Everything already queued goes out in the same write: one syscall for many lines.
-        while buf.len() < COALESCE_MAX {
-            match rx.try_recv() {
-                Ok(c) => buf.extend_from_slice(&c),
-                Err(_) => break,
-            }
-        }
-        tokio::select! {
-            biased;
-            () = kick.token.cancelled() => return Err(cut_off(kick, &wr)),
-            r = wr.write_all(&buf) => {
-                if let Err(e) = r {
-                    return Err(describe(&e));
-                }
-            }
-        }
-        buf.clear();
-        if buf.capacity() > 4096 && rx.is_empty() {
-            // Between bursts, give the memory back: thousands of idle clients add up.
-            buf = Vec::new();
-        }
     }
-}
-
-/// The reason a client was cut off; tells the client too, if its socket has room.
-fn cut_off(kick: &Kick, wr: &WriteHalf<'_>) -> String {
-    let reason = kicked(kick);
-    let _ = wr.try_write(format!("\n! disconnected: {reason}\n").as_bytes());
-    reason
+    None
 }

@@ -4,10 +4,13 @@
 //! - [`server`]: the listener task. Accepts with a large backlog, caps connections with a
 //!   semaphore (a client over the cap is told the room is full), backs off on accept errors.
 //! - [`client`]: one task per connection. Reads bounded lines, decodes them with the client's
-//!   encoding, applies the rate limit and idle timeout, parses commands; its writer drains the
-//!   client's bounded queue and coalesces everything queued into one write.
-//! - [`state`]: members by nickname; a broadcast pushes one `Arc`'d chunk per distinct encoding
-//!   into each member's queue, and a full queue cuts that member off.
+//!   encoding, applies the rate limit and idle timeout, parses commands; takes over writing
+//!   while the client's socket is full, and writes its last lines when it leaves.
+//! - [`state`]: members by nickname; a line for everyone is appended once to a shared log, a
+//!   line for one member is queued on it; a member too far behind that is not reading is cut
+//!   off.
+//! - [`outbox`]: the log, each member's cursor into it, and the flushers that write every
+//!   member's backlog in one `writev` per pass (one flusher per worker thread).
 //! - [`commands`]: the slash commands and the nickname rules.
 //! - [`limits`]: the token bucket and the open-files limit.
 //!
@@ -17,6 +20,7 @@
 pub mod client;
 pub mod commands;
 pub mod limits;
+pub mod outbox;
 pub mod server;
 pub mod state;
 
@@ -67,13 +71,13 @@ pub struct Config {
     pub history: usize,
     /// Transcript file, appended to.
     pub log: Option<PathBuf>,
-    /// Chunks (lines or replies) queued for one client before it counts as not reading.
+    /// Lines a client may fall behind while its socket is full (it is not reading) before it
+    /// is cut off. The lines are kept once for everyone, not per client.
     pub queue: usize,
     /// Joins and leaves are announced while the room has at most this many members.
     pub announce_max: usize,
-    /// How long a client's queue may stay full (it is not reading) before it is cut off;
-    /// until then, senders to it wait.
-    pub stall: Duration,
+    /// Flusher tasks writing to clients (each serves a share of them).
+    pub flushers: usize,
     /// How long writers may take to deliver their last lines at shutdown.
     pub grace: Duration,
 }
@@ -87,9 +91,9 @@ impl Default for Config {
             idle_timeout: None,
             history: 0,
             log: None,
-            queue: 1024,
+            queue: 16_384,
             announce_max: 1000,
-            stall: Duration::from_secs(2),
+            flushers: 1,
             grace: Duration::from_secs(2),
         }
     }
@@ -104,8 +108,8 @@ impl Config {
         if self.max_line < 16 {
             return bad("--max-line must be at least 16 bytes");
         }
-        if self.queue == 0 {
-            return bad("--queue must be at least 1");
+        if self.queue < 16 {
+            return bad("--queue must be at least 16 lines");
         }
         if let Some((rate, _)) = self.rate {
             if !(rate.is_finite() && rate > 0.0) {
@@ -187,11 +191,15 @@ impl RoomEvent {
 /// benchmark machine neither choice was clearly faster (bench/RESULTS.md).
 pub async fn serve(
     addr: &HostPort,
-    config: Config,
+    mut config: Config,
     quiet: bool,
     threads: usize,
 ) -> Result<(), Error> {
     config.check()?;
+    config.flushers = match threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     let addr = addr.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -297,6 +305,10 @@ pub async fn run(
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
 
+    for k in 0..config.flushers.max(1) {
+        let (room, token) = (room.clone(), token.clone());
+        tokio::spawn(async move { token.run_until_cancelled(room.flush(k)).await });
+    }
     if let Some(input) = input {
         tokio::spawn(server::keyboard(room.clone(), input, token.clone()));
     }
@@ -316,8 +328,8 @@ pub async fn run(
         () = shutdown => {}
     }
     events.emit(RoomEvent::ShuttingDown);
-    // The room says goodbye and lets go of the queues before the tasks are told to stop, so no
-    // client leaves on its own first and misses the line.
+    // The room says goodbye and ends everyone's lines there before the tasks are told to
+    // stop, so no client leaves on its own first and misses the line.
     room.shut_down();
     token.cancel();
     tracker.close();

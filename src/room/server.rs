@@ -138,7 +138,8 @@ pub async fn keyboard(
         });
         for line in lines.drain(..) {
             if !line.trim().is_empty() {
-                room.deliver(room.server_say(&line)).await;
+                room.server_say(&line);
+                room.wait_for_flushers().await;
             }
         }
     }

@@ -1,102 +1,49 @@
-//! The room's shared state: who is here (by id and by nickname), each member's bounded send
-//! queue and wire encoding, the history kept for joiners, and the transcript.
+//! The room's shared state: who is here (by id and by nickname), the shared log of lines for
+//! everyone (see [`super::outbox`]), the history kept for joiners, and the transcript.
 //!
-//! Every operation takes the lock once and never awaits while holding it: delivering a message
-//! is a non-blocking push of an `Arc`'d chunk into each member's queue. When a queue is full the
-//! chunk is handed back as [`Pending`]: the caller waits for room in that queue, but only until
-//! the queue has been full for `Config::stall`; then the member is cut off ("send queue full").
-//! So a burst never costs a reading client its lines, and a client that stopped reading holds
-//! the others up for at most the stall time, once.
+//! Every operation takes the lock once, never awaits while holding it, and makes no syscall on
+//! a client's socket: a line for everyone is one entry appended to the log, a line for one
+//! member is queued on that member; the flushers write them. A member that is more than
+//! `Config::queue` lines behind while its socket is full is not reading, and is cut off
+//! (`send queue full`); nobody else waits for it.
 
 use super::commands::check_nick;
+use super::outbox::{Chunk, ClientId, Conn, Entry, Log, Shard, Snapshot, encode};
 use super::{Config, EventSink, RoomEvent};
-use crate::codec::Encoding;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-
-/// Encoded bytes ready for the wire, shared by every member with the same encoding.
-pub type Chunk = Arc<[u8]>;
-
-/// Identifies a connection for its whole life (nicknames change).
-pub type ClientId = u64;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// The most names `/who` lists before summarising the rest.
 const WHO_MAX_NAMES: usize = 100;
 
-/// How the room tells a client task that it has been cut off, and why.
-#[derive(Default)]
-pub struct Kick {
-    /// Cancelled when the room removes the client.
-    pub token: CancellationToken,
-    /// Why, set before the token is cancelled.
-    pub reason: OnceLock<String>,
-}
+/// The most log entries a member catching up on its own copies at once.
+const CATCH_UP_MAX: usize = 1024;
 
 /// The room's side of one client.
 struct Member {
     nick: String,
-    encoding: Encoding,
-    queue: mpsc::Sender<Chunk>,
-    kick: Arc<Kick>,
-    /// When the queue was first found full, if it still is.
-    full_since: Option<Instant>,
-}
-
-/// A chunk that did not fit in a member's queue yet.
-struct Blocked {
-    id: ClientId,
-    queue: mpsc::Sender<Chunk>,
-    chunk: Chunk,
-    /// The member is cut off if the chunk still does not fit by then.
-    deadline: Instant,
-}
-
-/// Deliveries still to make: pass to [`Room::deliver`].
-#[must_use = "blocked chunks must be delivered with Room::deliver"]
-#[derive(Default)]
-pub struct Pending(Vec<Blocked>);
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Pending({} chunks)", self.0.len())
-    }
-}
-
-impl Pending {
-    /// True when everything was delivered at once.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// What one operation left to do: members to cut off now, chunks to deliver later.
-struct Delivery {
-    now: Instant,
-    stall: std::time::Duration,
-    cut: Vec<ClientId>,
-    blocked: Vec<Blocked>,
-}
-
-/// The result of [`Room::join`].
-pub struct Joined {
-    /// The nickname given (`guest-N`).
-    pub nick: String,
-    /// The greeting and the announcement, if they did not fit at once.
-    pub pending: Pending,
+    conn: Arc<Conn>,
+    /// Index in its shard's member list.
+    slot: usize,
 }
 
 /// Everything behind the lock.
 struct State {
     members: HashMap<ClientId, Member>,
+    /// Each flusher's members.
+    shards: Vec<Vec<Arc<Conn>>>,
+    /// Members that left but whose task is still writing their last lines.
+    draining: HashMap<ClientId, Arc<Conn>>,
     /// Lower-cased nickname -> id, for uniqueness without regard to case.
     nicks: HashMap<String, ClientId>,
     next_guest: u64,
+    log: Log,
     history: VecDeque<Arc<str>>,
     transcript: Option<BufWriter<File>>,
     /// Whether joins and leaves are currently announced (see `Config::announce_max`).
@@ -109,65 +56,35 @@ pub struct Room {
     state: Mutex<State>,
     config: Arc<Config>,
     events: EventSink,
+    shards: Vec<Shard>,
+    /// Told each time a flusher finishes a pass over its members.
+    progress: Notify,
 }
 
-/// A line's encodings, made on first need and reused for every member with the same encoding.
-struct Encoded<'a> {
-    text: &'a str,
-    cache: Vec<(Encoding, Chunk)>,
-}
-
-impl<'a> Encoded<'a> {
-    fn new(text: &'a str) -> Self {
-        Encoded {
-            text,
-            cache: Vec::with_capacity(1),
-        }
-    }
-
-    fn get(&mut self, enc: Encoding) -> Chunk {
-        if let Some((_, c)) = self.cache.iter().find(|(e, _)| *e == enc) {
-            return c.clone();
-        }
-        let chunk = encode(self.text, enc);
-        self.cache.push((enc, chunk.clone()));
-        chunk
-    }
-}
-
-fn encode(text: &str, enc: Encoding) -> Chunk {
-    if enc.is_utf8() {
-        return Arc::from(text.as_bytes());
-    }
-    let mut out = Vec::with_capacity(text.len());
-    enc.encode_message(text, &mut out);
-    Arc::from(out)
-}
+/// Members to cut off once the current operation is done.
+type Cuts = Vec<ClientId>;
 
 impl Room {
-    /// An empty room; `transcript` is the opened `--log` file, if any.
+    /// An empty room with `config.flushers` flushers; `transcript` is the opened `--log` file.
     pub fn new(config: Arc<Config>, events: EventSink, transcript: Option<File>) -> Self {
+        let n = config.flushers.max(1);
         Room {
             state: Mutex::new(State {
                 members: HashMap::new(),
+                shards: vec![Vec::new(); n],
+                draining: HashMap::new(),
                 nicks: HashMap::new(),
                 next_guest: 1,
+                log: Log::default(),
                 history: VecDeque::new(),
                 transcript: transcript.map(|f| BufWriter::with_capacity(64 << 10, f)),
                 announcing: true,
                 closing: false,
             }),
+            shards: (0..n).map(|_| Shard::default()).collect(),
             config,
             events,
-        }
-    }
-
-    fn delivery(&self) -> Delivery {
-        Delivery {
-            now: Instant::now(),
-            stall: self.config.stall,
-            cut: Vec::new(),
-            blocked: Vec::new(),
+            progress: Notify::new(),
         }
     }
 
@@ -177,17 +94,17 @@ impl Room {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a client under a fresh `guest-N` name, greets it (with history) and tells the others.
+    /// Adds a client under a fresh `guest-N` name, greets it (with history) and tells the
+    /// others. The stream comes back when the room is shutting down.
     pub fn join(
         &self,
         id: ClientId,
         peer: SocketAddr,
-        queue: mpsc::Sender<Chunk>,
-        kick: Arc<Kick>,
-    ) -> Option<Joined> {
+        stream: TcpStream,
+    ) -> Result<Arc<Conn>, TcpStream> {
         let mut st = self.lock();
         if st.closing {
-            return None;
+            return Err(stream);
         }
         let nick = loop {
             let n = format!("guest-{}", st.next_guest);
@@ -196,15 +113,17 @@ impl Room {
                 break n;
             }
         };
+        let shard = (id % self.shards.len() as u64) as usize;
+        let conn = Arc::new(Conn::new(id, stream, shard, st.log.end()));
         st.nicks.insert(nick.clone(), id);
+        let slot = st.shards[shard].len();
+        st.shards[shard].push(conn.clone());
         st.members.insert(
             id,
             Member {
                 nick: nick.clone(),
-                encoding: Encoding::UTF8,
-                queue,
-                kick,
-                full_since: None,
+                conn: conn.clone(),
+                slot,
             },
         );
         let online = st.members.len();
@@ -214,33 +133,53 @@ impl Room {
         for line in &st.history {
             greeting.push_str(line);
         }
-        let mut d = self.delivery();
-        send_to(&mut st, id, &greeting, &mut d);
+        let mut cuts = Cuts::new();
+        self.send_to(&mut st, id, &greeting, &mut cuts);
         self.events.emit(RoomEvent::Joined {
             nick: nick.clone(),
             peer,
         });
-        self.update_announcing(&mut st, &mut d);
+        self.update_announcing(&mut st, &mut cuts);
         if st.announcing {
-            broadcast(&mut st, Some(id), &format!("* {nick} joined\n"), &mut d);
+            self.broadcast(&mut st, Some(id), &format!("* {nick} joined\n"), &mut cuts);
         }
         log(&mut st, &format!("* {nick} joined"));
-        let pending = self.settle(&mut st, d);
-        Some(Joined { nick, pending })
+        self.settle(&mut st, cuts);
+        Ok(conn)
     }
 
-    /// Removes a client (if still here) and tells the others why it left.
-    pub fn leave(&self, id: ClientId, reason: &str) -> Pending {
+    /// Removes a client (if still here) and tells the others why it left. Its task goes on
+    /// writing what it was owed until then, and calls [`Room::gone`] when done.
+    pub fn leave(&self, id: ClientId, reason: &str) {
         let mut st = self.lock();
-        let mut d = self.delivery();
-        self.remove(&mut st, id, reason, &mut d);
-        self.settle(&mut st, d)
+        let mut cuts = Cuts::new();
+        self.remove(&mut st, id, reason, &mut cuts);
+        self.settle(&mut st, cuts);
     }
 
-    fn remove(&self, st: &mut State, id: ClientId, reason: &str, d: &mut Delivery) {
+    /// The client's task has ended.
+    pub fn gone(&self, id: ClientId) {
+        self.lock().draining.remove(&id);
+    }
+
+    fn remove(&self, st: &mut State, id: ClientId, reason: &str, cuts: &mut Cuts) {
         let Some(m) = st.members.remove(&id) else {
             return;
         };
+        let shard = m.conn.shard;
+        let list = &mut st.shards[shard];
+        list.swap_remove(m.slot);
+        if let Some(moved) = list.get(m.slot) {
+            let moved = moved.id;
+            if let Some(other) = st.members.get_mut(&moved) {
+                other.slot = m.slot;
+            }
+        }
+        m.conn.leave_at(st.log.end());
+        if !m.conn.kick.token.is_cancelled() {
+            // It is owed lines up to here; a member cut off is owed nothing.
+            st.draining.insert(id, m.conn);
+        }
         st.nicks.remove(&m.nick.to_lowercase());
         if st.closing {
             return;
@@ -251,44 +190,25 @@ impl Room {
         });
         let line = format!("* {} left ({reason})\n", m.nick);
         if st.announcing {
-            broadcast(st, None, &line, d);
+            self.broadcast(st, None, &line, cuts);
         }
         log(st, line.trim_end());
-        self.update_announcing(st, d);
+        self.update_announcing(st, cuts);
     }
 
-    /// Cuts off every member whose queue stayed full too long (which may cut off more) and
-    /// returns what is left to deliver.
-    fn settle(&self, st: &mut State, mut d: Delivery) -> Pending {
-        while let Some(id) = d.cut.pop() {
+    /// Cuts off the members in `cuts` (which may cut off more).
+    fn settle(&self, st: &mut State, mut cuts: Cuts) {
+        while let Some(id) = cuts.pop() {
             if let Some(m) = st.members.get(&id) {
-                let _ = m.kick.reason.set("send queue full".into());
-                m.kick.token.cancel();
-                self.remove(st, id, "send queue full", &mut d);
-            }
-        }
-        d.blocked.retain(|b| st.members.contains_key(&b.id));
-        Pending(d.blocked)
-    }
-
-    /// Waits for room in the queues `pending` is blocked on, each until its member's queue has
-    /// been full for the stall time; a member still full then is cut off.
-    pub async fn deliver(&self, pending: Pending) {
-        let mut work = pending.0;
-        while let Some(b) = work.pop() {
-            let sent = tokio::time::timeout_at(b.deadline, b.queue.send(b.chunk)).await;
-            if sent.is_err() {
-                let mut st = self.lock();
-                let mut d = self.delivery();
-                d.cut.push(b.id);
-                work.extend(self.settle(&mut st, d).0);
+                m.conn.kick.kick("send queue full");
+                self.remove(st, id, "send queue full", &mut cuts);
             }
         }
     }
 
     /// Joins and leaves are announced only while the room is small enough that telling
-    /// everyone about everyone stays cheap (each announcement costs one line per member).
-    fn update_announcing(&self, st: &mut State, d: &mut Delivery) {
+    /// everyone about everyone stays cheap (each announcement costs one write per member).
+    fn update_announcing(&self, st: &mut State, cuts: &mut Cuts) {
         let limit = self.config.announce_max;
         let n = st.members.len();
         if st.announcing && n > limit {
@@ -296,48 +216,44 @@ impl Room {
             let line = format!(
                 "* more than {limit} members: joins and leaves are no longer announced (/who counts)\n"
             );
-            broadcast(st, None, &line, d);
+            self.broadcast(st, None, &line, cuts);
         } else if !st.announcing && n <= limit {
             st.announcing = true;
-            broadcast(
-                st,
-                None,
-                &format!("* {n} members: joins and leaves are announced again\n"),
-                d,
-            );
+            let line = format!("* {n} members: joins and leaves are announced again\n");
+            self.broadcast(st, None, &line, cuts);
         }
     }
 
     /// A chat line from a member, to everyone else: `<nick> text`. `text` is sanitised.
-    pub fn say(&self, id: ClientId, text: &str) -> Pending {
+    pub fn say(&self, id: ClientId, text: &str) {
         let mut st = self.lock();
         let Some(m) = st.members.get(&id) else {
-            return Pending::default();
+            return;
         };
         let line = format!("<{}> {text}\n", m.nick);
-        self.publish(&mut st, Some(id), line)
+        self.publish(&mut st, Some(id), line);
     }
 
     /// An action, `* nick text`, to everyone else. `text` is sanitised.
-    pub fn me(&self, id: ClientId, text: &str) -> Pending {
+    pub fn me(&self, id: ClientId, text: &str) {
         let mut st = self.lock();
         let Some(m) = st.members.get(&id) else {
-            return Pending::default();
+            return;
         };
         let line = format!("* {} {text}\n", m.nick);
-        self.publish(&mut st, Some(id), line)
+        self.publish(&mut st, Some(id), line);
     }
 
     /// A line typed on the server's own stdin: `<server> text` to everyone.
-    pub fn server_say(&self, text: &str) -> Pending {
+    pub fn server_say(&self, text: &str) {
         let mut st = self.lock();
-        self.publish(&mut st, None, format!("<server> {text}\n"))
+        self.publish(&mut st, None, format!("<server> {text}\n"));
     }
 
     /// Broadcasts a chat line and keeps it in the history and the transcript.
-    fn publish(&self, st: &mut State, from: Option<ClientId>, line: String) -> Pending {
-        let mut d = self.delivery();
-        broadcast(st, from, &line, &mut d);
+    fn publish(&self, st: &mut State, from: Option<ClientId>, line: String) {
+        let mut cuts = Cuts::new();
+        self.broadcast(st, from, &line, &mut cuts);
         log(st, line.trim_end());
         if self.config.history > 0 {
             if st.history.len() == self.config.history {
@@ -345,19 +261,70 @@ impl Room {
             }
             st.history.push_back(Arc::from(line));
         }
-        self.settle(st, d)
+        self.settle(st, cuts);
+    }
+
+    /// Appends `line` to the log for everyone but `skip`, and wakes the flushers. When the log
+    /// holds more than it must, members too far behind are found and cut off, and the rest
+    /// is forgotten.
+    fn broadcast(&self, st: &mut State, skip: Option<ClientId>, line: &str, cuts: &mut Cuts) {
+        st.log.push(Entry::new(line, skip));
+        for shard in &self.shards {
+            shard.log_grew();
+        }
+        let cap = self.config.queue;
+        if st.log.len() > cap + cap / 8 {
+            let end = st.log.end();
+            let mut oldest = end;
+            for (&id, m) in &st.members {
+                let out = m.conn.out();
+                if out.blocked() && out.behind(end) > cap as u64 {
+                    cuts.push(id);
+                } else {
+                    oldest = oldest.min(end - out.behind(end));
+                }
+            }
+            for conn in st.draining.values() {
+                // A member that left is owed its last lines for a while, but not a longer
+                // backlog than anyone else.
+                let behind = conn.out().behind(end);
+                if behind <= cap as u64 {
+                    oldest = oldest.min(end - behind);
+                }
+            }
+            st.log.trim(oldest);
+        }
+    }
+
+    /// Queues `text` for one member.
+    fn send_to(&self, st: &mut State, id: ClientId, text: &str, cuts: &mut Cuts) {
+        let Some(m) = st.members.get(&id) else {
+            return;
+        };
+        let tag = st.log.end();
+        let mut out = m.conn.out();
+        let chunk: Chunk = encode(text, out.encoding());
+        if !Conn::push_private(&mut out, tag, chunk) {
+            cuts.push(id);
+            return;
+        }
+        let flushed = !out.blocked();
+        drop(out);
+        if flushed {
+            self.shards[m.conn.shard].mark(&m.conn);
+        }
     }
 
     /// A line to one member only (replies, errors).
-    pub fn tell(&self, id: ClientId, text: &str) -> Pending {
+    pub fn tell(&self, id: ClientId, text: &str) {
         let mut st = self.lock();
-        let mut d = self.delivery();
-        send_to(&mut st, id, text, &mut d);
-        self.settle(&mut st, d)
+        let mut cuts = Cuts::new();
+        self.send_to(&mut st, id, text, &mut cuts);
+        self.settle(&mut st, cuts);
     }
 
     /// `/nick`: renames a member if the name is allowed and free.
-    pub fn rename(&self, id: ClientId, new: &str) -> Result<Pending, String> {
+    pub fn rename(&self, id: ClientId, new: &str) -> Result<(), String> {
         check_nick(new)?;
         let mut st = self.lock();
         let key = new.to_lowercase();
@@ -369,7 +336,7 @@ impl Room {
             None => {}
         }
         let Some(m) = st.members.get_mut(&id) else {
-            return Ok(Pending::default());
+            return Ok(());
         };
         let old = std::mem::replace(&mut m.nick, new.to_string());
         st.nicks.remove(&old.to_lowercase());
@@ -379,14 +346,15 @@ impl Room {
             new: new.to_string(),
         });
         let line = format!("* {old} is now known as {new}\n");
-        let mut d = self.delivery();
-        broadcast(&mut st, None, &line, &mut d);
+        let mut cuts = Cuts::new();
+        self.broadcast(&mut st, None, &line, &mut cuts);
         log(&mut st, line.trim_end());
-        Ok(self.settle(&mut st, d))
+        self.settle(&mut st, cuts);
+        Ok(())
     }
 
     /// `/who`: who is online, to the asking member.
-    pub fn who(&self, id: ClientId) -> Pending {
+    pub fn who(&self, id: ClientId) {
         let mut st = self.lock();
         let mut names: Vec<&str> = st.members.values().map(|m| m.nick.as_str()).collect();
         names.sort_unstable();
@@ -396,13 +364,13 @@ impl Room {
             line.push_str(&format!(" and {} more", n - WHO_MAX_NAMES));
         }
         line.push('\n');
-        let mut d = self.delivery();
-        send_to(&mut st, id, &line, &mut d);
-        self.settle(&mut st, d)
+        let mut cuts = Cuts::new();
+        self.send_to(&mut st, id, &line, &mut cuts);
+        self.settle(&mut st, cuts);
     }
 
     /// `/msg`: a private line to one member; the sender gets a copy.
-    pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Pending, String> {
+    pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<(), String> {
         let mut st = self.lock();
         let Some(&target) = st.nicks.get(&to.to_lowercase()) else {
             return Err(format!("no one here is called {to:?} (/who lists who is)"));
@@ -411,17 +379,18 @@ impl Room {
             return Err(format!("{to} has just left"));
         };
         let (from, dest) = (from.nick.clone(), dest.nick.clone());
-        let mut d = self.delivery();
-        send_to(&mut st, target, &format!("*{from}* {text}\n"), &mut d);
-        send_to(&mut st, id, &format!("-> *{dest}* {text}\n"), &mut d);
-        Ok(self.settle(&mut st, d))
+        let mut cuts = Cuts::new();
+        self.send_to(&mut st, target, &format!("*{from}* {text}\n"), &mut cuts);
+        self.send_to(&mut st, id, &format!("-> *{dest}* {text}\n"), &mut cuts);
+        self.settle(&mut st, cuts);
+        Ok(())
     }
 
     /// `/encoding`: sets the member's wire encoding for what it sends and receives.
-    pub fn set_encoding(&self, id: ClientId, enc: Encoding) {
-        let mut st = self.lock();
-        if let Some(m) = st.members.get_mut(&id) {
-            m.encoding = enc;
+    pub fn set_encoding(&self, id: ClientId, enc: crate::codec::Encoding) {
+        let st = self.lock();
+        if let Some(m) = st.members.get(&id) {
+            m.conn.set_encoding(enc);
         }
     }
 
@@ -440,6 +409,78 @@ impl Room {
         self.len() == 0
     }
 
+    /// Up to [`CATCH_UP_MAX`] log entries from `from`, for a member catching up on its own.
+    pub fn snapshot(&self, from: u64) -> Snapshot {
+        self.lock().log.snapshot(from, CATCH_UP_MAX)
+    }
+
+    /// Tells the flusher of `conn` that it has something of its own to write.
+    pub fn mark(&self, conn: &Arc<Conn>) {
+        self.shards[conn.shard].mark(conn);
+    }
+
+    /// Lines appended to the log that some flusher has not yet written to its members.
+    fn lag(&self, end: u64) -> u64 {
+        let synced = self
+            .shards
+            .iter()
+            .map(|s| s.synced.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(end);
+        end.saturating_sub(synced)
+    }
+
+    /// Waits while the flushers are more than half a queue behind, so that a fast sender is
+    /// slowed down (its socket fills) rather than the room's memory growing.
+    pub async fn wait_for_flushers(&self) {
+        let limit = (self.config.queue / 2).max(1) as u64;
+        loop {
+            let wait = self.progress.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            let end = self.lock().log.end();
+            if self.lag(end) <= limit {
+                return;
+            }
+            wait.await;
+        }
+    }
+
+    /// Flusher `k`: writes new lines to its members as they come, until the room closes.
+    pub async fn flush(&self, k: usize) {
+        let shard = &self.shards[k];
+        loop {
+            shard.wake.notified().await;
+            loop {
+                let (moved, dirty) = shard.take();
+                if !moved && dirty.is_empty() {
+                    break;
+                }
+                let from = shard.synced.load(Ordering::Acquire);
+                let (mut snap, members) = {
+                    let st = self.lock();
+                    let snap = st.log.snapshot(from, usize::MAX);
+                    let members = if moved { st.shards[k].clone() } else { dirty };
+                    (snap, members)
+                };
+                // Every member gets at least this far in this pass.
+                let start = snap.end();
+                shard
+                    .flush_all(
+                        &members,
+                        &mut snap,
+                        |c| self.snapshot(c),
+                        |s| self.lock().log.extend(s),
+                    )
+                    .await;
+                if moved {
+                    shard.synced.store(start, Ordering::Release);
+                    self.progress.notify_waiters();
+                }
+            }
+        }
+    }
+
     /// Writes buffered transcript lines to the file.
     pub fn flush_transcript(&self) {
         let mut st = self.lock();
@@ -452,65 +493,24 @@ impl Room {
         }
     }
 
-    /// Tells everyone the server is shutting down and lets go of every queue, so each writer
-    /// sends what is queued and ends. No one joins after this.
+    /// Tells everyone the server is shutting down; each member's lines end there, and its
+    /// task writes them and closes. No one joins after this.
     pub fn shut_down(&self) {
         let mut st = self.lock();
+        let mut cuts = Cuts::new();
+        self.broadcast(&mut st, None, "* server shutting down\n", &mut cuts);
         st.closing = true;
-        let line: Chunk = Arc::from(&b"* server shutting down\n"[..]);
-        let mut enc = Encoded::new("* server shutting down\n");
-        for m in st.members.values() {
-            let chunk = if m.encoding.is_utf8() {
-                line.clone()
-            } else {
-                enc.get(m.encoding)
-            };
-            // A full queue belongs to a client that stopped reading: it will not see this.
-            let _ = m.queue.try_send(chunk);
-        }
         log(&mut st, "* server shutting down");
-        st.members.clear();
+        let end = st.log.end();
+        let members: Vec<_> = st.members.drain().collect();
+        for (id, m) in members {
+            m.conn.leave_at(end);
+            st.draining.insert(id, m.conn);
+        }
+        for list in &mut st.shards {
+            list.clear();
+        }
         st.nicks.clear();
-    }
-}
-
-/// Pushes `line` to every member except `skip`.
-fn broadcast(st: &mut State, skip: Option<ClientId>, line: &str, d: &mut Delivery) {
-    let mut enc = Encoded::new(line);
-    for (&id, m) in st.members.iter_mut() {
-        if Some(id) != skip {
-            push(id, m, enc.get(m.encoding), d);
-        }
-    }
-}
-
-/// Pushes `text` to one member.
-fn send_to(st: &mut State, id: ClientId, text: &str, d: &mut Delivery) {
-    if let Some(m) = st.members.get_mut(&id) {
-        push(id, m, encode(text, m.encoding), d);
-    }
-}
-
-/// Queues `chunk` for `m`; a full queue hands it to `d` to wait, or to cut `m` off if the
-/// queue has been full for the stall time already.
-fn push(id: ClientId, m: &mut Member, chunk: Chunk, d: &mut Delivery) {
-    match m.queue.try_send(chunk) {
-        Ok(()) => m.full_since = None,
-        Err(mpsc::error::TrySendError::Full(chunk)) => {
-            let since = *m.full_since.get_or_insert(d.now);
-            if d.now.saturating_duration_since(since) >= d.stall {
-                d.cut.push(id);
-            } else {
-                d.blocked.push(Blocked {
-                    id,
-                    queue: m.queue.clone(),
-                    chunk,
-                    deadline: since + d.stall,
-                });
-            }
-        }
-        // The member is leaving; its task no longer reads the queue.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 
@@ -528,164 +528,208 @@ fn log(st: &mut State, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use crate::codec::Encoding;
     use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    use tokio::net::TcpListener;
 
-    fn peer() -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1))
+    /// A room with its flushers running.
+    fn room(config: Config) -> Arc<Room> {
+        let r = Arc::new(Room::new(Arc::new(config), EventSink::discard(), None));
+        for k in 0..r.shards.len() {
+            let r = r.clone();
+            tokio::spawn(async move { r.flush(k).await });
+        }
+        r
     }
 
-    fn room(config: Config) -> Room {
-        Room::new(Arc::new(config), EventSink::discard(), None)
-    }
-
+    /// The client's end of a member's connection.
     struct Client {
         id: ClientId,
-        rx: mpsc::Receiver<Chunk>,
-        kick: Arc<Kick>,
+        conn: Arc<Conn>,
+        rd: BufReader<TcpStream>,
     }
 
-    fn join(room: &Room, id: ClientId, cap: usize) -> Client {
-        let (tx, rx) = mpsc::channel(cap);
-        let kick = Arc::new(Kick::default());
-        room.join(id, peer(), tx, kick.clone()).expect("joined");
-        Client { id, rx, kick }
-    }
-
-    fn drain(c: &mut Client) -> String {
-        let mut out = Vec::new();
-        while let Ok(chunk) = c.rx.try_recv() {
-            out.extend_from_slice(&chunk);
+    impl Client {
+        async fn line(&mut self) -> String {
+            let mut l = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), self.rd.read_line(&mut l));
+            assert!(read.await.expect("a line in time").unwrap() > 0, "closed");
+            l
         }
-        String::from_utf8_lossy(&out).into_owned()
-    }
 
-    #[test]
-    fn chat_nick_who_msg() {
-        let r = room(Config::default());
-        let mut a = join(&r, 1, 64);
-        let mut b = join(&r, 2, 64);
-        assert!(drain(&mut a).contains("* guest-2 joined"));
-        assert!(drain(&mut b).contains("you are guest-2 (2 online"));
-        let _ = r.rename(a.id, "alice").unwrap();
-        assert!(r.rename(b.id, "ALICE").unwrap_err().contains("taken"));
-        let _ = r.say(a.id, "hi");
-        assert_eq!(
-            drain(&mut b),
-            "* guest-1 is now known as alice\n<alice> hi\n"
-        );
-        assert_eq!(drain(&mut a), "* guest-1 is now known as alice\n");
-        let _ = r.who(b.id);
-        assert_eq!(drain(&mut b), "* 2 online: alice, guest-2\n");
-        let _ = r.private(b.id, "Alice", "psst").unwrap();
-        assert_eq!(drain(&mut a), "*guest-2* psst\n");
-        assert_eq!(drain(&mut b), "-> *alice* psst\n");
-        assert!(r.private(b.id, "carol", "x").is_err());
-    }
-
-    #[test]
-    fn encodes_once_per_encoding() {
-        let r = room(Config::default());
-        let a = join(&r, 1, 64);
-        let mut b = join(&r, 2, 64);
-        let mut c = join(&r, 3, 64);
-        r.set_encoding(b.id, Encoding::GBK);
-        r.set_encoding(c.id, Encoding::GBK);
-        drain(&mut b);
-        drain(&mut c);
-        let _ = r.say(a.id, "你好");
-        let (x, y) = (b.rx.try_recv().unwrap(), c.rx.try_recv().unwrap());
-        assert_eq!(&x[..], b"<guest-1> \xc4\xe3\xba\xc3\n");
-        assert!(
-            Arc::ptr_eq(&x, &y),
-            "one encoding shared by both GBK members"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_full_queue_slows_the_sender_then_cuts_off_only_that_member() {
-        let r = room(Config::default());
-        let a = join(&r, 1, 1024);
-        let mut b = join(&r, 2, 1024);
-        let mut slow = join(&r, 3, 4);
-        drain(&mut b);
-        drain(&mut slow);
-        let start = Instant::now();
-        // A reader that catches up within the stall time loses nothing.
-        for i in 0..6 {
-            let p = r.say(a.id, &format!("early {i}"));
-            if i < 4 {
-                assert!(p.is_empty());
-            } else {
-                assert!(!p.is_empty());
-                let got = tokio::join!(r.deliver(p), async {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    slow.rx.recv().await
-                });
-                assert!(got.1.is_some());
+        /// Reads lines until one contains `needle`, and returns what was read before it.
+        async fn until(&mut self, needle: &str) -> Vec<String> {
+            let mut seen = Vec::new();
+            loop {
+                let l = self.line().await;
+                if l.contains(needle) {
+                    return seen;
+                }
+                seen.push(l);
             }
         }
-        assert!(!slow.kick.token.is_cancelled());
-        // One that reads nothing is cut off once its queue has been full for the stall time.
-        for i in 0..10 {
-            let p = r.say(a.id, &format!("line {i}"));
-            r.deliver(p).await;
-        }
-        assert!(start.elapsed() >= Config::default().stall);
-        assert!(slow.kick.token.is_cancelled());
-        assert_eq!(
-            slow.kick.reason.get().map(String::as_str),
-            Some("send queue full")
-        );
-        let got = drain(&mut b);
-        for i in 0..10 {
-            assert!(got.contains(&format!("<guest-1> line {i}\n")));
-        }
-        assert!(got.contains("* guest-3 left (send queue full)"));
-        assert_eq!(r.len(), 2);
     }
 
-    #[test]
-    fn history_for_joiners() {
+    /// Joins a member over a real loopback connection, with the member task's writer running.
+    async fn join(room: &Arc<Room>, id: ClientId) -> Client {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        server.writable().await.unwrap();
+        let conn = match room.join(id, peer, server) {
+            Ok(conn) => conn,
+            Err(_) => panic!("not joined"),
+        };
+        let (r, c) = (room.clone(), conn.clone());
+        tokio::spawn(async move { super::super::client::write_loop(&r, &c).await });
+        let mut c = Client {
+            id,
+            conn,
+            rd: BufReader::new(client),
+        };
+        assert!(c.line().await.starts_with("* welcome"));
+        c
+    }
+
+    #[tokio::test]
+    async fn chat_nick_who_msg_in_order() {
+        let r = room(Config::default());
+        let mut a = join(&r, 1).await;
+        let mut b = join(&r, 2).await;
+        assert_eq!(a.line().await, "* guest-2 joined\n");
+        r.rename(a.id, "alice").unwrap();
+        assert!(r.rename(b.id, "ALICE").unwrap_err().contains("taken"));
+        r.say(a.id, "hi");
+        r.who(b.id);
+        r.private(b.id, "Alice", "psst").unwrap();
+        r.say(b.id, "after");
+        assert!(r.private(b.id, "carol", "x").is_err());
+        assert_eq!(b.line().await, "* guest-1 is now known as alice\n");
+        assert_eq!(b.line().await, "<alice> hi\n");
+        assert_eq!(b.line().await, "* 2 online: alice, guest-2\n");
+        assert_eq!(b.line().await, "-> *alice* psst\n");
+        assert_eq!(a.line().await, "* guest-1 is now known as alice\n");
+        assert_eq!(a.line().await, "*guest-2* psst\n");
+        assert_eq!(a.line().await, "<guest-2> after\n");
+    }
+
+    #[tokio::test]
+    async fn each_member_reads_its_own_encoding() {
+        let r = room(Config::default());
+        let a = join(&r, 1).await;
+        let mut b = join(&r, 2).await;
+        let mut c = join(&r, 3).await;
+        r.set_encoding(b.id, Encoding::GBK);
+        r.say(a.id, "你好");
+        r.say(c.id, "x");
+        let mut line = Vec::new();
+        b.until("guest-3 joined").await;
+        b.rd.read_until(b'\n', &mut line).await.unwrap();
+        assert_eq!(line, b"<guest-1> \xc4\xe3\xba\xc3\n");
+        assert_eq!(c.line().await, "<guest-1> 你好\n");
+    }
+
+    #[tokio::test]
+    async fn a_member_that_never_reads_is_cut_off_and_nobody_waits_for_it() {
+        let r = room(Config {
+            queue: 64,
+            ..Config::default()
+        });
+        let a = join(&r, 1).await;
+        let mut b = join(&r, 2).await;
+        let slow = join(&r, 3).await;
+        b.until("guest-3 joined").await;
+        // Far more than the kernel's buffers hold, so the slow member's socket fills.
+        let big = "x".repeat(4000);
+        const LINES: usize = 3000;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut others = Vec::new();
+            while got < LINES {
+                let l = b.line().await;
+                if l.starts_with("<guest-1> ") {
+                    assert_eq!(l.len(), "<guest-1> ".len() + 4001, "whole lines");
+                    got += 1;
+                } else {
+                    others.push(l);
+                }
+            }
+            (b, others)
+        });
+        for _ in 0..LINES {
+            r.say(a.id, &big);
+            r.wait_for_flushers().await;
+        }
+        let (mut b, mut others) = reader.await.unwrap();
+        assert!(
+            slow.conn.kick.token.is_cancelled(),
+            "the slow member is cut off"
+        );
+        assert_eq!(slow.conn.kick.reason(), "send queue full");
+        r.say(a.id, "end");
+        others.extend(b.until("<guest-1> end").await);
+        assert_eq!(others, ["* guest-3 left (send queue full)\n"]);
+        assert_eq!(r.len(), 2);
+        // The log forgets what everyone has: it holds about a queue's worth, not 3,000 lines.
+        assert!(
+            r.lock().log.len() <= 64 + 64 / 8 + 1,
+            "{}",
+            r.lock().log.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn history_for_joiners() {
         let r = room(Config {
             history: 2,
             ..Config::default()
         });
-        let a = join(&r, 1, 64);
+        let a = join(&r, 1).await;
         for t in ["one", "two", "three"] {
-            let _ = r.say(a.id, t);
+            r.say(a.id, t);
         }
-        let mut b = join(&r, 2, 64);
-        let got = drain(&mut b);
-        assert!(got.ends_with("<guest-1> two\n<guest-1> three\n"), "{got:?}");
+        // The greeting carries the history; read it raw.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        server.writable().await.unwrap();
+        let _conn = r.join(2, peer, server).ok().unwrap();
+        let want = "* welcome to the room, you are guest-2 (2 online; /help lists the commands)\n\
+                    <guest-1> two\n<guest-1> three\n";
+        let mut got = vec![0; want.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), want);
     }
 
-    #[test]
-    fn announcements_stop_in_large_rooms() {
+    #[tokio::test]
+    async fn announcements_stop_in_large_rooms() {
         let r = room(Config {
             announce_max: 2,
             ..Config::default()
         });
-        let mut a = join(&r, 1, 64);
-        let _b = join(&r, 2, 64);
-        let _c = join(&r, 3, 64);
-        let got = drain(&mut a);
-        assert!(got.contains("* guest-2 joined"));
-        assert!(!got.contains("guest-3 joined"));
-        assert!(got.contains("more than 2 members"));
-        let _ = r.leave(3, "quit");
-        assert!(drain(&mut a).contains("announced again"));
+        let mut a = join(&r, 1).await;
+        let _b = join(&r, 2).await;
+        let _c = join(&r, 3).await;
+        assert_eq!(a.line().await, "* guest-2 joined\n");
+        assert!(a.line().await.contains("more than 2 members"));
+        r.leave(3, "quit");
+        assert!(a.line().await.contains("announced again"));
     }
 
-    #[test]
-    fn shut_down_tells_everyone_and_closes_queues() {
+    #[tokio::test]
+    async fn shut_down_tells_everyone_and_ends_their_lines() {
         let r = room(Config::default());
-        let mut a = join(&r, 1, 64);
-        drain(&mut a);
+        let mut a = join(&r, 1).await;
         r.shut_down();
-        assert_eq!(drain(&mut a), "* server shutting down\n");
-        assert!(a.rx.try_recv().is_err() && a.rx.is_closed());
-        let (tx, _rx) = mpsc::channel(1);
-        assert!(r.join(9, peer(), tx, Arc::new(Kick::default())).is_none());
+        // The member's task writes its last lines itself.
+        super::super::client::drain(&r, &a.conn).await;
+        assert_eq!(a.line().await, "* server shutting down\n");
+        let end = r.lock().log.end();
+        assert_eq!(a.conn.out().behind(end), 0);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        assert!(r.join(9, peer, server).is_err(), "no one joins after");
     }
 }

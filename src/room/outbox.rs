@@ -1,0 +1,615 @@
+//! Delivery: how lines get from the room to thousands of sockets with few syscalls and bounded
+//! memory.
+//!
+//! - Every line for everyone goes into one shared [`Log`] (a ring of [`Entry`]), once. Nothing is
+//!   copied or queued per member: each member's [`Out`] holds only a cursor into the log, plus a
+//!   short queue of lines meant for it alone (replies, private messages), each tagged with the
+//!   log position it follows so the member sees everything in the order it happened.
+//! - [`Shard`] flushers (one task per worker thread) write each member's backlog with a single
+//!   non-blocking `writev` per member per cycle. Lines that arrive while a cycle runs wait for
+//!   the next one, so under load many lines share one syscall, and when idle a line goes out at
+//!   once.
+//! - A member whose socket is full (it is not reading) is left to its own task, which waits for
+//!   the socket to become writable and catches up from its cursor. The log keeps `--queue` lines
+//!   for it; a member that falls further behind is cut off (`send queue full`). Its backlog costs
+//!   no memory of its own, since the log is shared.
+
+use crate::codec::Encoding;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Encoded bytes ready for the wire.
+pub type Chunk = Arc<[u8]>;
+
+/// Identifies a connection for its whole life (nicknames change).
+pub type ClientId = u64;
+
+/// The most pieces one `writev` carries.
+const MAX_IOV: usize = 64;
+
+/// The most bytes one `writev` carries.
+const MAX_WRITE: usize = 256 << 10;
+
+/// The most bytes of lines for one member alone (replies, private messages) kept unsent.
+pub const PRIVATE_MAX: usize = 1 << 20;
+
+/// A flusher lets other tasks run after writing to this many members.
+const YIELD_EVERY: usize = 64;
+
+/// One line for everyone (but possibly its sender).
+pub struct Entry {
+    /// The member who sent it and does not get it back.
+    skip: Option<ClientId>,
+    utf8: Chunk,
+    /// Other encodings, made on first need and shared by every member using them.
+    others: Mutex<Vec<(Encoding, Chunk)>>,
+}
+
+impl Entry {
+    /// A line for everyone except `skip`.
+    pub fn new(text: &str, skip: Option<ClientId>) -> Self {
+        Entry {
+            skip,
+            utf8: Arc::from(text.as_bytes()),
+            others: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The line in `enc`; empty for the member who sent it.
+    fn bytes(&self, enc: Encoding, to: ClientId) -> Option<Chunk> {
+        if self.skip == Some(to) {
+            return None;
+        }
+        if enc.is_utf8() {
+            return Some(self.utf8.clone());
+        }
+        let mut others = lock(&self.others);
+        if let Some((_, c)) = others.iter().find(|(e, _)| *e == enc) {
+            return Some(c.clone());
+        }
+        let chunk = encode(std::str::from_utf8(&self.utf8).unwrap_or_default(), enc);
+        others.push((enc, chunk.clone()));
+        Some(chunk)
+    }
+}
+
+/// `text` in `enc`.
+pub fn encode(text: &str, enc: Encoding) -> Chunk {
+    if enc.is_utf8() {
+        return Arc::from(text.as_bytes());
+    }
+    let mut out = Vec::with_capacity(text.len());
+    enc.encode_message(text, &mut out);
+    Arc::from(out)
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared log: entry `base` is the oldest still kept, `end()` is the next to be written.
+#[derive(Default)]
+pub struct Log {
+    entries: VecDeque<Arc<Entry>>,
+    base: u64,
+}
+
+impl Log {
+    /// The position the next entry gets.
+    pub fn end(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+
+    /// Entries kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends an entry; returns its position.
+    pub fn push(&mut self, e: Entry) -> u64 {
+        self.entries.push_back(Arc::new(e));
+        self.end() - 1
+    }
+
+    /// Forgets entries before `pos`.
+    pub fn trim(&mut self, pos: u64) {
+        while self.base < pos && self.entries.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+
+    /// Adds the entries appended since `snap` was taken (all of them from what is kept, if the
+    /// log has moved past it).
+    pub fn extend(&self, snap: &mut Snapshot) {
+        let from = snap.end();
+        if from < self.base {
+            *snap = self.snapshot(self.base, usize::MAX);
+            return;
+        }
+        let skip = (from - self.base) as usize;
+        snap.entries.extend(self.entries.range(skip..).cloned());
+        snap.log_end = self.end();
+    }
+
+    /// Up to `max` entries from `from` (clamped to what is kept) and the position of the first.
+    pub fn snapshot(&self, from: u64, max: usize) -> Snapshot {
+        let from = from.clamp(self.base, self.end());
+        let skip = (from - self.base) as usize;
+        Snapshot {
+            base: from,
+            entries: self.entries.range(skip..).take(max).cloned().collect(),
+            log_end: self.end(),
+        }
+    }
+}
+
+/// A copy of part of the log, taken under the room's lock and written without it.
+#[derive(Default)]
+pub struct Snapshot {
+    base: u64,
+    entries: Vec<Arc<Entry>>,
+    /// The log's end when the snapshot was taken.
+    log_end: u64,
+}
+
+impl Snapshot {
+    /// The position after the last entry.
+    pub fn end(&self) -> u64 {
+        self.base + self.entries.len() as u64
+    }
+}
+
+/// Who writes a member's socket now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The flushers, whenever there is something new.
+    Flushed,
+    /// The socket was full: the member's own task, once it is writable again.
+    Blocked,
+}
+
+/// What is left to write to one member.
+pub struct Out {
+    /// The next log entry to write.
+    cursor: u64,
+    /// Bytes of the next piece (private or log) already written.
+    offset: usize,
+    /// Lines for this member alone, each after the log entries before its tag.
+    private: VecDeque<(u64, Chunk)>,
+    private_bytes: usize,
+    encoding: Encoding,
+    mode: Mode,
+    /// Once the member has left: the log position where its lines end.
+    until: Option<u64>,
+}
+
+impl Out {
+    /// Log entries not yet written.
+    pub fn behind(&self, end: u64) -> u64 {
+        end.saturating_sub(self.cursor)
+    }
+
+    /// The member's wire encoding.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// The member's socket is full.
+    pub fn blocked(&self) -> bool {
+        self.mode == Mode::Blocked
+    }
+
+    /// Where this member's lines end: its leaving point, or `end`.
+    fn stop(&self, end: u64) -> u64 {
+        self.until.map_or(end, |u| u.min(end))
+    }
+}
+
+/// How a write attempt ended.
+#[derive(Debug)]
+pub enum Flushed {
+    /// Everything up to the snapshot's end is written.
+    Done,
+    /// The socket is full.
+    Blocked,
+    /// The member is further behind than the snapshot: it needs one of its own.
+    Behind,
+    /// The connection failed.
+    Failed(io::Error),
+}
+
+/// How the room tells a client task that it has been cut off, and why.
+#[derive(Default)]
+pub struct Kick {
+    /// Cancelled when the room removes the client.
+    pub token: CancellationToken,
+    /// Why, set before the token is cancelled.
+    pub reason: std::sync::OnceLock<String>,
+}
+
+impl Kick {
+    /// Cuts the client off for `reason` (the first reason given wins).
+    pub fn kick(&self, reason: &str) {
+        let _ = self.reason.set(reason.to_string());
+        self.token.cancel();
+    }
+
+    /// Why the client was cut off.
+    pub fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "disconnected".into())
+    }
+}
+
+/// One member's connection as the room sees it.
+pub struct Conn {
+    pub id: ClientId,
+    pub stream: TcpStream,
+    /// The flusher that writes to it.
+    pub shard: usize,
+    out: Mutex<Out>,
+    /// Told when the socket was found full, so the member's task takes over.
+    pub blocked: Notify,
+    pub kick: Kick,
+}
+
+impl Conn {
+    /// A connection whose lines start at log position `cursor`.
+    pub fn new(id: ClientId, stream: TcpStream, shard: usize, cursor: u64) -> Self {
+        Conn {
+            id,
+            stream,
+            shard,
+            out: Mutex::new(Out {
+                cursor,
+                offset: 0,
+                private: VecDeque::new(),
+                private_bytes: 0,
+                encoding: Encoding::UTF8,
+                mode: Mode::Flushed,
+                until: None,
+            }),
+            blocked: Notify::new(),
+            kick: Kick::default(),
+        }
+    }
+
+    /// The member's delivery state.
+    pub fn out(&self) -> MutexGuard<'_, Out> {
+        lock(&self.out)
+    }
+
+    /// Queues a line for this member alone, after log entries before `tag`. Returns false when
+    /// the member already has too much unsent (it is not reading).
+    pub fn push_private(out: &mut Out, tag: u64, chunk: Chunk) -> bool {
+        out.private_bytes += chunk.len();
+        out.private.push_back((tag, chunk));
+        out.private_bytes <= PRIVATE_MAX || out.private.len() == 1
+    }
+
+    /// Sets the member's encoding for log entries written from now on.
+    pub fn set_encoding(&self, enc: Encoding) {
+        self.out().encoding = enc;
+    }
+
+    /// Marks the member as gone: its lines end at log position `end`.
+    pub fn leave_at(&self, end: u64) {
+        let mut out = self.out();
+        out.until.get_or_insert(end);
+    }
+
+    /// Writes what the member is owed from a snapshot of its own (`fresh(cursor)`). `Ok(true)`:
+    /// it has everything, and the flushers write to it again from now on; `Ok(false)`: there
+    /// is more, try again at once; `Err`: the socket is full or failed.
+    pub fn catch_up(&self, fresh: impl Fn(u64) -> Snapshot) -> Result<bool, Flushed> {
+        let cursor = self.out().cursor;
+        let snap = fresh(cursor);
+        let mut out = self.out();
+        if snap.base > out.cursor {
+            // Entries this member never got were dropped from the log (it left long ago and
+            // nothing kept them): go on from what is kept.
+            out.cursor = snap.base;
+            out.offset = 0;
+        }
+        match self.write(&mut out, &snap) {
+            Flushed::Done => {
+                let all = snap.end() >= out.stop(snap.log_end);
+                if all {
+                    out.mode = Mode::Flushed;
+                }
+                Ok(all)
+            }
+            // Someone else wrote in between; the next attempt takes a newer snapshot.
+            Flushed::Behind => Ok(false),
+            r => Err(r),
+        }
+    }
+
+    /// Writes what `out` still owes the member, up to `snap`'s end, without blocking.
+    pub fn write(&self, out: &mut Out, snap: &Snapshot) -> Flushed {
+        if out.cursor < snap.base && out.cursor < out.stop(snap.end()) {
+            return Flushed::Behind;
+        }
+        let stop = out.stop(snap.end());
+        let mut pieces: Vec<Chunk> = Vec::new();
+        loop {
+            // Gather the next pieces in order: private lines go before the log entry at their tag.
+            pieces.clear();
+            let (mut c, mut p, mut bytes) = (out.cursor, 0, 0);
+            while pieces.len() < MAX_IOV && bytes < MAX_WRITE {
+                let piece = match out.private.get(p) {
+                    Some((tag, chunk)) if *tag <= c || c >= stop => {
+                        p += 1;
+                        chunk.clone()
+                    }
+                    _ if c < stop => {
+                        let entry = &snap.entries[(c - snap.base) as usize];
+                        c += 1;
+                        entry
+                            .bytes(out.encoding, self.id)
+                            .unwrap_or_else(|| Arc::from(&[][..]))
+                    }
+                    _ => break,
+                };
+                bytes += piece.len();
+                pieces.push(piece);
+            }
+            if pieces.is_empty() {
+                return Flushed::Done;
+            }
+            let total = bytes - out.offset;
+            let written = if total == 0 {
+                0
+            } else {
+                let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len());
+                let mut first = true;
+                for piece in &pieces {
+                    let skip = if first { out.offset } else { 0 };
+                    first = false;
+                    if piece.len() > skip {
+                        iov.push(IoSlice::new(&piece[skip..]));
+                    }
+                }
+                match self.stream.try_write_vectored(&iov) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Flushed::Failed(e),
+                }
+            };
+            advance(out, &pieces, written, stop);
+            if written < total {
+                // A short write: the socket is full.
+                return Flushed::Blocked;
+            }
+        }
+    }
+}
+
+/// Consumes `n` written bytes of `pieces` (gathered in order from `out`) from `out`.
+fn advance(out: &mut Out, pieces: &[Chunk], mut n: usize, stop: u64) {
+    for piece in pieces {
+        let left = piece.len() - out.offset;
+        if n < left {
+            out.offset += n;
+            return;
+        }
+        n -= left;
+        out.offset = 0;
+        // Which kind of piece this was follows the same rule as gathering.
+        match out.private.front() {
+            Some((tag, _)) if *tag <= out.cursor || out.cursor >= stop => {
+                if let Some((_, chunk)) = out.private.pop_front() {
+                    out.private_bytes -= chunk.len();
+                }
+            }
+            _ => out.cursor += 1,
+        }
+    }
+}
+
+/// One flusher's share of the members and what it has to do.
+#[derive(Default)]
+pub struct Shard {
+    /// Members with lines of their own to write (the log has not moved for them).
+    pub dirty: Mutex<Vec<Arc<Conn>>>,
+    /// Set when the log grew: every member of the shard is owed something.
+    pub log_moved: std::sync::atomic::AtomicBool,
+    /// Wakes the flusher.
+    pub wake: Notify,
+    /// Every member of this shard that is not blocked has been written up to here.
+    pub synced: std::sync::atomic::AtomicU64,
+}
+
+impl Shard {
+    /// Tells the flusher that `conn` has lines of its own.
+    pub fn mark(&self, conn: &Arc<Conn>) {
+        lock(&self.dirty).push(conn.clone());
+        self.wake.notify_one();
+    }
+
+    /// Tells the flusher that the log grew.
+    pub fn log_grew(&self) {
+        self.log_moved
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Takes the work: whether the log moved, and the members marked since.
+    pub fn take(&self) -> (bool, Vec<Arc<Conn>>) {
+        let moved = self
+            .log_moved
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        (moved, std::mem::take(&mut *lock(&self.dirty)))
+    }
+
+    /// Writes to every member in `members` from `snap` (or a snapshot of its own from `fresh`,
+    /// if it is further behind); members found full are handed to their own tasks. Every few
+    /// members `refresh` brings the snapshot up to date, so a line that arrives during a long
+    /// pass reaches the members not yet visited in this pass rather than waiting for the next.
+    pub async fn flush_all(
+        &self,
+        members: &[Arc<Conn>],
+        snap: &mut Snapshot,
+        fresh: impl Fn(u64) -> Snapshot,
+        refresh: impl Fn(&mut Snapshot),
+    ) {
+        for (i, conn) in members.iter().enumerate() {
+            if i > 0 && i % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
+                refresh(snap);
+            }
+            let mut out = conn.out();
+            if out.mode == Mode::Blocked {
+                continue;
+            }
+            let r = match conn.write(&mut out, snap) {
+                Flushed::Behind => {
+                    // Rare (the member was blocked until just now): it needs entries from
+                    // before this snapshot, taken without holding its lock.
+                    drop(out);
+                    let r = loop {
+                        match conn.catch_up(&fresh) {
+                            Ok(true) => break None,
+                            Ok(false) => {}
+                            Err(r) => break Some(r),
+                        }
+                    };
+                    match r {
+                        None => continue,
+                        Some(r) => {
+                            out = conn.out();
+                            r
+                        }
+                    }
+                }
+                r => r,
+            };
+            match r {
+                Flushed::Done | Flushed::Behind => {}
+                Flushed::Blocked | Flushed::Failed(_) => {
+                    // The member's task retries when the socket is writable and meets the
+                    // error itself if there is one.
+                    out.mode = Mode::Blocked;
+                    drop(out);
+                    conn.blocked.notify_one();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    async fn read_exact(s: &mut TcpStream, n: usize) -> String {
+        let mut buf = vec![0; n];
+        s.read_exact(&mut buf).await.unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[tokio::test]
+    async fn private_lines_interleave_with_the_log_in_order() {
+        let (server, mut client) = pair().await;
+        server.writable().await.unwrap();
+        let conn = Conn::new(7, server, 0, 0);
+        let mut log = Log::default();
+        {
+            let mut out = conn.out();
+            assert!(Conn::push_private(
+                &mut out,
+                log.end(),
+                Arc::from(&b"p0\n"[..])
+            ));
+            log.push(Entry::new("a\n", None));
+            assert!(Conn::push_private(
+                &mut out,
+                log.end(),
+                Arc::from(&b"p1\n"[..])
+            ));
+            log.push(Entry::new("mine\n", Some(7)));
+            log.push(Entry::new("b\n", None));
+        }
+        {
+            let mut out = conn.out();
+            let r = conn.write(&mut out, &log.snapshot(0, usize::MAX));
+            assert!(matches!(r, Flushed::Done), "{r:?}");
+            assert_eq!(out.cursor, 3);
+            assert!(out.private.is_empty() && out.private_bytes == 0);
+        }
+        // The sender's own line ("mine") is not sent back to it.
+        assert_eq!(read_exact(&mut client, 10).await, "p0\na\np1\nb\n");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_blocks_and_resumes_mid_piece() {
+        let (server, mut client) = pair().await;
+        server.writable().await.unwrap();
+        let conn = Conn::new(1, server, 0, 0);
+        let mut log = Log::default();
+        let line = format!("{}\n", "x".repeat(999));
+        for _ in 0..20_000 {
+            log.push(Entry::new(&line, None));
+        }
+        let snap = log.snapshot(0, usize::MAX);
+        {
+            let mut out = conn.out();
+            assert!(matches!(conn.write(&mut out, &snap), Flushed::Blocked));
+            assert!(out.cursor < 20_000);
+        }
+        // Read everything while the writer catches up; every line arrives whole.
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            let mut buf = vec![0; 1 << 16];
+            while all.len() < 20_000 * 1000 {
+                let n = client.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        loop {
+            conn.stream.writable().await.unwrap();
+            if matches!(conn.write(&mut conn.out(), &snap), Flushed::Done) {
+                break;
+            }
+        }
+        let all = reader.await.unwrap();
+        assert!(all.chunks(1000).all(|l| l == line.as_bytes()));
+    }
+
+    #[test]
+    fn log_snapshots_clamp_and_trim() {
+        let mut log = Log::default();
+        for i in 0..10 {
+            assert_eq!(log.push(Entry::new(&format!("{i}\n"), None)), i);
+        }
+        log.trim(4);
+        assert_eq!((log.base, log.end(), log.len()), (4, 10, 6));
+        let s = log.snapshot(2, 3);
+        assert_eq!((s.base, s.end()), (4, 7));
+        assert_eq!(log.snapshot(20, 5).end(), 10);
+    }
+}
