@@ -20,8 +20,8 @@ SPID=""
 cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-start_wirechat() {
-    "$WIRECHAT" room 127.0.0.1:0 --rate 0 --max-clients 20000 -q </dev/null 2>"$tmp/err" &
+start_wirechat() { # extra room options
+    "$WIRECHAT" room 127.0.0.1:0 --rate 0 --max-clients 20000 -q "$@" </dev/null 2>"$tmp/err" &
     SPID=$!
     for _ in $(seq 100); do
         PORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/err")
@@ -51,16 +51,17 @@ stop_server() {
     SPID=""
 }
 
-run() { # $1 label, $2 server (wirechat|ncat), rest: roomload args
+run() { # $1 label, $2 server (wirechat|wirechat-t2|ncat), rest: roomload args
     local label=$1 server=$2; shift 2
     local clients
     clients=$(echo "$@" | sed -n 's/.*--clients \([0-9]*\).*/\1/p')
-    if [ "$server" = ncat ]; then
-        [ "$HAVE_NCAT" = 1 ] || return 0
-        start_ncat "$((clients + 10))"
-    else
-        start_wirechat
-    fi
+    case $server in
+        ncat)
+            [ "$HAVE_NCAT" = 1 ] || return 0
+            start_ncat "$((clients + 10))" ;;
+        wirechat-t2) start_wirechat --threads 2 ;;
+        *) start_wirechat ;;
+    esac
     echo "\$ roomload --label $server-$label $*"
     "$LOAD" --addr "127.0.0.1:$PORT" --server-pid "$SPID" --label "$server-$label" "$@" \
         | tee "$tmp/out"
@@ -90,6 +91,8 @@ for sc in "${scenarios[@]}"; do
     set -- $sc
     name=$1; shift
     run "$name" wirechat "$@"
+    # The room's default is one thread; the main scenarios also run with two.
+    case $name in c1000|c10000|sat1000) run "$name" wirechat-t2 "$@" ;; esac
     run "$name" ncat "$@"
 done
 

@@ -10,7 +10,7 @@
 //!   line for one member is queued on it; a member too far behind that is not reading is cut
 //!   off.
 //! - [`outbox`]: the log, each member's cursor into it, and the flushers that write every
-//!   member's backlog in one `writev` per pass (one flusher per worker thread).
+//!   member's backlog in one gather write per pass (one flusher per worker thread).
 //! - [`commands`]: the slash commands and the nickname rules.
 //! - [`limits`]: the token bucket and the open-files limit.
 //!
@@ -186,9 +186,10 @@ impl RoomEvent {
 
 /// Opens the room on `addr` and serves it until Ctrl-C or SIGTERM: the command line's entry.
 ///
-/// The room runs on a runtime of its own with `threads` workers (0: one per core). One worker
-/// (a current-thread runtime) avoids cross-thread wake-ups and work stealing; on the 2-core
-/// benchmark machine neither choice was clearly faster (bench/RESULTS.md).
+/// The room runs on a runtime of its own with `threads` workers (0: one per core) and as many
+/// flushers. One worker (a current-thread runtime) avoids cross-thread wake-ups and work
+/// stealing; on the 2-core benchmark machine, where the clients take the other core, it gave
+/// the lowest latency at 1,000 and 10,000 clients (bench/RESULTS.md).
 pub async fn serve(
     addr: &HostPort,
     mut config: Config,

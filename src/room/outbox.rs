@@ -5,10 +5,11 @@
 //!   copied or queued per member: each member's [`Out`] holds only a cursor into the log, plus a
 //!   short queue of lines meant for it alone (replies, private messages), each tagged with the
 //!   log position it follows so the member sees everything in the order it happened.
-//! - [`Shard`] flushers (one task per worker thread) write each member's backlog with a single
-//!   non-blocking `writev` per member per cycle. Lines that arrive while a cycle runs wait for
-//!   the next one, so under load many lines share one syscall, and when idle a line goes out at
-//!   once.
+//! - [`Shard`] flushers (one task per worker thread) go round their members and write each
+//!   one's backlog with a single non-blocking `sendmsg` (a gather write). A line that arrives
+//!   during a pass reaches the members the pass has not visited yet, and the others in the next
+//!   pass; so a line waits at most about one pass, when idle it goes out at once, and under load
+//!   many lines share one syscall.
 //! - A member whose socket is full (it is not reading) is left to its own task, which waits for
 //!   the socket to become writable and catches up from its cursor. The log keeps `--queue` lines
 //!   for it; a member that falls further behind is cut off (`send queue full`). Its backlog costs
@@ -18,6 +19,7 @@ use crate::codec::Encoding;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +30,10 @@ pub type Chunk = Arc<[u8]>;
 /// Identifies a connection for its whole life (nicknames change).
 pub type ClientId = u64;
 
-/// The most pieces one `writev` carries.
+/// The most pieces one gather write carries.
 const MAX_IOV: usize = 64;
 
-/// The most bytes one `writev` carries.
+/// The most bytes one gather write carries.
 const MAX_WRITE: usize = 256 << 10;
 
 /// The most bytes of lines for one member alone (replies, private messages) kept unsent.
@@ -323,7 +325,7 @@ impl Conn {
             out.cursor = snap.base;
             out.offset = 0;
         }
-        match self.write(&mut out, &snap) {
+        match self.write(&mut out, &snap, &mut Vec::new()) {
             Flushed::Done => {
                 let all = snap.end() >= out.stop(snap.log_end);
                 if all {
@@ -338,32 +340,30 @@ impl Conn {
     }
 
     /// Writes what `out` still owes the member, up to `snap`'s end, without blocking.
-    pub fn write(&self, out: &mut Out, snap: &Snapshot) -> Flushed {
+    pub fn write(&self, out: &mut Out, snap: &Snapshot, pieces: &mut Pieces) -> Flushed {
         if out.cursor < snap.base && out.cursor < out.stop(snap.end()) {
             return Flushed::Behind;
         }
         let stop = out.stop(snap.end());
-        let mut pieces: Vec<Chunk> = Vec::new();
         loop {
-            // Gather the next pieces in order: private lines go before the log entry at their tag.
+            // Gather the next pieces in order: private lines go before the log entry at their
+            // tag; an entry this member sent itself is an empty piece.
             pieces.clear();
             let (mut c, mut p, mut bytes) = (out.cursor, 0, 0);
             while pieces.len() < MAX_IOV && bytes < MAX_WRITE {
                 let piece = match out.private.get(p) {
                     Some((tag, chunk)) if *tag <= c || c >= stop => {
                         p += 1;
-                        chunk.clone()
+                        Some(chunk.clone())
                     }
                     _ if c < stop => {
                         let entry = &snap.entries[(c - snap.base) as usize];
                         c += 1;
-                        entry
-                            .bytes(out.encoding, self.id)
-                            .unwrap_or_else(|| Arc::from(&[][..]))
+                        entry.bytes(out.encoding, self.id)
                     }
                     _ => break,
                 };
-                bytes += piece.len();
+                bytes += piece.as_ref().map_or(0, |p| p.len());
                 pieces.push(piece);
             }
             if pieces.is_empty() {
@@ -373,23 +373,29 @@ impl Conn {
             let written = if total == 0 {
                 0
             } else {
-                let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len());
-                let mut first = true;
-                for piece in &pieces {
-                    let skip = if first { out.offset } else { 0 };
-                    first = false;
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                let mut skip = out.offset;
+                for piece in pieces.iter().flatten() {
                     if piece.len() > skip {
-                        iov.push(IoSlice::new(&piece[skip..]));
+                        iov[n] = IoSlice::new(&piece[skip..]);
+                        n += 1;
                     }
+                    skip = skip.saturating_sub(piece.len());
                 }
-                match self.stream.try_write_vectored(&iov) {
+                // sendmsg straight to the socket (writev would go through the VFS layer);
+                // tokio clears the socket's readiness if it would block.
+                let sent = self.stream.try_io(Interest::WRITABLE, || {
+                    socket2::SockRef::from(&self.stream).send_vectored(&iov[..n])
+                });
+                match sent {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Flushed::Failed(e),
                 }
             };
-            advance(out, &pieces, written, stop);
+            advance(out, pieces, written, stop);
             if written < total {
                 // A short write: the socket is full.
                 return Flushed::Blocked;
@@ -398,10 +404,13 @@ impl Conn {
     }
 }
 
+/// Pieces gathered for one write: `None` is an entry the member sent itself (nothing to write).
+pub type Pieces = Vec<Option<Chunk>>;
+
 /// Consumes `n` written bytes of `pieces` (gathered in order from `out`) from `out`.
-fn advance(out: &mut Out, pieces: &[Chunk], mut n: usize, stop: u64) {
+fn advance(out: &mut Out, pieces: &[Option<Chunk>], mut n: usize, stop: u64) {
     for piece in pieces {
-        let left = piece.len() - out.offset;
+        let left = piece.as_ref().map_or(0, |p| p.len()) - out.offset;
         if n < left {
             out.offset += n;
             return;
@@ -466,6 +475,7 @@ impl Shard {
         fresh: impl Fn(u64) -> Snapshot,
         refresh: impl Fn(&mut Snapshot),
     ) {
+        let mut pieces = Pieces::with_capacity(MAX_IOV);
         for (i, conn) in members.iter().enumerate() {
             if i > 0 && i % YIELD_EVERY == 0 {
                 tokio::task::yield_now().await;
@@ -475,7 +485,7 @@ impl Shard {
             if out.mode == Mode::Blocked {
                 continue;
             }
-            let r = match conn.write(&mut out, snap) {
+            let r = match conn.write(&mut out, snap, &mut pieces) {
                 Flushed::Behind => {
                     // Rare (the member was blocked until just now): it needs entries from
                     // before this snapshot, taken without holding its lock.
@@ -554,7 +564,7 @@ mod tests {
         }
         {
             let mut out = conn.out();
-            let r = conn.write(&mut out, &log.snapshot(0, usize::MAX));
+            let r = conn.write(&mut out, &log.snapshot(0, usize::MAX), &mut Vec::new());
             assert!(matches!(r, Flushed::Done), "{r:?}");
             assert_eq!(out.cursor, 3);
             assert!(out.private.is_empty() && out.private_bytes == 0);
@@ -576,7 +586,10 @@ mod tests {
         let snap = log.snapshot(0, usize::MAX);
         {
             let mut out = conn.out();
-            assert!(matches!(conn.write(&mut out, &snap), Flushed::Blocked));
+            assert!(matches!(
+                conn.write(&mut out, &snap, &mut Vec::new()),
+                Flushed::Blocked
+            ));
             assert!(out.cursor < 20_000);
         }
         // Read everything while the writer catches up; every line arrives whole.
@@ -592,7 +605,10 @@ mod tests {
         });
         loop {
             conn.stream.writable().await.unwrap();
-            if matches!(conn.write(&mut conn.out(), &snap), Flushed::Done) {
+            if matches!(
+                conn.write(&mut conn.out(), &snap, &mut Vec::new()),
+                Flushed::Done
+            ) {
                 break;
             }
         }

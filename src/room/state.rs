@@ -680,6 +680,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sender_waits_for_the_flushers_rather_than_the_log_growing() {
+        // No flusher yet: the log only grows.
+        let r = Arc::new(Room::new(
+            Arc::new(Config {
+                queue: 64,
+                ..Config::default()
+            }),
+            EventSink::discard(),
+            None,
+        ));
+        for i in 0..40 {
+            r.server_say(&format!("line {i}"));
+        }
+        let wait = tokio::time::timeout(Duration::from_millis(200), r.wait_for_flushers());
+        assert!(
+            wait.await.is_err(),
+            "40 lines unwritten > half a queue: the sender waits"
+        );
+        let r2 = r.clone();
+        tokio::spawn(async move { r2.flush(0).await });
+        let wait = tokio::time::timeout(Duration::from_secs(10), r.wait_for_flushers());
+        assert!(
+            wait.await.is_ok(),
+            "released once the flusher has caught up"
+        );
+    }
+
+    #[tokio::test]
+    async fn replies_to_a_member_that_never_reads_are_bounded_too() {
+        let r = room(Config::default());
+        let a = join(&r, 1).await;
+        let big = format!("{}\n", "r".repeat(4000));
+        // Far more than its socket holds plus PRIVATE_MAX: it is cut off, not buffered.
+        for _ in 0..5000 {
+            r.tell(a.id, &big);
+            if a.conn.kick.token.is_cancelled() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(a.conn.kick.token.is_cancelled());
+        assert_eq!(a.conn.kick.reason(), "send queue full");
+        assert_eq!(r.len(), 0);
+    }
+
+    #[tokio::test]
     async fn history_for_joiners() {
         let r = room(Config {
             history: 2,
