@@ -74,6 +74,8 @@ pub struct Config {
     /// Lines a client may fall behind while its socket is full (it is not reading) before it
     /// is cut off. The lines are kept once for everyone, not per client.
     pub queue: usize,
+    /// Bytes a client may fall behind likewise: with `queue` this bounds the shared log.
+    pub queue_bytes: u64,
     /// Joins and leaves are announced while the room has at most this many members.
     pub announce_max: usize,
     /// Flusher tasks writing to clients (each serves a share of them).
@@ -92,6 +94,7 @@ impl Default for Config {
             history: 0,
             log: None,
             queue: 16_384,
+            queue_bytes: 16 << 20,
             announce_max: 1000,
             flushers: 1,
             grace: Duration::from_secs(2),

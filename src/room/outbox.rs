@@ -46,6 +46,8 @@ const YIELD_EVERY: usize = 64;
 pub struct Entry {
     /// The member who sent it and does not get it back.
     skip: Option<ClientId>,
+    /// Bytes (UTF-8) of all entries before this one, ever: the log's byte position.
+    start: u64,
     utf8: Chunk,
     /// Other encodings, made on first need and shared by every member using them.
     others: Mutex<Vec<(Encoding, Chunk)>>,
@@ -56,6 +58,7 @@ impl Entry {
     pub fn new(text: &str, skip: Option<ClientId>) -> Self {
         Entry {
             skip,
+            start: 0,
             utf8: Arc::from(text.as_bytes()),
             others: Mutex::new(Vec::new()),
         }
@@ -99,6 +102,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Log {
     entries: VecDeque<Arc<Entry>>,
     base: u64,
+    /// Bytes of all entries ever appended.
+    bytes: u64,
 }
 
 impl Log {
@@ -118,9 +123,24 @@ impl Log {
     }
 
     /// Appends an entry; returns its position.
-    pub fn push(&mut self, e: Entry) -> u64 {
+    pub fn push(&mut self, mut e: Entry) -> u64 {
+        e.start = self.bytes;
+        self.bytes += e.utf8.len() as u64;
         self.entries.push_back(Arc::new(e));
         self.end() - 1
+    }
+
+    /// Bytes from position `pos` to the end (as UTF-8).
+    pub fn bytes_from(&self, pos: u64) -> u64 {
+        let i = pos.saturating_sub(self.base) as usize;
+        self.entries
+            .get(i)
+            .map_or(0, |e| self.bytes.saturating_sub(e.start))
+    }
+
+    /// Bytes kept.
+    pub fn bytes_kept(&self) -> u64 {
+        self.bytes_from(self.base)
     }
 
     /// Forgets entries before `pos`.
@@ -624,6 +644,10 @@ mod tests {
         }
         log.trim(4);
         assert_eq!((log.base, log.end(), log.len()), (4, 10, 6));
+        assert_eq!(
+            (log.bytes_kept(), log.bytes_from(8), log.bytes_from(10)),
+            (12, 4, 0)
+        );
         let s = log.snapshot(2, 3);
         assert_eq!((s.base, s.end()), (4, 7));
         assert_eq!(log.snapshot(20, 5).end(), 10);

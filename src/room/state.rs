@@ -272,24 +272,26 @@ impl Room {
         for shard in &self.shards {
             shard.log_grew();
         }
-        let cap = self.config.queue;
-        if st.log.len() > cap + cap / 8 {
+        let (cap, cap_bytes) = (self.config.queue as u64, self.config.queue_bytes);
+        if st.log.len() as u64 > cap + cap / 8 || st.log.bytes_kept() > cap_bytes + cap_bytes / 8 {
             let end = st.log.end();
+            let too_far = |cursor: u64| end - cursor > cap || st.log.bytes_from(cursor) > cap_bytes;
             let mut oldest = end;
             for (&id, m) in &st.members {
                 let out = m.conn.out();
-                if out.blocked() && out.behind(end) > cap as u64 {
+                let cursor = end - out.behind(end);
+                if out.blocked() && too_far(cursor) {
                     cuts.push(id);
                 } else {
-                    oldest = oldest.min(end - out.behind(end));
+                    oldest = oldest.min(cursor);
                 }
             }
             for conn in st.draining.values() {
                 // A member that left is owed its last lines for a while, but not a longer
                 // backlog than anyone else.
-                let behind = conn.out().behind(end);
-                if behind <= cap as u64 {
-                    oldest = oldest.min(end - behind);
+                let cursor = end - conn.out().behind(end);
+                if !too_far(cursor) {
+                    oldest = oldest.min(cursor);
                 }
             }
             st.log.trim(oldest);
@@ -419,27 +421,31 @@ impl Room {
         self.shards[conn.shard].mark(conn);
     }
 
-    /// Lines appended to the log that some flusher has not yet written to its members.
-    fn lag(&self, end: u64) -> u64 {
+    /// Lines and bytes appended to the log that some flusher has not yet written to its
+    /// members.
+    fn lag(&self) -> (u64, u64) {
+        let st = self.lock();
+        let end = st.log.end();
         let synced = self
             .shards
             .iter()
             .map(|s| s.synced.load(Ordering::Acquire))
             .min()
             .unwrap_or(end);
-        end.saturating_sub(synced)
+        (end.saturating_sub(synced), st.log.bytes_from(synced))
     }
 
-    /// Waits while the flushers are more than half a queue behind, so that a fast sender is
-    /// slowed down (its socket fills) rather than the room's memory growing.
+    /// Waits while the flushers are more than half a queue (in lines or in bytes) behind, so
+    /// that a fast sender is slowed down (its socket fills) rather than the log growing.
     pub async fn wait_for_flushers(&self) {
-        let limit = (self.config.queue / 2).max(1) as u64;
+        let lines = (self.config.queue / 2).max(1) as u64;
+        let bytes = self.config.queue_bytes / 2;
         loop {
             let wait = self.progress.notified();
             tokio::pin!(wait);
             wait.as_mut().enable();
-            let end = self.lock().log.end();
-            if self.lag(end) <= limit {
+            let (behind, behind_bytes) = self.lag();
+            if behind <= lines && behind_bytes <= bytes {
                 return;
             }
             wait.await;
@@ -632,10 +638,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_that_never_reads_is_cut_off_and_nobody_waits_for_it() {
-        let r = room(Config {
+        never_reader(Config {
             queue: 64,
             ..Config::default()
-        });
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_byte_budget_cuts_off_a_non_reader_too() {
+        never_reader(Config {
+            queue_bytes: 1 << 20,
+            ..Config::default()
+        })
+        .await;
+    }
+
+    /// One member sends 3,000 lines of 4 kB, one reads them all, one never reads.
+    async fn never_reader(config: Config) {
+        let (lines_cap, bytes_cap) = (config.queue, config.queue_bytes);
+        let r = room(config);
         let a = join(&r, 1).await;
         let mut b = join(&r, 2).await;
         let slow = join(&r, 3).await;
@@ -671,11 +693,15 @@ mod tests {
         others.extend(b.until("<guest-1> end").await);
         assert_eq!(others, ["* guest-3 left (send queue full)\n"]);
         assert_eq!(r.len(), 2);
-        // The log forgets what everyone has: it holds about a queue's worth, not 3,000 lines.
+        // The log forgets what everyone has: it holds about a queue's worth, not 12 MB.
+        let (len, bytes) = {
+            let st = r.lock();
+            (st.log.len(), st.log.bytes_kept())
+        };
+        assert!(len <= lines_cap + lines_cap / 8 + 1, "{len} lines kept");
         assert!(
-            r.lock().log.len() <= 64 + 64 / 8 + 1,
-            "{}",
-            r.lock().log.len()
+            bytes <= bytes_cap + bytes_cap / 8 + 4100,
+            "{bytes} bytes kept"
         );
     }
 
