@@ -108,6 +108,11 @@ async fn read_loop(
     shutdown: &CancellationToken,
 ) -> String {
     let (rd, id, kick) = (&conn.stream, conn.id, &conn.kick);
+    // Registered once for the connection's life, not on every read: the shutdown token is
+    // shared by every client.
+    let cut = kick.token.cancelled();
+    let closing = shutdown.cancelled();
+    tokio::pin!(cut, closing);
     let mut splitter = LineSplitter::new(config.max_line);
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
@@ -125,8 +130,8 @@ async fn read_loop(
         };
         tokio::select! {
             biased;
-            () = kick.token.cancelled() => return kicked(kick),
-            () = shutdown.cancelled() => return "server shutting down".into(),
+            () = &mut cut => return kicked(kick),
+            () = &mut closing => return "server shutting down".into(),
             r = read => match r {
                 None => {
                     let secs = config.idle_timeout.unwrap_or_default().as_secs_f64();
@@ -181,8 +186,8 @@ async fn read_loop(
                     first = false;
                     tokio::select! {
                         biased;
-                        () = kick.token.cancelled() => return kicked(kick),
-                        () = shutdown.cancelled() => return "server shutting down".into(),
+                        () = &mut cut => return kicked(kick),
+                        () = &mut closing => return "server shutting down".into(),
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -214,8 +219,8 @@ async fn read_loop(
         // log never holds more than the queue allows for members that are reading.
         tokio::select! {
             biased;
-            () = kick.token.cancelled() => return kicked(kick),
-            () = shutdown.cancelled() => return "server shutting down".into(),
+            () = &mut cut => return kicked(kick),
+            () = &mut closing => return "server shutting down".into(),
             () = room.wait_for_flushers() => {}
         }
     }
