@@ -36,8 +36,16 @@ const MAX_IOV: usize = 64;
 /// The most bytes one gather write carries.
 const MAX_WRITE: usize = 256 << 10;
 
-/// The most bytes of lines for one member alone (replies, private messages) kept unsent.
-pub const PRIVATE_MAX: usize = 1 << 20;
+/// The most bytes of lines for one member alone (replies, private messages) kept unsent while
+/// it is not reading; a reading member may have 16 times as much queued during a long pass.
+pub const PRIVATE_MAX: usize = 64 << 10;
+
+/// The most bytes of such lines kept unsent for all members together before members that are
+/// not reading are cut off.
+pub const PRIVATE_TOTAL: usize = 64 << 20;
+
+/// Encodings other than UTF-8 whose copies an entry keeps; further ones are encoded per write.
+const CACHED_ENCODINGS: usize = 3;
 
 /// A flusher lets other tasks run after writing to this many members.
 const YIELD_EVERY: usize = 64;
@@ -77,7 +85,11 @@ impl Entry {
             return Some(c.clone());
         }
         let chunk = encode(std::str::from_utf8(&self.utf8).unwrap_or_default(), enc);
-        others.push((enc, chunk.clone()));
+        // The log's byte budget counts UTF-8 only: a few cached copies keep memory in
+        // proportion to it whatever encodings clients pick.
+        if others.len() < CACHED_ENCODINGS {
+            others.push((enc, chunk.clone()));
+        }
         Some(chunk)
     }
 }
@@ -204,8 +216,9 @@ pub enum Mode {
 pub struct Out {
     /// The next log entry to write.
     cursor: u64,
-    /// Bytes of the next piece (private or log) already written.
-    offset: usize,
+    /// A piece (private or log) taken off the order and partly written, with the bytes done:
+    /// it is finished from these very bytes, whatever changes meanwhile (the encoding, the log).
+    partial: Option<(Chunk, usize)>,
     /// Lines for this member alone, each after the log entries before its tag.
     private: VecDeque<(u64, Chunk)>,
     private_bytes: usize,
@@ -240,7 +253,8 @@ impl Out {
 /// How a write attempt ended.
 #[derive(Debug)]
 pub enum Flushed {
-    /// Everything up to the snapshot's end is written.
+    /// Everything up to the snapshot's end is written, and every line for this member alone
+    /// that may go before it.
     Done,
     /// The socket is full.
     Blocked,
@@ -279,6 +293,8 @@ impl Kick {
 pub struct Conn {
     pub id: ClientId,
     pub stream: TcpStream,
+    /// Unsent private bytes of every member of the room.
+    private_total: Arc<std::sync::atomic::AtomicUsize>,
     /// The flusher that writes to it.
     pub shard: usize,
     out: Mutex<Out>,
@@ -288,15 +304,23 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection whose lines start at log position `cursor`.
-    pub fn new(id: ClientId, stream: TcpStream, shard: usize, cursor: u64) -> Self {
+    /// A connection whose lines start at log position `cursor`; `private_total` is shared by
+    /// the room's members.
+    pub fn new(
+        id: ClientId,
+        stream: TcpStream,
+        shard: usize,
+        cursor: u64,
+        private_total: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Self {
         Conn {
             id,
             stream,
+            private_total,
             shard,
             out: Mutex::new(Out {
                 cursor,
-                offset: 0,
+                partial: None,
                 private: VecDeque::new(),
                 private_bytes: 0,
                 encoding: Encoding::UTF8,
@@ -314,11 +338,19 @@ impl Conn {
     }
 
     /// Queues a line for this member alone, after log entries before `tag`. Returns false when
-    /// the member already has too much unsent (it is not reading).
-    pub fn push_private(out: &mut Out, tag: u64, chunk: Chunk) -> bool {
+    /// the member has too much unsent: it is not reading and has more than [`PRIVATE_MAX`] (or
+    /// the room more than [`PRIVATE_TOTAL`]), or it has 16 times that. A single line (a
+    /// greeting with history) always fits.
+    pub fn push_private(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         out.private_bytes += chunk.len();
+        let total = self.private_total.fetch_add(chunk.len(), Relaxed) + chunk.len();
         out.private.push_back((tag, chunk));
-        out.private_bytes <= PRIVATE_MAX || out.private.len() == 1
+        if out.private.len() == 1 {
+            return true;
+        }
+        let over = out.private_bytes > PRIVATE_MAX || total > PRIVATE_TOTAL;
+        !(over && out.mode == Mode::Blocked) && out.private_bytes <= 16 * PRIVATE_MAX
     }
 
     /// Sets the member's encoding for log entries written from now on.
@@ -341,9 +373,8 @@ impl Conn {
         let mut out = self.out();
         if snap.base > out.cursor {
             // Entries this member never got were dropped from the log (it left long ago and
-            // nothing kept them): go on from what is kept.
+            // nothing kept them): go on from what is kept, after finishing a partial piece.
             out.cursor = snap.base;
-            out.offset = 0;
         }
         match self.write(&mut out, &snap, &mut Vec::new()) {
             Flushed::Done => {
@@ -366,13 +397,19 @@ impl Conn {
         }
         let stop = out.stop(snap.end());
         loop {
-            // Gather the next pieces in order: private lines go before the log entry at their
-            // tag; an entry this member sent itself is an empty piece.
+            // Gather the next pieces in order: a partly written piece first, then private lines
+            // before the log entry at their tag (a private line waits for the entries before
+            // its tag even if this snapshot does not have them yet); an entry this member sent
+            // itself is an empty piece.
             pieces.clear();
             let (mut c, mut p, mut bytes) = (out.cursor, 0, 0);
+            if let Some((chunk, done)) = &out.partial {
+                bytes += chunk.len() - done;
+                pieces.push(Some(chunk.clone()));
+            }
             while pieces.len() < MAX_IOV && bytes < MAX_WRITE {
                 let piece = match out.private.get(p) {
-                    Some((tag, chunk)) if *tag <= c || c >= stop => {
+                    Some((tag, chunk)) if *tag <= c => {
                         p += 1;
                         Some(chunk.clone())
                     }
@@ -389,19 +426,18 @@ impl Conn {
             if pieces.is_empty() {
                 return Flushed::Done;
             }
-            let total = bytes - out.offset;
-            let written = if total == 0 {
+            let written = if bytes == 0 {
                 0
             } else {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let mut n = 0;
-                let mut skip = out.offset;
+                let mut skip = out.partial.as_ref().map_or(0, |(_, done)| *done);
                 for piece in pieces.iter().flatten() {
                     if piece.len() > skip {
                         iov[n] = IoSlice::new(&piece[skip..]);
                         n += 1;
                     }
-                    skip = skip.saturating_sub(piece.len());
+                    skip = 0;
                 }
                 // sendmsg straight to the socket (writev would go through the VFS layer);
                 // tokio clears the socket's readiness if it would block.
@@ -415,39 +451,64 @@ impl Conn {
                     Err(e) => return Flushed::Failed(e),
                 }
             };
-            advance(out, pieces, written, stop);
-            if written < total {
+            self.advance(out, pieces, written);
+            if written < bytes {
                 // A short write: the socket is full.
                 return Flushed::Blocked;
             }
         }
     }
+
+    /// Consumes `n` written bytes of `pieces` (gathered in order from `out`) from `out`; a
+    /// piece written in part becomes `out.partial`.
+    fn advance(&self, out: &mut Out, pieces: &[Option<Chunk>], mut n: usize) {
+        let mut pieces = pieces.iter();
+        if let Some((chunk, done)) = out.partial.take() {
+            pieces.next();
+            let left = chunk.len() - done;
+            if n < left {
+                out.partial = Some((chunk, done + n));
+                return;
+            }
+            n -= left;
+        }
+        for piece in pieces {
+            let len = piece.as_ref().map_or(0, |p| p.len());
+            if n == 0 && len > 0 {
+                return;
+            }
+            // Which kind of piece this was follows the same rule as gathering.
+            match out.private.front() {
+                Some((tag, _)) if *tag <= out.cursor => {
+                    if let Some((_, chunk)) = out.private.pop_front() {
+                        out.private_bytes -= chunk.len();
+                        self.private_total
+                            .fetch_sub(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                _ => out.cursor += 1,
+            }
+            if n < len {
+                if let Some(chunk) = piece {
+                    out.partial = Some((chunk.clone(), n));
+                }
+                return;
+            }
+            n -= len;
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let unsent = lock(&self.out).private_bytes;
+        self.private_total
+            .fetch_sub(unsent, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Pieces gathered for one write: `None` is an entry the member sent itself (nothing to write).
 pub type Pieces = Vec<Option<Chunk>>;
-
-/// Consumes `n` written bytes of `pieces` (gathered in order from `out`) from `out`.
-fn advance(out: &mut Out, pieces: &[Option<Chunk>], mut n: usize, stop: u64) {
-    for piece in pieces {
-        let left = piece.as_ref().map_or(0, |p| p.len()) - out.offset;
-        if n < left {
-            out.offset += n;
-            return;
-        }
-        n -= left;
-        out.offset = 0;
-        // Which kind of piece this was follows the same rule as gathering.
-        match out.private.front() {
-            Some((tag, _)) if *tag <= out.cursor || out.cursor >= stop => {
-                if let Some((_, chunk)) = out.private.pop_front() {
-                    out.private_bytes -= chunk.len();
-                }
-            }
-            _ => out.cursor += 1,
-        }
-    }
-}
 
 /// One flusher's share of the members and what it has to do.
 #[derive(Default)]
@@ -501,41 +562,33 @@ impl Shard {
                 tokio::task::yield_now().await;
                 refresh(snap);
             }
-            let mut out = conn.out();
-            if out.mode == Mode::Blocked {
-                continue;
-            }
-            let r = match conn.write(&mut out, snap, &mut pieces) {
+            let r = {
+                let mut out = conn.out();
+                if out.mode == Mode::Blocked {
+                    continue;
+                }
+                conn.write(&mut out, snap, &mut pieces)
+            };
+            let r = match r {
                 Flushed::Behind => {
                     // Rare (the member was blocked until just now): it needs entries from
                     // before this snapshot, taken without holding its lock.
-                    drop(out);
-                    let r = loop {
+                    loop {
                         match conn.catch_up(&fresh) {
-                            Ok(true) => break None,
-                            Ok(false) => {}
-                            Err(r) => break Some(r),
-                        }
-                    };
-                    match r {
-                        None => continue,
-                        Some(r) => {
-                            out = conn.out();
-                            r
+                            Ok(true) => break Flushed::Done,
+                            // A long backlog: let the other tasks run between writes.
+                            Ok(false) => tokio::task::yield_now().await,
+                            Err(r) => break r,
                         }
                     }
                 }
                 r => r,
             };
-            match r {
-                Flushed::Done | Flushed::Behind => {}
-                Flushed::Blocked | Flushed::Failed(_) => {
-                    // The member's task retries when the socket is writable and meets the
-                    // error itself if there is one.
-                    out.mode = Mode::Blocked;
-                    drop(out);
-                    conn.blocked.notify_one();
-                }
+            if matches!(r, Flushed::Blocked | Flushed::Failed(_)) {
+                // The member's task retries when the socket is writable and meets the error
+                // itself if there is one.
+                conn.out().mode = Mode::Blocked;
+                conn.blocked.notify_one();
             }
         }
     }
@@ -564,21 +617,13 @@ mod tests {
     async fn private_lines_interleave_with_the_log_in_order() {
         let (server, mut client) = pair().await;
         server.writable().await.unwrap();
-        let conn = Conn::new(7, server, 0, 0);
+        let conn = Conn::new(7, server, 0, 0, Arc::default());
         let mut log = Log::default();
         {
             let mut out = conn.out();
-            assert!(Conn::push_private(
-                &mut out,
-                log.end(),
-                Arc::from(&b"p0\n"[..])
-            ));
+            assert!(conn.push_private(&mut out, log.end(), Arc::from(&b"p0\n"[..])));
             log.push(Entry::new("a\n", None));
-            assert!(Conn::push_private(
-                &mut out,
-                log.end(),
-                Arc::from(&b"p1\n"[..])
-            ));
+            assert!(conn.push_private(&mut out, log.end(), Arc::from(&b"p1\n"[..])));
             log.push(Entry::new("mine\n", Some(7)));
             log.push(Entry::new("b\n", None));
         }
@@ -594,10 +639,88 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_private_line_never_overtakes_an_entry_missing_from_the_snapshot() {
+        let (server, mut client) = pair().await;
+        server.writable().await.unwrap();
+        let conn = Conn::new(1, server, 0, 0, Arc::default());
+        let mut log = Log::default();
+        log.push(Entry::new("a\n", None));
+        let old = log.snapshot(0, usize::MAX);
+        log.push(Entry::new("b\n", None));
+        {
+            let mut out = conn.out();
+            assert!(conn.push_private(&mut out, log.end(), Arc::from(&b"p\n"[..])));
+            let r = conn.write(&mut out, &old, &mut Vec::new());
+            assert!(matches!(r, Flushed::Done));
+            assert_eq!(out.private.len(), 1, "p waits for b");
+            let new = log.snapshot(out.cursor, usize::MAX);
+            let r = conn.write(&mut out, &new, &mut Vec::new());
+            assert!(matches!(r, Flushed::Done));
+        }
+        assert_eq!(read_exact(&mut client, 6).await, "a\nb\np\n");
+    }
+
+    /// A piece written in part is finished from the same bytes even if the member's encoding
+    /// changes and more lines arrive meanwhile; nothing is spliced or repeated.
+    #[tokio::test]
+    async fn a_partly_written_line_is_finished_whatever_changes() {
+        let (server, mut client) = pair().await;
+        server.writable().await.unwrap();
+        let conn = Conn::new(1, server, 0, 0, Arc::default());
+        let mut log = Log::default();
+        let big = format!("{}\n", "你".repeat(4 << 20));
+        log.push(Entry::new(&big, None));
+        {
+            let mut out = conn.out();
+            let r = conn.write(&mut out, &log.snapshot(0, usize::MAX), &mut Vec::new());
+            assert!(matches!(r, Flushed::Blocked));
+            assert!(out.partial.is_some(), "the first line is partly written");
+        }
+        conn.set_encoding(Encoding::GBK);
+        log.push(Entry::new("好\n", None));
+        {
+            let mut out = conn.out();
+            assert!(conn.push_private(&mut out, log.end(), Arc::from(&b"p\n"[..])));
+        }
+        let want = big.len() + 3 + 2;
+        let reader = tokio::spawn(async move {
+            let mut all = vec![0; want];
+            client.read_exact(&mut all).await.unwrap();
+            all
+        });
+        loop {
+            conn.stream.writable().await.unwrap();
+            let snap = log.snapshot(0, usize::MAX);
+            if matches!(
+                conn.write(&mut conn.out(), &snap, &mut Vec::new()),
+                Flushed::Done
+            ) {
+                break;
+            }
+        }
+        let all = reader.await.unwrap();
+        assert_eq!(
+            &all[..big.len()],
+            big.as_bytes(),
+            "the first line whole, in UTF-8"
+        );
+        assert_eq!(
+            &all[big.len()..],
+            b"\xba\xc3\np\n",
+            "then GBK, then the reply"
+        );
+        assert_eq!(
+            conn.private_total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
+
+    #[tokio::test]
     async fn a_full_socket_blocks_and_resumes_mid_piece() {
         let (server, mut client) = pair().await;
         server.writable().await.unwrap();
-        let conn = Conn::new(1, server, 0, 0);
+        let conn = Conn::new(1, server, 0, 0, Arc::default());
         let mut log = Log::default();
         let line = format!("{}\n", "x".repeat(999));
         for _ in 0..20_000 {

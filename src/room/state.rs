@@ -59,6 +59,8 @@ pub struct Room {
     shards: Vec<Shard>,
     /// Told each time a flusher finishes a pass over its members.
     progress: Notify,
+    /// Unsent bytes of lines for one member alone, all members together.
+    private_total: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Members to cut off once the current operation is done.
@@ -85,6 +87,7 @@ impl Room {
             config,
             events,
             progress: Notify::new(),
+            private_total: Arc::default(),
         }
     }
 
@@ -114,7 +117,13 @@ impl Room {
             }
         };
         let shard = (id % self.shards.len() as u64) as usize;
-        let conn = Arc::new(Conn::new(id, stream, shard, st.log.end()));
+        let conn = Arc::new(Conn::new(
+            id,
+            stream,
+            shard,
+            st.log.end(),
+            self.private_total.clone(),
+        ));
         st.nicks.insert(nick.clone(), id);
         let slot = st.shards[shard].len();
         st.shards[shard].push(conn.clone());
@@ -306,7 +315,7 @@ impl Room {
         let tag = st.log.end();
         let mut out = m.conn.out();
         let chunk: Chunk = encode(text, out.encoding());
-        if !Conn::push_private(&mut out, tag, chunk) {
+        if !m.conn.push_private(&mut out, tag, chunk) {
             cuts.push(id);
             return;
         }
