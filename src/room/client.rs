@@ -90,7 +90,8 @@ pub(super) async fn drain(room: &Room, conn: &Conn) {
     loop {
         match conn.catch_up(|c| room.snapshot(c)) {
             Ok(true) | Err(Flushed::Failed(_)) => return,
-            Ok(false) => {}
+            // A long backlog: let the other tasks run between writes.
+            Ok(false) => tokio::task::yield_now().await,
             Err(_) => {
                 if conn.stream.writable().await.is_err() {
                     return;
