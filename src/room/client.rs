@@ -5,7 +5,7 @@
 use super::Config;
 use super::commands::{HELP, Input, parse};
 use super::limits::RateLimit;
-use super::outbox::{ClientId, Conn, Flushed, Kick};
+use super::outbox::{ClientId, Conn, Flushed};
 use super::state::Room;
 use crate::codec::{Encoding, LineSplitter, Piece, sanitize_into};
 use crate::transport::describe;
@@ -131,7 +131,7 @@ async fn read_loop(
         };
         tokio::select! {
             biased;
-            () = &mut cut => return kicked(kick),
+            () = &mut cut => return kick.reason(),
             () = &mut closing => return "server shutting down".into(),
             r = read => match r {
                 None => {
@@ -187,7 +187,7 @@ async fn read_loop(
                     first = false;
                     tokio::select! {
                         biased;
-                        () = &mut cut => return kicked(kick),
+                        () = &mut cut => return kick.reason(),
                         () = &mut closing => return "server shutting down".into(),
                         () = tokio::time::sleep(wait) => {}
                     }
@@ -220,15 +220,11 @@ async fn read_loop(
         // log never holds more than the queue allows for members that are reading.
         tokio::select! {
             biased;
-            () = &mut cut => return kicked(kick),
+            () = &mut cut => return kick.reason(),
             () = &mut closing => return "server shutting down".into(),
             () = room.wait_for_flushers() => {}
         }
     }
-}
-
-fn kicked(kick: &Kick) -> String {
-    kick.reason()
 }
 
 /// Acts on one line; returns a reason when the client quits.

@@ -229,6 +229,11 @@ pub struct Out {
 }
 
 impl Out {
+    /// The next log entry to write.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
     /// Log entries not yet written.
     pub fn behind(&self, end: u64) -> u64 {
         end.saturating_sub(self.cursor)

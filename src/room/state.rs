@@ -288,7 +288,7 @@ impl Room {
             let mut oldest = end;
             for (&id, m) in &st.members {
                 let out = m.conn.out();
-                let cursor = end - out.behind(end);
+                let cursor = out.cursor();
                 if out.blocked() && too_far(cursor) {
                     cuts.push(id);
                 } else {
@@ -298,7 +298,7 @@ impl Room {
             for conn in st.draining.values() {
                 // A member that left is owed its last lines for a while, but not a longer
                 // backlog than anyone else.
-                let cursor = end - conn.out().behind(end);
+                let cursor = conn.out().cursor();
                 if !too_far(cursor) {
                     oldest = oldest.min(cursor);
                 }
@@ -403,11 +403,6 @@ impl Room {
         if let Some(m) = st.members.get(&id) {
             m.conn.set_encoding(enc);
         }
-    }
-
-    /// The nickname of a member, if it is still here.
-    pub fn nick(&self, id: ClientId) -> Option<String> {
-        self.lock().members.get(&id).map(|m| m.nick.clone())
     }
 
     /// How many members are here.
