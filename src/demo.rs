@@ -190,8 +190,9 @@ async fn read_exactly(
     want: usize,
 ) -> std::io::Result<usize> {
     let mut got = 0;
+    let want = want.min(buf.len());
     // One send may arrive in several recvs: the tutorial's recv(1024) assumes otherwise.
-    while got < want.min(buf.len()) {
+    while got < want {
         let n = s.read(&mut buf[got..want]).await?;
         if n == 0 {
             break;

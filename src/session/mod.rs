@@ -23,6 +23,10 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The address shown when the kernel cannot tell who sent something.
+pub(crate) const UNKNOWN_PEER: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// How typed lines end on the wire (TCP; a UDP line is a datagram and carries no ending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Eol {

@@ -30,9 +30,7 @@ where
 {
     // Only used to tag output: a connection reset before we look still gets its error from
     // the first read, not from here.
-    let peer = stream
-        .peer_addr()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let peer = stream.peer_addr().unwrap_or(super::UNKNOWN_PEER);
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
         let mut buf = vec![0u8; 64 * 1024];
@@ -49,6 +47,11 @@ where
                     wr.write_all(&m).await.map_err(Error::Socket)?;
                     activity.sent(m.len());
                 }
+            } else if let [one] = msgs.as_slice() {
+                // The usual case, one message per read: no second copy.
+                wr.write_all(one).await.map_err(Error::Socket)?;
+                activity.sent(one.len());
+                msgs.clear();
             } else if !msgs.is_empty() {
                 let wire = msgs.concat();
                 msgs.clear();
@@ -189,9 +192,7 @@ pub async fn connect(
     term: &mut Terminal,
 ) -> anyhow::Result<End> {
     let (stream, peer) = transport::tcp_connect(target, timeout).await?;
-    let local = stream
-        .local_addr()
-        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = stream.local_addr().unwrap_or(super::UNKNOWN_PEER);
     term.events.emit(Event::Connected { peer, local });
     let mut outbound = Outbound::new(opts, false, term.events.clone());
     Ok(talk(stream, term, &mut outbound, opts, true).await?)

@@ -101,7 +101,7 @@ where
                 let mut quit = false;
                 activity.received(batch.iter().map(|(p, _)| p.len()).sum());
                 for (payload, from) in batch.iter() {
-                    let from = from.or(connected_peer).unwrap_or(UNKNOWN);
+                    let from = from.or(connected_peer).unwrap_or(super::UNKNOWN_PEER);
                     if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
                         last_sender.set(Some(from));
                         events.emit(Event::NewPeer(from));
@@ -127,8 +127,6 @@ where
     };
     drive(send, recv, activity, opts, events).await
 }
-
-const UNKNOWN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
 
 /// Writes and empties `out`; false when the output has been closed (nobody reads any more).
 async fn write_out<W: AsyncWrite + Unpin>(

@@ -44,13 +44,9 @@ impl Batch {
     pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         loop {
             socket.readable().await?;
-            match socket.try_io(tokio::io::Interest::READABLE, || self.take(socket)) {
-                Ok(n) => {
-                    self.count = n;
-                    return Ok(n);
-                }
+            match self.try_recv(socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                r => return r,
             }
         }
     }

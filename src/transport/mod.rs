@@ -135,31 +135,35 @@ fn new_socket(addr: &SocketAddr, ty: Type, proto: Protocol, all: bool) -> io::Re
 
 /// Binds and listens on `spec` with SO_REUSEADDR and a large backlog.
 pub async fn tcp_listen(spec: &HostPort) -> Result<TcpListener, Error> {
+    bind_first(spec, "listen on", |addr, all| {
+        let socket = new_socket(&addr, Type::STREAM, Protocol::TCP, all)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&SockAddr::from(addr))?;
+        socket.listen(BACKLOG)?;
+        TcpListener::from_std(socket.into())
+    })
+    .await
+}
+
+/// Runs `bind` on each local address `spec` names until one works (`all`: the wildcard was
+/// asked for, so an IPv6 wildcard the kernel does not support falls back to IPv4).
+async fn bind_first<T>(
+    spec: &HostPort,
+    what: &'static str,
+    bind: impl Fn(SocketAddr, bool) -> io::Result<T>,
+) -> Result<T, Error> {
     let all = spec.host.is_none();
     let mut last = None;
     for addr in local_addrs(spec).await? {
-        let attempt = (|| {
-            let socket = new_socket(&addr, Type::STREAM, Protocol::TCP, all)?;
-            socket.set_reuse_address(true)?;
-            socket.bind(&SockAddr::from(addr))?;
-            socket.listen(BACKLOG)?;
-            TcpListener::from_std(socket.into())
-        })();
-        match attempt {
-            Ok(l) => return Ok(l),
+        match bind(addr, all) {
+            Ok(t) => return Ok(t),
             // Without IPv6 in this kernel, fall back to the IPv4 wildcard.
             Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => last = Some(e),
-            Err(source) => {
-                return Err(Error::Bind {
-                    what: "listen on",
-                    addr,
-                    source,
-                });
-            }
+            Err(source) => return Err(Error::Bind { what, addr, source }),
         }
     }
     Err(Error::Bind {
-        what: "listen on",
+        what,
         addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), spec.port),
         source: last.unwrap_or_else(|| io::Error::other("no address to bind")),
     })
@@ -212,26 +216,7 @@ pub const UDP_RCVBUF: usize = 32 << 20;
 /// Binds a UDP socket on `spec` (all interfaces when it names no host), with a large receive
 /// buffer: SO_RCVBUFFORCE when privileged, else as much as net.core.rmem_max allows.
 pub async fn udp_bind(spec: &HostPort) -> Result<UdpSocket, Error> {
-    let all = spec.host.is_none();
-    let mut last = None;
-    for addr in local_addrs(spec).await? {
-        match udp_bind_addr(addr, all) {
-            Ok(s) => return Ok(s),
-            Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => last = Some(e),
-            Err(source) => {
-                return Err(Error::Bind {
-                    what: "bind",
-                    addr,
-                    source,
-                });
-            }
-        }
-    }
-    Err(Error::Bind {
-        what: "bind",
-        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), spec.port),
-        source: last.unwrap_or_else(|| io::Error::other("no address to bind")),
-    })
+    bind_first(spec, "bind", udp_bind_addr).await
 }
 
 /// Binds a UDP socket on exactly `addr`.
