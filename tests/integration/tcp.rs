@@ -257,30 +257,9 @@ fn binary_file_to_file() {
     let mut cmd = crate::util::wirechat();
     cmd.args(["tcp", "listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&dst).unwrap())
-        .stderr(Stdio::piped());
-    let mut server_child = cmd.spawn().unwrap();
-    let mut err = server_child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains(" (tcp)") {
-        let n = err.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "listener ended early: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&seen).into_owned();
-    let addr = text
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+        .stdout(std::fs::File::create(&dst).unwrap());
+    let mut server = crate::util::Proc::spawn_stderr(cmd);
+    let addr = server.listening().to_string();
     let status = crate::util::wirechat()
         .args(["tcp", "connect", &addr])
         .stdin(std::fs::File::open(&src).unwrap())
@@ -288,7 +267,7 @@ fn binary_file_to_file() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(server_child.wait().unwrap().success());
+    assert_eq!(server.wait_exit(), 0);
     assert_eq!(sha256(&std::fs::read(&dst).unwrap()), sha256(&data));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -300,7 +279,7 @@ fn half_close_reply_after_our_fin() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let peer = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
+        let mut s = crate::util::accept(&listener);
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         s.write_all(format!("you sent {} bytes\n", got.len()).as_bytes())
@@ -322,7 +301,7 @@ fn half_close_reply_after_our_fin_in_gbk() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let peer = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
+        let mut s = crate::util::accept(&listener);
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         s.write_all(&gbk("收到了")).unwrap();
@@ -342,7 +321,7 @@ fn peer_closes_first() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     s.write_all(b"bye\n").unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     client.stderr.wait_text("peer closed its side");
@@ -364,7 +343,7 @@ fn gbk_and_gb18030_round_trip_and_invalid_bytes() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let mut client = Proc::wirechat(&["tcp", "connect", &addr, "-e", label]);
-        let (mut s, _) = listener.accept().unwrap();
+        let mut s = crate::util::accept(&listener);
         s.set_nodelay(true).unwrap();
         // GB18030 covers all of Unicode; GBK lacks the snowman and U+20000.
         let text = if label == "gb18030" {
@@ -407,7 +386,7 @@ fn hex_in_and_out() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--hex"]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     client.send(b"48 65 6c 6c 6f\nnot hex\n0x0a,FF\n");
     client.stderr.wait_text("bad hex");
     let mut got = [0u8; 7];
@@ -434,7 +413,7 @@ fn quit_word_typed_and_received() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--quit", "bye"]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     client.send(b"hello\nbye\nnever sent\n");
     assert_eq!(client.wait_exit(), 0);
     let mut got = String::new();
@@ -442,7 +421,7 @@ fn quit_word_typed_and_received() {
     assert_eq!(got, "hello\nbye\n");
 
     let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--quit", "bye"]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     s.write_all(b"byebye\nbye\r\n").unwrap();
     assert_eq!(client.wait_exit(), 0);
     assert!(client.stderr.text().contains("peer said \"bye\""));
@@ -455,7 +434,7 @@ fn crlf_line_endings() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--crlf"]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     client.send(b"GET / HTTP/1.0\n\n");
     client.close_stdin();
     let mut got = String::new();
@@ -529,7 +508,7 @@ fn urgent_byte_does_not_stall_the_pass_through() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     s.write_all(b"abc\n").unwrap();
     client.stdout.wait_text("abc\n");
     socket2::SockRef::from(&s).send_out_of_band(b"X").unwrap();
@@ -546,7 +525,7 @@ fn piped_lines_are_not_held_back() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr]);
-    let (mut s, _) = listener.accept().unwrap();
+    let mut s = crate::util::accept(&listener);
     for line in [&b"one\n"[..], b"two\n"] {
         client.send(line);
         let started = std::time::Instant::now();
@@ -583,7 +562,7 @@ fn idle_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut client = Proc::wirechat(&["tcp", "connect", &addr, "--idle-timeout", "0.3"]);
-    let (_s, _) = listener.accept().unwrap();
+    let _s = crate::util::accept(&listener);
     assert_eq!(client.wait_exit(), 0);
     assert!(client.stderr.text().contains("idle for 0.3 s"));
 }

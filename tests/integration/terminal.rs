@@ -91,7 +91,7 @@ fn incoming_messages_do_not_tear_the_typed_line() {
         "{} tcp connect {addr} -e gbk; echo EXITED=$?; sleep 60",
         env!("CARGO_BIN_EXE_wirechat")
     ));
-    let (mut peer, _) = listener.accept().unwrap();
+    let mut peer = crate::util::accept(&listener);
     tmux.wait("the prompt", |s| {
         s.contains("connected to") && s.lines().any(|l| l.starts_with('>'))
     });

@@ -388,7 +388,10 @@ fn live_capture_without_privileges() {
     } else {
         wirechat()
     };
-    let out = cmd.args(["trace", "--count", "1"]).output().unwrap();
+    let out = cmd
+        .args(["trace", "--count", "1", "--duration", "5"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if err.starts_with("setpriv:") {
         eprintln!("SKIPPED: cannot drop privileges here: {err}");

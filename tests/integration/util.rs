@@ -9,6 +9,22 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// Accepts one connection on `listener`, failing the test if none comes within [`DEADLINE`];
+/// reads on the stream fail after the same deadline rather than hang.
+pub fn accept(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    let ms = u16::try_from(DEADLINE.as_millis()).unwrap_or(u16::MAX);
+    let ready = poll(&mut fds, PollTimeout::from(ms)).expect("poll the listener");
+    assert!(ready > 0, "no connection within {DEADLINE:?}");
+    let (stream, _) = listener.accept().expect("accept");
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    stream
+}
+
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -141,6 +157,19 @@ impl Proc {
             child,
             stdin,
             stdout,
+            stderr,
+        }
+    }
+
+    /// Starts `cmd` with its stdin and stdout as the caller set them; only stderr is collected.
+    pub fn spawn_stderr(mut cmd: Command) -> Proc {
+        cmd.stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn child");
+        let stderr = Collected::start(child.stderr.take().expect("stderr"));
+        Proc {
+            child,
+            stdin: None,
+            stdout: Collected::start(std::io::empty()),
             stderr,
         }
     }
