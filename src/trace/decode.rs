@@ -78,8 +78,6 @@ pub struct Packet {
     pub transport: Transport,
     /// The transport payload (what the application sent).
     pub payload: Vec<u8>,
-    /// Bytes captured for the whole frame.
-    pub frame_len: usize,
 }
 
 /// Why a frame was skipped.
@@ -139,7 +137,9 @@ pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
         (Some(etherparse::LinkSlice::LinuxSll(s)), _) => LinkHeader::LinuxSll(s.to_header()),
         (_, Link::Null) => {
             // The family is in the capturing host's byte order; both orders are small numbers.
-            let fam = [data[0], data[1], data[2], data[3]];
+            let Some(&fam) = data.first_chunk::<4>() else {
+                return Err(DecodeError::Truncated("loopback header".into()));
+            };
             let le = u32::from_le_bytes(fam);
             LinkHeader::Null(if le < 256 {
                 le
@@ -184,7 +184,6 @@ pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
         ip,
         transport,
         payload: payload.to_vec(),
-        frame_len: data.len(),
     })
 }
 

@@ -96,11 +96,6 @@ impl Flags {
         self.0 & bit != 0
     }
 
-    /// The raw bits, in TCP header order.
-    pub fn bits(self) -> u8 {
-        self.0
-    }
-
     /// Flag names in the order people say them ("SYN", "ACK").
     pub fn names(self) -> Vec<&'static str> {
         [

@@ -18,7 +18,7 @@ pub mod print;
 pub mod source;
 pub mod state;
 
-use decode::{DecodeError, Packet};
+use decode::Packet;
 use ladder::Tracker;
 use print::{EndStats, Format, Printer};
 use source::{FileSource, Next, PacketSource, Recorder};
@@ -197,8 +197,8 @@ pub fn capture<W: Write>(
                     .map_err(Error::Output)?;
                 continue;
             }
-            Err(DecodeError::NotTcpUdp(_) | DecodeError::NotIp(_) | DecodeError::Fragment)
-            | Err(_) => {
+            // Not TCP or UDP over IP, or a fragment: counted, not shown.
+            Err(_) => {
                 stats.other += 1;
                 continue;
             }

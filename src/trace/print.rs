@@ -59,13 +59,18 @@ fn preview(payload: &[u8]) -> String {
     if payload.is_empty() {
         return String::new();
     }
-    let shown = &payload[..payload.len().min(PREVIEW)];
-    let text: String = String::from_utf8_lossy(shown)
-        .chars()
-        .flat_map(char::escape_debug)
-        .collect();
+    let text = escaped(&payload[..payload.len().min(PREVIEW)]);
     let more = if payload.len() > PREVIEW { "..." } else { "" };
     format!("  \"{text}\"{more}")
+}
+
+/// Payload bytes as text with control characters escaped, so a payload cannot drive the
+/// terminal.
+fn escaped(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload)
+        .chars()
+        .flat_map(char::escape_debug)
+        .collect()
 }
 
 fn hex(data: &[u8]) -> String {
@@ -471,11 +476,7 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
     out.push(("payload", format!("{} bytes", pkt.payload.len())));
     if !pkt.payload.is_empty() {
         // Control characters escaped, so a payload cannot drive the terminal.
-        let text: String = String::from_utf8_lossy(&pkt.payload)
-            .chars()
-            .flat_map(char::escape_debug)
-            .collect();
-        out.push(("text", text));
+        out.push(("text", escaped(&pkt.payload)));
         let mut dump = String::new();
         HexDump::default().dump(&pkt.payload, &mut dump);
         out.push(("hex", dump.trim_end().to_string()));
