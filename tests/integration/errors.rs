@@ -10,24 +10,34 @@ fn one_line(stderr: &str) -> String {
     lines[0].to_string()
 }
 
+/// Runs wirechat with no input to its end (within the deadline): its status and stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = wirechat().args(args).output().expect("run wirechat");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut p = Proc::wirechat(args);
+    p.close_stdin();
+    let code = p.wait_exit();
+    (code, p.stderr.text())
+}
+
+/// Runs wirechat expecting exit status `code` and one line on stderr containing each of
+/// `needles`; returns the line.
+fn expect_error(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let (got, err) = run(args);
+    let line = one_line(&err);
+    assert_eq!(got, code, "{err}");
+    for n in needles {
+        assert!(line.contains(n), "{line}");
+    }
+    line
 }
 
 #[test]
 fn port_in_use_is_status_3() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, err) = run(&["tcp", "listen", &addr]);
-    let line = one_line(&err);
-    assert_eq!(code, 3, "{err}");
-    assert!(
-        line.contains("address already in use") && line.contains(&addr),
-        "{line}"
+    expect_error(
+        &["tcp", "listen", &addr],
+        3,
+        &["address already in use", &addr],
     );
 }
 
@@ -35,9 +45,7 @@ fn port_in_use_is_status_3() {
 fn udp_port_in_use_is_status_3() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, err) = run(&["udp", "listen", &addr]);
-    assert_eq!(code, 3, "{err}");
-    assert!(one_line(&err).contains("address already in use"));
+    expect_error(&["udp", "listen", &addr], 3, &["address already in use"]);
 }
 
 #[test]
@@ -46,23 +54,19 @@ fn connection_refused_is_status_4() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let (code, err) = run(&["tcp", "connect", &addr]);
-    let line = one_line(&err);
-    assert_eq!(code, 4, "{err}");
-    assert!(
-        line.contains("connection refused") && line.contains(&addr),
-        "{line}"
+    expect_error(
+        &["tcp", "connect", &addr],
+        4,
+        &["connection refused", &addr],
     );
 }
 
 #[test]
 fn unknown_host_is_status_5() {
-    let (code, err) = run(&["tcp", "connect", "no-such-host.invalid:80"]);
-    let line = one_line(&err);
-    assert_eq!(code, 5, "{err}");
-    assert!(
-        line.contains("unknown host") && line.contains("no-such-host.invalid"),
-        "{line}"
+    expect_error(
+        &["tcp", "connect", "no-such-host.invalid:80"],
+        5,
+        &["unknown host", "no-such-host.invalid"],
     );
 }
 
@@ -127,10 +131,11 @@ fn connect_timeout_is_status_7() {
         fillers.push(s);
     }
     let started = std::time::Instant::now();
-    let (code, err) = run(&["tcp", "connect", &addr.to_string(), "--timeout", "0.5"]);
-    let line = one_line(&err);
-    assert_eq!(code, 7, "{err}");
-    assert!(line.contains("timed out"), "{line}");
+    expect_error(
+        &["tcp", "connect", &addr.to_string(), "--timeout", "0.5"],
+        7,
+        &["timed out"],
+    );
     assert!(started.elapsed().as_secs_f64() < 10.0);
     drop(fillers);
 }

@@ -1,13 +1,25 @@
 //! TCP conversations of the tutorial, in both roles, against peers written here (Rust and
 //! Python the tutorial's way, GBK on the wire) and against nc, ncat and socat.
 
-use crate::util::{Proc, have, payload, python, sha256};
+use crate::util::{Proc, gbk, have, payload, python, sha256};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
-fn gbk(text: &str) -> Vec<u8> {
-    encoding_rs::GBK.encode(text).0.into_owned()
+/// wirechat connected to a tutorial-style Python server on `port`: GBK, "end" ends it, and each
+/// line goes out as one send with no line ending (the server compares whole recv()s).
+fn gbk_end_client(port: &str) -> Proc {
+    Proc::wirechat(&[
+        "tcp",
+        "connect",
+        &format!("127.0.0.1:{port}"),
+        "-e",
+        "gbk",
+        "--quit",
+        "end",
+        "--eol",
+        "none",
+    ])
 }
 
 fn addr(p: &Proc) -> String {
@@ -141,17 +153,7 @@ c.close(); s.close()
         &[],
     );
     let port = server.printed_port();
-    let mut client = Proc::wirechat(&[
-        "tcp",
-        "connect",
-        &format!("127.0.0.1:{port}"),
-        "-e",
-        "gbk",
-        "--quit",
-        "end",
-        "--eol",
-        "none",
-    ]);
+    let mut client = gbk_end_client(&port);
     client.send("早上好\n".as_bytes());
     client.stdout.wait_text("回复:早上好");
     client.send(b"end\n");
@@ -190,17 +192,7 @@ c.close(); s.close()
         &[],
     );
     let port = server.printed_port();
-    let mut client = Proc::wirechat(&[
-        "tcp",
-        "connect",
-        &format!("127.0.0.1:{port}"),
-        "-e",
-        "gbk",
-        "--quit",
-        "end",
-        "--eol",
-        "none",
-    ]);
+    let mut client = gbk_end_client(&port);
     client.send("你好\n".as_bytes());
     client.stdout.wait_text("三");
     server.stdout.wait_text("客户端说:你好\n");

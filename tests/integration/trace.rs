@@ -203,13 +203,15 @@ fn json_fields_of_a_four_way_close() {
     assert_eq!(segs[3]["payload_hex"], "68656c6c6f0a");
 
     let states = events(&lines, "state");
-    let path_a: Vec<&str> = states
-        .iter()
-        .filter(|s| s["side"] == "A")
-        .map(|s| s["to"].as_str().unwrap())
-        .collect();
+    let path = |side: &str| -> Vec<&str> {
+        states
+            .iter()
+            .filter(|s| s["side"] == side)
+            .map(|s| s["to"].as_str().unwrap())
+            .collect()
+    };
     assert_eq!(
-        path_a,
+        path("A"),
         [
             "SYN_SENT",
             "ESTABLISHED",
@@ -218,13 +220,8 @@ fn json_fields_of_a_four_way_close() {
             "TIME_WAIT"
         ]
     );
-    let path_b: Vec<&str> = states
-        .iter()
-        .filter(|s| s["side"] == "B")
-        .map(|s| s["to"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        path_b,
+        path("B"),
         [
             "SYN_RCVD",
             "ESTABLISHED",

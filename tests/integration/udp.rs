@@ -1,13 +1,9 @@
 //! UDP conversations of the tutorial: receive, send, continuous chat ending on "88", two-way
 //! chat between two bound peers; against Python peers (GBK, recvfrom/sendto), nc and socat.
 
-use crate::util::{Proc, have, python};
+use crate::util::{Proc, gbk, have, python};
 use std::net::UdpSocket;
 use std::process::Command;
-
-fn gbk(text: &str) -> Vec<u8> {
-    encoding_rs::GBK.encode(text).0.into_owned()
-}
 
 fn recv_text(sock: &UdpSocket) -> (String, std::net::SocketAddr) {
     sock.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();

@@ -25,6 +25,11 @@ pub fn accept(listener: &std::net::TcpListener) -> std::net::TcpStream {
     stream
 }
 
+/// `text` in GBK, the tutorial's wire encoding.
+pub fn gbk(text: &str) -> Vec<u8> {
+    encoding_rs::GBK.encode(text).0.into_owned()
+}
+
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
