@@ -14,7 +14,8 @@ W=$PWD/target/release/wirechat
 INPUT=/dev/shm/wirechat-bench-input
 head -c "$SIZE" /dev/urandom > "$INPUT"
 BYTES=$(stat -c %s "$INPUT")
-trap 'rm -f "$INPUT"' EXIT
+SERVER=""
+trap '[ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -f "$INPUT"' EXIT
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -39,7 +40,7 @@ one_run() { # TOOL -> seconds
     nc)       nc -l 127.0.0.1 "$port" </dev/null >/dev/null & ;;
     iperf3)   iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null & ;;
   esac
-  local server=$!
+  SERVER=$!
   wait_listening "$port"
   local t0; t0=$(now)
   case "$1" in
@@ -49,7 +50,8 @@ one_run() { # TOOL -> seconds
     nc)       nc -N 127.0.0.1 "$port" <"$INPUT" >/dev/null ;;
     iperf3)   iperf3 -c 127.0.0.1 -p "$port" -n "$BYTES" >/dev/null ;;
   esac
-  wait "$server"
+  wait "$SERVER"
+  SERVER=""
   local t1; t1=$(now)
   python3 -c "print(f'{$t1 - $t0:.4f}')"
 }

@@ -25,15 +25,24 @@ W=target/release/wirechat
 L=target/release/examples/connload
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+PIPE=""
+TPID=""
+cleanup() {
+    [ -n "$TPID" ] && kill -INT "$TPID" 2>/dev/null
+    [ -n "$PIPE" ] && kill "$PIPE" 2>/dev/null
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
 
 $W trace --port "$PORT" $FORMAT --duration $((SECS + 60)) 2>"$OUT/err" | tail -n 12 >"$OUT/tail" &
 PIPE=$!
 # The trace's own pid: the wirechat process whose stderr is our file.
+started=0
 for _ in $(seq 100); do
-    grep -q "capturing on" "$OUT/err" 2>/dev/null && break
+    grep -q "capturing on" "$OUT/err" 2>/dev/null && { started=1; break; }
     sleep 0.1
 done
+[ "$started" = 1 ] || { echo "the trace did not start:" >&2; cat "$OUT/err" >&2; exit 1; }
 TPID=$(pgrep -n -f "wirechat trace --port $PORT")
 HZ=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$TPID/stat"; }
@@ -42,10 +51,19 @@ C0=$(cpu)
 T0=$(date +%s.%N)
 $L "$PORT" "$CONNS" "$SECS" "$THREADS" >"$OUT/load"
 T1=$(date +%s.%N)
-sleep 2   # let the trace drain what is queued (its CPU keeps counting, the wall time does not)
+# Let the trace drain what is queued (its CPU keeps counting, the wall time does not): wait
+# until its CPU time stops growing, at most 10 s.
 C1=$(cpu)
+for _ in $(seq 50); do
+    sleep 0.2
+    C2=$(cpu)
+    [ "$C2" = "$C1" ] && break
+    C1=$C2
+done
 kill -INT "$TPID"
 wait "$PIPE" || true
+TPID=""
+PIPE=""
 
 WALL=$(echo "$T1 - $T0" | bc -l)
 CPU=$(echo "($C1 - $C0) / $HZ" | bc -l)

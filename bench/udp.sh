@@ -29,6 +29,9 @@ for line in open("/proc/net/udp").read().splitlines()[1:]:
 PY
 }
 
+RPID=""
+trap '[ -n "$RPID" ] && kill "$RPID" 2>/dev/null' EXIT
+
 start_receiver() { # NAME PORT -> pid in $RPID
   case "$1" in
     wirechat) "$W" -q udp listen "127.0.0.1:$2" </dev/null >/dev/null 2>/dev/null & ;;
