@@ -12,8 +12,9 @@
 use clap::Parser;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +54,7 @@ struct Args {
     /// A name for this run in the report.
     #[arg(long, default_value = "room")]
     label: String,
-    /// Runtime worker threads.
+    /// Client threads, each with its own share of the clients.
     #[arg(long, default_value_t = 2)]
     threads: usize,
 }
@@ -169,21 +170,32 @@ impl Receiver {
         }
     }
 
+    /// `L|sender|seq|send_ns|pad...`, checked byte by byte (this runs for every delivery, on
+    /// the cores the server runs on).
     fn parse(&self, sh: &Shared, p: &[u8]) -> Option<(usize, u32, u64)> {
-        let text = std::str::from_utf8(p).ok()?;
-        let mut it = text.splitn(5, '|');
-        it.next()?;
-        let s: usize = it.next()?.parse().ok()?;
-        let seq: u32 = it.next()?.parse().ok()?;
-        let ts: u64 = it.next()?.parse().ok()?;
-        let pad = it.next()?;
+        let mut rest = p.strip_prefix(b"L|")?;
+        let mut field = || {
+            let end = rest.iter().position(|&b| b == b'|')?;
+            let (digits, tail) = (&rest[..end], &rest[end + 1..]);
+            rest = tail;
+            if digits.is_empty() || digits.len() > 19 {
+                return None;
+            }
+            digits.iter().try_fold(0u64, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+            })
+        };
+        let s = usize::try_from(field()?).ok()?;
+        let seq = u32::try_from(field()?).ok()?;
+        let ts = field()?;
+        let pad = rest;
         let want = b'a' + (seq % 26) as u8;
         let header = p.len() - pad.len();
         if s >= sh.args.senders
             || s == self.id
             || seq >= sh.args.messages
             || p.len() != sh.args.size.max(header)
-            || !pad.bytes().all(|c| c == want)
+            || !pad.iter().all(|&c| c == want)
         {
             return None;
         }
@@ -198,6 +210,10 @@ impl Receiver {
         drop(h);
         self.lat.clear();
     }
+}
+
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 << 10]);
 }
 
 async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadHalf) {
@@ -216,7 +232,6 @@ async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadH
         t: Totals::default(),
         synced: false,
     };
-    let mut buf = vec![0u8; 16 << 10];
     let mut pending: Vec<u8> = Vec::new();
     // Progress is shared in batches (and when this receiver has everything), not per read:
     // counters written by every receiver on every read would cost the generator more than
@@ -227,29 +242,45 @@ async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadH
     let stop = sh.stop.cancelled();
     tokio::pin!(stop);
     loop {
-        let n = tokio::select! {
+        // Read into the thread's one buffer (the clients of a thread take turns), not into a
+        // buffer per client: a thousand cold 16 KiB buffers cost cache misses on every read.
+        // The buffer is borrowed only within one poll, never across an await.
+        let read = std::future::poll_fn(|cx| {
+            BUF.with_borrow_mut(|buf| {
+                let mut rb = tokio::io::ReadBuf::new(buf);
+                match std::pin::Pin::new(&mut rd).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(false),
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(false),
+                    Poll::Ready(Ok(())) => {
+                        let mut data = rb.filled();
+                        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+                            if pending.is_empty() {
+                                r.line(&sh, &data[..i]);
+                            } else {
+                                pending.extend_from_slice(&data[..i]);
+                                r.line(&sh, &pending);
+                                pending.clear();
+                            }
+                            data = &data[i + 1..];
+                        }
+                        pending.extend_from_slice(data);
+                        Poll::Ready(true)
+                    }
+                }
+            })
+        });
+        let more = tokio::select! {
             biased;
-            r = rd.read(&mut buf) => r.unwrap_or(0),
+            more = read => more,
             () = &mut stop => break,
         };
-        if n == 0 {
+        if !more {
             if !sh.stop.is_cancelled() {
                 r.t.closed_early += 1;
             }
             break;
         }
-        let mut data = &buf[..n];
-        while let Some(i) = data.iter().position(|&b| b == b'\n') {
-            if pending.is_empty() {
-                r.line(&sh, &data[..i]);
-            } else {
-                pending.extend_from_slice(&data[..i]);
-                let line = std::mem::take(&mut pending);
-                r.line(&sh, &line);
-            }
-            data = &data[i + 1..];
-        }
-        pending.extend_from_slice(data);
         let got = r.t.delivered - reported;
         if got >= 64 || (got > 0 && r.t.delivered >= mine) {
             sh.delivered.fetch_add(got, Relaxed);
@@ -343,12 +374,81 @@ fn percentile(h: &[u64], total: u64, p: f64) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+    // The orchestration (sync, go, drain, report) runs here; the clients run on `--threads`
+    // threads of their own, each a single-threaded runtime that owns its share of the clients.
+    // No work stealing and no cross-thread wake-ups: the generator costs the machine it shares
+    // with the server as little as it can.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(run(args));
+}
+
+/// What one connect attempt came to: how long it took, or `None` if it failed.
+type Connected = Option<Duration>;
+
+/// Runs the clients `id` with `id % groups == group` on a runtime of this thread's own:
+/// connects them (at most `gate`'s permits in flight across all groups), then reads, and
+/// sends for those that are senders, until `stop`.
+fn group(
+    sh: Arc<Shared>,
+    group: usize,
+    groups: usize,
+    gate: Arc<tokio::sync::Semaphore>,
+    connect_end: Instant,
+    report: tokio::sync::mpsc::UnboundedSender<Connected>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let addr = sh.args.addr.clone();
+        let mut tasks = Vec::new();
+        let mut connects = Vec::new();
+        for id in (group..sh.args.clients).step_by(groups) {
+            let (gate, addr) = (gate.clone(), addr.clone());
+            connects.push(tokio::task::spawn_local(async move {
+                let _permit = gate.acquire().await;
+                let t = Instant::now();
+                let limit = connect_end
+                    .saturating_duration_since(t)
+                    .min(Duration::from_secs(15));
+                let r = tokio::time::timeout(limit, TcpStream::connect(&addr)).await;
+                (id, r, t.elapsed())
+            }));
+        }
+        for c in connects {
+            let Ok((id, r, took)) = c.await else {
+                let _ = report.send(None);
+                continue;
+            };
+            let Ok(Ok(stream)) = r else {
+                let _ = report.send(None);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let _ = report.send(Some(took));
+            let (rd, wr) = stream.into_split();
+            tasks.push(tokio::task::spawn_local(receive(sh.clone(), id, rd)));
+            if id < sh.args.senders {
+                tasks.push(tokio::task::spawn_local(send(sh.clone(), id, wr)));
+            } else {
+                // Kept open until the end.
+                let sh = sh.clone();
+                tasks.push(tokio::task::spawn_local(async move {
+                    let _wr = wr;
+                    sh.stop.cancelled().await;
+                }));
+            }
+        }
+        drop(report);
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
 }
 
 async fn run(args: Args) {
@@ -372,49 +472,32 @@ async fn run(args: Args) {
         args.connect_concurrency.unwrap_or(args.clients).max(1),
     ));
     let t0 = Instant::now();
-    let mut connects = Vec::new();
-    for id in 0..args.clients {
-        let (gate, addr) = (gate.clone(), args.addr.clone());
-        connects.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await;
-            let t = Instant::now();
-            let r = tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(&addr)).await;
-            (id, r, t.elapsed())
-        }));
-    }
+    let connect_end = t0 + Duration::from_secs_f64(args.connect_deadline);
+    let groups = args.threads.clamp(1, args.clients);
+    let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let threads: Vec<_> = (0..groups)
+        .map(|g| {
+            let (sh, gate, report) = (sh.clone(), gate.clone(), report.clone());
+            std::thread::Builder::new()
+                .name(format!("clients-{g}"))
+                .spawn(move || group(sh, g, groups, gate, connect_end, report))
+                .expect("thread")
+        })
+        .collect();
+    drop(report);
     let mut conn_times = Vec::new();
-    let mut failures = 0usize;
-    let mut tasks = Vec::new();
-    let mut readers = Vec::new();
-    let mut receivers = 0usize;
-    let connect_end = tokio::time::Instant::now() + Duration::from_secs_f64(args.connect_deadline);
-    for mut c in connects {
-        let Ok(Ok((id, r, took))) = tokio::time::timeout_at(connect_end, &mut c).await else {
-            c.abort();
-            failures += 1;
-            continue;
-        };
-        match r {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                conn_times.push(took);
-                let (rd, wr) = stream.into_split();
-                readers.push(tokio::spawn(receive(sh.clone(), id, rd)));
-                receivers += 1;
-                if id < args.senders {
-                    tasks.push(tokio::spawn(send(sh.clone(), id, wr)));
-                } else {
-                    // Kept open until the end.
-                    let sh = sh.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let _wr = wr;
-                        sh.stop.cancelled().await;
-                    }));
-                }
-            }
-            _ => failures += 1,
+    let deadline = tokio::time::Instant::from_std(connect_end + Duration::from_secs(1));
+    for _ in 0..args.clients {
+        match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some(Some(took))) => conn_times.push(took),
+            Ok(Some(None)) => {}
+            // Every group is done, or connects are still pending past the deadline.
+            Ok(None) | Err(_) => break,
         }
     }
+    let receivers = conn_times.len();
+    // Failed, timed out or still pending.
+    let failures = args.clients - receivers;
     let connect_all = t0.elapsed();
     conn_times.sort();
     let ct = |p: f64| {
@@ -455,9 +538,13 @@ async fn run(args: Args) {
         }
     }
     sh.stop.cancel();
-    for t in readers.into_iter().chain(tasks) {
-        let _ = t.await;
-    }
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await
+    .expect("client threads");
     let t = std::mem::take(&mut *sh.totals.lock().unwrap_or_else(|e| e.into_inner()));
     let h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
     let n: u64 = h.iter().sum();
