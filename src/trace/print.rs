@@ -287,6 +287,11 @@ fn jstr<W: Write>(out: &mut W, s: &str) -> io::Result<()> {
     serde_json::to_writer(&mut *out, s).map_err(io::Error::from)
 }
 
+/// Writes a float as serde_json does (`0.0`, `1e-6`), so both paths print the same text.
+fn jf64<W: Write>(out: &mut W, v: f64) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, &v).map_err(io::Error::from)
+}
+
 fn jlist<W: Write, T: std::fmt::Display>(out: &mut W, items: &[T]) -> io::Result<()> {
     out.write_all(b"[")?;
     for (i, it) in items.iter().enumerate() {
@@ -302,15 +307,13 @@ fn jlist<W: Write, T: std::fmt::Display>(out: &mut W, items: &[T]) -> io::Result
 fn fast_json<W: Write>(out: &mut W, rec: &Record, pkt: &Packet, ts: Duration) -> io::Result<()> {
     match rec {
         Record::Segment(s) => {
-            write!(
-                out,
-                "{{\"event\":\"segment\",\"conn\":{},\"time\":{},\"at\":{},\"ts\":{},\"from\":\"{}\",\"src\":",
-                s.conn,
-                secs(s.time),
-                secs(s.at),
-                secs(ts),
-                s.from
-            )?;
+            write!(out, "{{\"event\":\"segment\",\"conn\":{},\"time\":", s.conn)?;
+            jf64(out, secs(s.time))?;
+            out.write_all(b",\"at\":")?;
+            jf64(out, secs(s.at))?;
+            out.write_all(b",\"ts\":")?;
+            jf64(out, secs(ts))?;
+            write!(out, ",\"from\":\"{}\",\"src\":", s.from)?;
             jstr(out, &s.src.to_string())?;
             out.write_all(b",\"dst\":")?;
             jstr(out, &s.dst.to_string())?;
@@ -670,5 +673,61 @@ impl<W: Write> Printer<W> {
     /// Flushes the output.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::decode::{Link, decode};
+    use crate::trace::ladder::Tracker;
+    use etherparse::PacketBuilder;
+
+    fn seg(from_a: bool, syn: bool, ack: Option<u32>, seq: u32, data: &[u8]) -> Packet {
+        let (a, b) = (([127, 0, 0, 1], 40000), ([127, 0, 0, 2], 80));
+        let ((src, sp), (dst, dp)) = if from_a { (a, b) } else { (b, a) };
+        let mut p = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 65535);
+        if syn {
+            p = p.syn();
+        }
+        if let Some(n) = ack {
+            p = p.ack(n);
+        }
+        let mut out = Vec::new();
+        p.write(&mut out, data).expect("write to Vec");
+        decode(Link::Ethernet, &out).expect("valid segment")
+    }
+
+    /// The fast path must print what `record_json` prints, number types included: a time of
+    /// zero is `0.0`, not `0`, and a microsecond is `1e-6`, not `0.000001`.
+    #[test]
+    fn the_fast_json_path_writes_what_record_json_does() {
+        let steps = [
+            (Duration::ZERO, seg(true, true, None, 100, b"")),
+            (
+                Duration::from_micros(1),
+                seg(false, true, Some(101), 500, b""),
+            ),
+            (
+                Duration::from_millis(1500),
+                seg(true, false, Some(501), 101, b"hi\"\n"),
+            ),
+        ];
+        let mut tracker = Tracker::new();
+        let mut checked = 0;
+        for (ts, pkt) in &steps {
+            let mut recs = Vec::new();
+            tracker.observe(*ts, pkt, &mut recs);
+            for rec in &recs {
+                let mut text = Vec::new();
+                fast_json(&mut text, rec, pkt, *ts).expect("write to Vec");
+                let fast: Value = serde_json::from_slice(&text).expect("valid JSON");
+                assert_eq!(fast, record_json(rec, Some(pkt), *ts), "{rec:?}");
+                checked += usize::from(matches!(rec, Record::Segment(_)));
+            }
+        }
+        assert_eq!(checked, 3);
     }
 }

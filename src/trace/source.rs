@@ -201,32 +201,64 @@ impl PacketSource for FileSource {
 }
 
 /// Writes frames to a classic pcap file (`--write`).
+///
+/// A pcap file has one link type, in its header. A pcapng source only says which link type
+/// its frames have when its first interface block is read, so the header is written with the
+/// first frame's link type, not with the one the source reported before reading anything.
 pub struct Recorder {
     path: PathBuf,
-    writer: PcapWriter<BufWriter<File>>,
+    out: Output,
+    /// The file's link type once the header is written; until then, the one to write.
     link: Link,
 }
 
+enum Output {
+    /// Created, header not written yet.
+    Opened(BufWriter<File>),
+    Writing(PcapWriter<BufWriter<File>>),
+    /// Writing the header failed; the error was returned then.
+    Failed,
+}
+
 impl Recorder {
-    /// Creates `path` for frames of `link`.
+    /// Creates `path` for frames of `link`, unless the first frame has another link type.
     pub fn create(path: &Path, link: Link) -> Result<Recorder, Error> {
         let file = File::create(path)
             .map_err(|e| Error::WriteFile(path.to_path_buf(), pcap_file::PcapError::IoError(e)))?;
-        let header = PcapHeader {
-            datalink: datalink_of(link),
-            ..PcapHeader::default()
-        };
-        let writer = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
-            .map_err(|e| Error::WriteFile(path.to_path_buf(), e))?;
         Ok(Recorder {
             path: path.to_path_buf(),
-            writer,
+            out: Output::Opened(BufWriter::with_capacity(256 * 1024, file)),
             link,
         })
     }
 
+    /// The writer, writing the file header first if it is not written yet.
+    fn writer(&mut self) -> Result<&mut PcapWriter<BufWriter<File>>, Error> {
+        if let Output::Opened(_) = self.out
+            && let Output::Opened(file) = std::mem::replace(&mut self.out, Output::Failed)
+        {
+            let header = PcapHeader {
+                datalink: datalink_of(self.link),
+                ..PcapHeader::default()
+            };
+            let w = PcapWriter::with_header(file, header)
+                .map_err(|e| Error::WriteFile(self.path.clone(), e))?;
+            self.out = Output::Writing(w);
+        }
+        match &mut self.out {
+            Output::Writing(w) => Ok(w),
+            _ => Err(Error::WriteFile(
+                self.path.clone(),
+                pcap_file::PcapError::IoError(std::io::Error::other("an earlier write failed")),
+            )),
+        }
+    }
+
     /// Appends `frame` (frames of another link type than the file's are left out).
     pub fn write(&mut self, frame: &Frame) -> Result<(), Error> {
+        if let Output::Opened(_) = self.out {
+            self.link = frame.link;
+        }
         if frame.link != self.link {
             return Ok(());
         }
@@ -235,16 +267,21 @@ impl Recorder {
             frame.orig_len.max(frame.data.len() as u32),
             &frame.data,
         );
-        self.writer
-            .write_packet(&packet)
-            .map(|_| ())
-            .map_err(|e| Error::WriteFile(self.path.clone(), e))
+        let w = self.writer()?;
+        match w.write_packet(&packet) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::WriteFile(self.path.clone(), e)),
+        }
     }
 
-    /// Flushes what is buffered and closes the file.
-    pub fn finish(self) -> Result<(), Error> {
-        self.writer
-            .into_writer()
+    /// Flushes what is buffered and closes the file (a file with no frames still gets its
+    /// header).
+    pub fn finish(mut self) -> Result<(), Error> {
+        self.writer()?;
+        let Output::Writing(w) = self.out else {
+            return Ok(());
+        };
+        w.into_writer()
             .flush()
             .map_err(|e| Error::WriteFile(self.path, pcap_file::PcapError::IoError(e)))
     }
@@ -269,5 +306,42 @@ mod tests {
         let _ = rescale(Duration::MAX, 0);
         let _ = rescale(Duration::MAX, 0xff);
         let _ = rescale(raw, 200);
+    }
+
+    /// A pcapng source reports Ethernet until its first interface block is read; the file
+    /// takes the link type of the first frame, and frames of another type are left out.
+    #[test]
+    fn the_file_takes_the_first_frames_link_type() {
+        let dir = std::env::temp_dir().join(format!("wirechat-recorder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("raw.pcap");
+        let frame = |link, byte| Frame {
+            ts: Duration::from_secs(1),
+            link,
+            data: vec![byte; 20],
+            orig_len: 20,
+        };
+        let mut rec = Recorder::create(&path, Link::Ethernet).expect("create");
+        rec.write(&frame(Link::Raw, 0x45)).expect("write");
+        rec.write(&frame(Link::Ethernet, 1)).expect("write");
+        rec.write(&frame(Link::Raw, 0x46)).expect("write");
+        rec.finish().expect("finish");
+        let mut r = PcapReader::new(File::open(&path).expect("open")).expect("a pcap file");
+        assert_eq!(r.header().datalink, DataLink::RAW);
+        let mut firsts = Vec::new();
+        while let Some(p) = r.next_packet() {
+            firsts.push(p.expect("a packet").data[0]);
+        }
+        assert_eq!(firsts, [0x45, 0x46]);
+
+        // No frames at all: a valid, empty file of the source's link type.
+        let empty = dir.join("empty.pcap");
+        Recorder::create(&empty, Link::LinuxSll)
+            .expect("create")
+            .finish()
+            .expect("finish");
+        let r = PcapReader::new(File::open(&empty).expect("open")).expect("a pcap file");
+        assert_eq!(r.header().datalink, DataLink::LINUX_SLL);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
