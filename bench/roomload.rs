@@ -385,8 +385,8 @@ fn main() {
     rt.block_on(run(args));
 }
 
-/// What one connect attempt came to: how long it took, or `None` if it failed.
-type Connected = Option<Duration>;
+/// What one connect attempt came to: how long it took, or why it failed.
+type Connected = Result<Duration, String>;
 
 /// Runs the clients `id` with `id % groups == group` on a runtime of this thread's own:
 /// connects them (at most `gate`'s permits in flight across all groups), then reads, and
@@ -421,16 +421,26 @@ fn group(
             }));
         }
         for c in connects {
-            let Ok((id, r, took)) = c.await else {
-                let _ = report.send(None);
-                continue;
+            let (id, r, took) = match c.await {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = report.send(Err(format!("task: {e}")));
+                    continue;
+                }
             };
-            let Ok(Ok(stream)) = r else {
-                let _ = report.send(None);
-                continue;
+            let stream = match r {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    let _ = report.send(Err(format!("{:?}", e.kind())));
+                    continue;
+                }
+                Err(_) => {
+                    let _ = report.send(Err("timed out".into()));
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
-            let _ = report.send(Some(took));
+            let _ = report.send(Ok(took));
             let (rd, wr) = stream.into_split();
             tasks.push(tokio::task::spawn_local(receive(sh.clone(), id, rd)));
             if id < sh.args.senders {
@@ -486,11 +496,12 @@ async fn run(args: Args) {
         .collect();
     drop(report);
     let mut conn_times = Vec::new();
+    let mut why = std::collections::BTreeMap::<String, usize>::new();
     let deadline = tokio::time::Instant::from_std(connect_end + Duration::from_secs(1));
     for _ in 0..args.clients {
         match tokio::time::timeout_at(deadline, reports.recv()).await {
-            Ok(Some(Some(took))) => conn_times.push(took),
-            Ok(Some(None)) => {}
+            Ok(Some(Ok(took))) => conn_times.push(took),
+            Ok(Some(Err(e))) => *why.entry(e).or_default() += 1,
             // Every group is done, or connects are still pending past the deadline.
             Ok(None) | Err(_) => break,
         }
@@ -558,7 +569,7 @@ async fn run(args: Args) {
     let lost = expected.saturating_sub(delivered);
     println!("== {} ==", args.label);
     println!(
-        "clients {} (senders {} x {} lines at {}/s, {} B); connected {}, connect failures {}, \
+        "clients {} (senders {} x {} lines at {}/s, {} B); connected {}, connect failures {} {:?}, \
          in room {}; connect p50/p99/max {:.1}/{:.1}/{:.1} ms, all connected in {:.2} s",
         args.clients,
         args.senders,
@@ -567,6 +578,7 @@ async fn run(args: Args) {
         args.size,
         receivers,
         failures,
+        why,
         synced + 1,
         ct(0.5),
         ct(0.99),
