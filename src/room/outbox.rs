@@ -444,10 +444,15 @@ impl Conn {
                     }
                     skip = 0;
                 }
-                // sendmsg straight to the socket (writev would go through the VFS layer);
-                // tokio clears the socket's readiness if it would block.
+                // Straight to the socket (writev would go through the VFS layer): send for
+                // one piece, the common case, sendmsg to gather more. tokio clears the
+                // socket's readiness if it would block.
                 let sent = self.stream.try_io(Interest::WRITABLE, || {
-                    socket2::SockRef::from(&self.stream).send_vectored(&iov[..n])
+                    let sock = socket2::SockRef::from(&self.stream);
+                    match &iov[..n] {
+                        [one] => sock.send(one),
+                        many => sock.send_vectored(many),
+                    }
                 });
                 match sent {
                     Ok(n) => n,
