@@ -32,14 +32,20 @@ start_wirechat() { # extra room options
 }
 
 start_ncat() { # $1: max clients
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    ncat --chat -l 127.0.0.1 "$PORT" -m "$1" </dev/null >/dev/null 2>"$tmp/err" &
-    SPID=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return
-        sleep 0.05
+    # ncat cannot be told to pick its own port: take a free one and try again if someone else
+    # took it before ncat could (then ncat exits, which is checked before every probe).
+    for _ in 1 2 3; do
+        PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        ncat --chat -l 127.0.0.1 "$PORT" -m "$1" </dev/null >/dev/null 2>"$tmp/err" &
+        SPID=$!
+        for _ in $(seq 100); do
+            kill -0 "$SPID" 2>/dev/null || break
+            (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return
+            sleep 0.05
+        done
+        kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null || true
     done
-    echo "ncat did not start"; exit 1
+    echo "ncat did not start: $(cat "$tmp/err")"; SPID=""; exit 1
 }
 
 stop_server() {
