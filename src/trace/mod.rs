@@ -227,6 +227,7 @@ pub fn capture<W: Write>(
     // Whatever stopped the capture, say what was seen (Ctrl-C included).
     tracker.finish(&mut records);
     stats.kernel_drops = source.dropped();
+    stats.not_written = recorder.as_ref().map_or(0, Recorder::left_out);
     let shown_end = printer
         .records(&records)
         .and_then(|()| printer.end(tracker.totals(), stats));

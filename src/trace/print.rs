@@ -42,6 +42,8 @@ pub struct EndStats {
     pub other: u64,
     /// Packets the kernel dropped (live capture), if known.
     pub kernel_drops: Option<u64>,
+    /// Frames shown but left out of the `--write` file for having another link type than it.
+    pub not_written: u64,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -644,6 +646,7 @@ impl<W: Write> Printer<W> {
                 "damaged": stats.damaged,
                 "other_protocols": stats.other,
                 "kernel_drops": stats.kernel_drops,
+                "not_written": stats.not_written,
             }))?,
             Format::Text => {
                 let mut line = format!(
@@ -663,6 +666,13 @@ impl<W: Write> Printer<W> {
                 }
                 if let Some(d) = stats.kernel_drops {
                     let _ = write!(line, "; kernel dropped {d}");
+                }
+                if stats.not_written > 0 {
+                    let _ = write!(
+                        line,
+                        "; {} frames of another link type not written (a pcap file holds one)",
+                        stats.not_written
+                    );
                 }
                 self.line(&line)?;
             }

@@ -210,6 +210,8 @@ pub struct Recorder {
     out: Output,
     /// The file's link type once the header is written; until then, the one to write.
     link: Link,
+    /// Frames left out for having another link type.
+    left_out: u64,
 }
 
 enum Output {
@@ -229,6 +231,7 @@ impl Recorder {
             path: path.to_path_buf(),
             out: Output::Opened(BufWriter::with_capacity(256 * 1024, file)),
             link,
+            left_out: 0,
         })
     }
 
@@ -260,6 +263,7 @@ impl Recorder {
             self.link = frame.link;
         }
         if frame.link != self.link {
+            self.left_out += 1;
             return Ok(());
         }
         let packet = PcapPacket::new(
@@ -272,6 +276,11 @@ impl Recorder {
             Ok(_) => Ok(()),
             Err(e) => Err(Error::WriteFile(self.path.clone(), e)),
         }
+    }
+
+    /// How many frames were left out for having another link type than the file.
+    pub fn left_out(&self) -> u64 {
+        self.left_out
     }
 
     /// Flushes what is buffered and closes the file (a file with no frames still gets its
@@ -325,6 +334,7 @@ mod tests {
         rec.write(&frame(Link::Raw, 0x45)).expect("write");
         rec.write(&frame(Link::Ethernet, 1)).expect("write");
         rec.write(&frame(Link::Raw, 0x46)).expect("write");
+        assert_eq!(rec.left_out(), 1);
         rec.finish().expect("finish");
         let mut r = PcapReader::new(File::open(&path).expect("open")).expect("a pcap file");
         assert_eq!(r.header().datalink, DataLink::RAW);
