@@ -704,3 +704,91 @@ fn explained_simultaneous_close() {
     assert!(out.contains("FIN_WAIT_1 -> CLOSING"), "{out}");
     insta::assert_snapshot!("simultaneous_close_explained", out);
 }
+
+/// A pcapng of raw-IP frames (no link header) read and written back as pcap: the file takes the
+/// frames' link type, so tshark reads every packet, and a frame from a second interface of
+/// another link type is left out and counted on the end line.
+#[test]
+fn pcapng_without_ethernet_is_written_back_whole() {
+    use etherparse::PacketBuilder;
+    use pcap_file::DataLink;
+    use pcap_file::pcap::PcapReader;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
+    use std::borrow::Cow;
+
+    let syn = |link: DataLink, port: u16| {
+        let mut out = Vec::new();
+        let b = match link {
+            DataLink::ETHERNET => PacketBuilder::ethernet2([0; 6], [0; 6])
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(port, 80, 1000, 65535)
+                .syn(),
+            _ => PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(port, 80, 1000, 65535)
+                .syn(),
+        };
+        b.write(&mut out, &[]).unwrap();
+        out
+    };
+    let dir = std::env::temp_dir().join(format!("wirechat-rawng-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("raw.pcapng"), dir.join("out.pcap"));
+    {
+        let mut w = PcapNgWriter::new(std::fs::File::create(&input).unwrap()).unwrap();
+        for linktype in [DataLink::RAW, DataLink::ETHERNET] {
+            // pcap-file writes timestamps in nanoseconds: say so (the default unit is µs).
+            w.write_pcapng_block(InterfaceDescriptionBlock {
+                linktype,
+                snaplen: 0,
+                options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+            })
+            .unwrap();
+        }
+        // Two raw SYNs on interface 0, one Ethernet SYN on interface 1 between them.
+        for (i, (iface, link, port)) in [
+            (0, DataLink::RAW, 40001),
+            (1, DataLink::ETHERNET, 40002),
+            (0, DataLink::RAW, 40003),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let data = syn(link, port);
+            w.write_pcapng_block(EnhancedPacketBlock {
+                interface_id: iface,
+                timestamp: Duration::from_secs(1_700_000_000) + Duration::from_millis(i as u64),
+                original_len: data.len() as u32,
+                data: Cow::Owned(data),
+                options: vec![],
+            })
+            .unwrap();
+        }
+    }
+    let out = wirechat()
+        .args(["trace", "--read"])
+        .arg(&input)
+        .arg("--write")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout.matches("--SYN--").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("1 frames of another link type not written"),
+        "{stdout}"
+    );
+    let mut r = PcapReader::new(std::fs::File::open(&output).unwrap()).unwrap();
+    assert_eq!(r.header().datalink, DataLink::RAW);
+    let mut ports = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let data = p.unwrap().data.into_owned();
+        ports.push(u16::from_be_bytes([data[20], data[21]]));
+    }
+    assert_eq!(ports, [40001, 40003]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
