@@ -439,8 +439,7 @@ fn crlf_line_endings() {
 /// IPv6 loopback, listening and connecting.
 #[test]
 fn ipv6_loopback() {
-    if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+    if !crate::util::have_ipv6() {
         return;
     }
     let mut server = Proc::wirechat(&["tcp", "listen", "[::1]:0"]);

@@ -406,10 +406,7 @@ fn live_capture_without_privileges() {
 #[cfg(target_os = "linux")]
 fn skip_unless_root(what: &str) -> bool {
     if !is_root() {
-        if std::env::var("WIRECHAT_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{what} needs root (live capture), required by WIRECHAT_REQUIRE_PEERS=1");
-        }
-        eprintln!("SKIPPED: {what} needs root (live capture)");
+        crate::util::cannot_run(&format!("{what} needs root (live capture)"));
         return true;
     }
     false

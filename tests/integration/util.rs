@@ -38,16 +38,31 @@ pub fn wirechat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wirechat"))
 }
 
-/// True if `program` is on PATH. When it is not: with WIRECHAT_REQUIRE_PEERS=1 (CI) the test
-/// fails; otherwise it prints why it is skipped and the caller returns.
+/// Says why a test cannot run on this machine: with WIRECHAT_REQUIRE_PEERS=1 (CI, where
+/// everything is installed) the test fails; otherwise it prints `SKIPPED: why` and the caller
+/// returns.
+pub fn cannot_run(why: &str) {
+    if std::env::var("WIRECHAT_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{why}, and WIRECHAT_REQUIRE_PEERS=1 requires it");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// True if `program` is on PATH (see [`cannot_run`] when it is not).
 pub fn have(program: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
     if !found {
-        if std::env::var("WIRECHAT_REQUIRE_PEERS").as_deref() == Ok("1") {
-            panic!("{program} is required (WIRECHAT_REQUIRE_PEERS=1) but not on PATH");
-        }
-        eprintln!("SKIPPED: {program} is not installed");
+        cannot_run(&format!("{program} is not installed"));
+    }
+    found
+}
+
+/// True if this machine has an IPv6 loopback (see [`cannot_run`] when it has not).
+pub fn have_ipv6() -> bool {
+    let found = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !found {
+        cannot_run("no IPv6 loopback on this machine");
     }
     found
 }
