@@ -5,8 +5,13 @@
 /// One unit of framed input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece<'a> {
-    /// A whole line without its terminator; `terminated` is false for a last line without `\n`.
-    Line { text: &'a [u8], terminated: bool },
+    /// The end of a line, without its terminator; `terminated` is false for a last line without
+    /// `\n`, and `whole` is false when [`Piece::Partial`]s of the same line came before it.
+    Line {
+        text: &'a [u8],
+        terminated: bool,
+        whole: bool,
+    },
     /// Part of a line longer than the maximum; more of it (or its end) follows.
     Partial(&'a [u8]),
 }
@@ -51,16 +56,19 @@ impl LineSplitter {
                 self.buf.extend_from_slice(data);
                 return;
             };
+            let whole = !self.continuing;
             if self.buf.is_empty() {
                 emit(Piece::Line {
                     text: strip_cr(&data[..i]),
                     terminated: true,
+                    whole,
                 });
             } else {
                 self.buf.extend_from_slice(&data[..i]);
                 emit(Piece::Line {
                     text: strip_cr(&self.buf),
                     terminated: true,
+                    whole,
                 });
                 self.buf.clear();
             }
@@ -77,6 +85,7 @@ impl LineSplitter {
             emit(Piece::Line {
                 text,
                 terminated: false,
+                whole: !self.continuing,
             });
             self.continuing = false;
         }
@@ -95,9 +104,21 @@ mod tests {
     fn split(max: usize, chunks: &[&[u8]]) -> Vec<(Vec<u8>, &'static str)> {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
+        // "line"/"last": a line (terminated or not) that came whole; "end"/"last end": the end
+        // of one that came in parts.
         let mut emit = |p: Piece<'_>| match p {
-            Piece::Line { text, terminated } => {
-                out.push((text.to_vec(), if terminated { "line" } else { "last" }))
+            Piece::Line {
+                text,
+                terminated,
+                whole,
+            } => {
+                let kind = match (terminated, whole) {
+                    (true, true) => "line",
+                    (true, false) => "end",
+                    (false, true) => "last",
+                    (false, false) => "last end",
+                };
+                out.push((text.to_vec(), kind))
             }
             Piece::Partial(t) => out.push((t.to_vec(), "part")),
         };
@@ -127,7 +148,7 @@ mod tests {
             vec![
                 (b"abcd".to_vec(), "part"),
                 (b"efgh".to_vec(), "part"),
-                (b"ij".to_vec(), "line"),
+                (b"ij".to_vec(), "end"),
                 (b"xy".to_vec(), "last")
             ]
         );
@@ -140,10 +161,16 @@ mod tests {
             let cut = cut.min(data.len());
             let pieces = split(max, &[&data[..cut], &data[cut..]]);
             let mut rebuilt = Vec::new();
+            let mut after_part = false;
             for (text, kind) in &pieces {
                 prop_assert!(text.len() <= max);
                 rebuilt.extend_from_slice(text);
-                if *kind == "line" { rebuilt.push(b'\n'); }
+                if matches!(*kind, "line" | "end") { rebuilt.push(b'\n'); }
+                // A line is whole exactly when no part of it came before.
+                if *kind != "part" {
+                    prop_assert_eq!(after_part, kind.ends_with("end"));
+                }
+                after_part = *kind == "part";
             }
             // Rebuilding loses only the '\r' of each CRLF.
             let expected: Vec<u8> = {
@@ -154,7 +181,7 @@ mod tests {
                 }
                 e
             };
-            let unterminated_cr = expected.last() == Some(&b'\r') && pieces.last().is_some_and(|p| p.1 == "last");
+            let unterminated_cr = expected.last() == Some(&b'\r') && pieces.last().is_some_and(|p| p.1.starts_with("last"));
             if !unterminated_cr {
                 prop_assert_eq!(rebuilt, expected);
             }

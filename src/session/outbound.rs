@@ -35,8 +35,6 @@ struct LineSink {
     partial: Option<TextDecoder>,
     /// A datagram-mode (or hex) line outgrew `max`; its pieces are being skipped.
     oversize: bool,
-    /// The current line has already been passed on in part.
-    continued: bool,
     /// The longest line kept whole.
     max: usize,
     quit_seen: bool,
@@ -66,7 +64,6 @@ impl Outbound {
                 datagram,
                 partial: None,
                 oversize: false,
-                continued: false,
                 max,
                 quit_seen: false,
                 events,
@@ -114,10 +111,13 @@ impl LineSink {
                     self.oversize = true;
                     return;
                 }
-                self.continued = true;
                 out.push(self.transcode(bytes, false));
             }
-            Piece::Line { text, terminated } => {
+            Piece::Line {
+                text,
+                terminated,
+                whole,
+            } => {
                 if std::mem::take(&mut self.oversize) {
                     let what = if self.datagram {
                         "one datagram"
@@ -132,7 +132,6 @@ impl LineSink {
                 }
                 // The quit word is compared with whole lines as typed, never with the tail of
                 // a line that came in pieces.
-                let whole = !std::mem::take(&mut self.continued);
                 if whole && self.quit.as_deref().is_some_and(|q| q.as_bytes() == text) {
                     self.quit_seen = true;
                     let mut msg = self.transcode(text, true);
