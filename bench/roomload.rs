@@ -7,6 +7,10 @@
 //! (spliced or truncated) lines apart and measure delivery latency. Bounded in count and time:
 //! it stops when everything expected has arrived or nothing has arrived for `--drain` seconds.
 //!
+//! The clients run on `--threads` threads, each a single-threaded runtime that owns its share
+//! of them: the generator shares the server's cores, so it must not add wake-ups between its
+//! own threads to the latency it measures.
+//!
 //! Built with `cargo build --release --example roomload`; bench/room.sh runs it.
 
 use clap::Parser;
