@@ -610,11 +610,13 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// Member `id`'s connection on the server's side, writable, and the client's end of it.
+    async fn member(id: ClientId) -> (Conn, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
+        let server = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (client, _) = l.accept().await.unwrap();
+        server.writable().await.unwrap();
+        (Conn::new(id, server, 0, 0, Arc::default()), client)
     }
 
     async fn read_exact(s: &mut TcpStream, n: usize) -> String {
@@ -625,9 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn private_lines_interleave_with_the_log_in_order() {
-        let (server, mut client) = pair().await;
-        server.writable().await.unwrap();
-        let conn = Conn::new(7, server, 0, 0, Arc::default());
+        let (conn, mut client) = member(7).await;
         let mut log = Log::default();
         {
             let mut out = conn.out();
@@ -650,9 +650,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_private_line_never_overtakes_an_entry_missing_from_the_snapshot() {
-        let (server, mut client) = pair().await;
-        server.writable().await.unwrap();
-        let conn = Conn::new(1, server, 0, 0, Arc::default());
+        let (conn, mut client) = member(1).await;
         let mut log = Log::default();
         log.push(Entry::new("a\n", None));
         let old = log.snapshot(0, usize::MAX);
@@ -674,9 +672,7 @@ mod tests {
     /// changes and more lines arrive meanwhile; nothing is spliced or repeated.
     #[tokio::test]
     async fn a_partly_written_line_is_finished_whatever_changes() {
-        let (server, mut client) = pair().await;
-        server.writable().await.unwrap();
-        let conn = Conn::new(1, server, 0, 0, Arc::default());
+        let (conn, mut client) = member(1).await;
         let mut log = Log::default();
         let big = format!("{}\n", "你".repeat(4 << 20));
         log.push(Entry::new(&big, None));
@@ -728,9 +724,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_socket_blocks_and_resumes_mid_piece() {
-        let (server, mut client) = pair().await;
-        server.writable().await.unwrap();
-        let conn = Conn::new(1, server, 0, 0, Arc::default());
+        let (conn, mut client) = member(1).await;
         let mut log = Log::default();
         let line = format!("{}\n", "x".repeat(999));
         for _ in 0..20_000 {

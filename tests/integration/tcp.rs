@@ -6,20 +6,15 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
+/// The tutorial's continuous TCP chat on the wire: GBK, ending on "end", each line one send
+/// with no line ending.
+const GBK_END: [&str; 6] = ["-e", "gbk", "--quit", "end", "--eol", "none"];
+
 /// wirechat connected to a tutorial-style Python server on `port`: GBK, "end" ends it, and each
 /// line goes out as one send with no line ending (the server compares whole recv()s).
 fn gbk_end_client(port: &str) -> Proc {
-    Proc::wirechat(&[
-        "tcp",
-        "connect",
-        &format!("127.0.0.1:{port}"),
-        "-e",
-        "gbk",
-        "--quit",
-        "end",
-        "--eol",
-        "none",
-    ])
+    let addr = format!("127.0.0.1:{port}");
+    Proc::wirechat(&[&["tcp", "connect", addr.as_str()][..], &GBK_END].concat())
 }
 
 fn addr(p: &Proc) -> String {
@@ -91,17 +86,7 @@ fn continuous_chat_until_end_with_python_client() {
     if !have("python3") {
         return;
     }
-    let mut server = Proc::wirechat(&[
-        "tcp",
-        "listen",
-        "127.0.0.1:0",
-        "-e",
-        "gbk",
-        "--quit",
-        "end",
-        "--eol",
-        "none",
-    ]);
+    let mut server = Proc::wirechat(&[&["tcp", "listen", "127.0.0.1:0"][..], &GBK_END].concat());
     let port = server.port().to_string();
     let client = python(
         r#"
