@@ -72,6 +72,8 @@ struct Shared {
     start: Instant,
     go: CancellationToken,
     stop: CancellationToken,
+    /// When the senders start (ns after `start`), set before `go` is cancelled.
+    go_at_ns: AtomicU64,
     synced: AtomicUsize,
     delivered: AtomicU64,
     hist: Mutex<Vec<u64>>,
@@ -106,19 +108,63 @@ fn make_line(sender: usize, seq: u32, ts: u64, size: usize) -> Vec<u8> {
     line
 }
 
-/// What one receiver knows about one sender.
+/// What one receiver knows about one sender. Lines normally arrive in order, so the common
+/// case touches only this struct: `next` says every line before it was seen, and a bitmap
+/// (made on the first gap) records lines seen beyond it.
+#[derive(Default)]
 struct Track {
-    seen: Vec<u64>,
+    next: u32,
+    /// Lines at or after `next` already seen, one bit each, indexed by sequence number.
+    beyond: Vec<u64>,
+    beyond_count: u32,
     max: Option<u32>,
     count: u32,
+}
+
+impl Track {
+    /// Records line `seq` (below `messages`); false if it was seen before.
+    fn see(&mut self, seq: u32, messages: u32) -> bool {
+        let bit = |seq: u32| ((seq / 64) as usize, 1u64 << (seq % 64));
+        if seq < self.next {
+            return false;
+        }
+        if seq == self.next {
+            self.next += 1;
+            while self.beyond_count > 0 {
+                let (w, b) = bit(self.next);
+                if self.beyond[w] & b == 0 {
+                    break;
+                }
+                self.beyond[w] &= !b;
+                self.beyond_count -= 1;
+                self.next += 1;
+            }
+            return true;
+        }
+        if self.beyond.is_empty() {
+            self.beyond = vec![0; messages.div_ceil(64) as usize];
+        }
+        let (w, b) = bit(seq);
+        if self.beyond[w] & b != 0 {
+            return false;
+        }
+        self.beyond[w] |= b;
+        self.beyond_count += 1;
+        true
+    }
 }
 
 struct Receiver {
     id: usize,
     tracks: Vec<Track>,
-    lat: Vec<u32>,
     t: Totals,
     synced: bool,
+}
+
+thread_local! {
+    /// Latency buckets of the deliveries on this thread not yet added to the histogram: one
+    /// buffer for the thread's clients, not a cold one per client.
+    static LAT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Receiver {
@@ -149,12 +195,10 @@ impl Receiver {
         match self.parse(sh, &line[at..]) {
             Some((s, seq, ts)) => {
                 let tr = &mut self.tracks[s];
-                let (w, b) = ((seq / 64) as usize, seq % 64);
-                if tr.seen[w] & (1 << b) != 0 {
+                if !tr.see(seq, sh.args.messages) {
                     self.t.duplicated += 1;
                     return;
                 }
-                tr.seen[w] |= 1 << b;
                 tr.count += 1;
                 if tr.max.is_some_and(|m| seq < m) {
                     self.t.out_of_order += 1;
@@ -164,10 +208,12 @@ impl Receiver {
                 let now = now_ns(sh);
                 let lat = now.saturating_sub(ts);
                 self.t.max_latency_ns = self.t.max_latency_ns.max(lat);
-                self.lat
-                    .push((lat / BUCKET_NS).min(BUCKETS as u64 - 1) as u32);
-                if self.lat.len() >= 4096 {
-                    self.flush(sh);
+                let full = LAT.with_borrow_mut(|l| {
+                    l.push((lat / BUCKET_NS).min(BUCKETS as u64 - 1) as u32);
+                    l.len() >= 4096
+                });
+                if full {
+                    Self::flush(sh);
                 }
             }
             None => self.t.corrupt += 1,
@@ -206,13 +252,15 @@ impl Receiver {
         Some((s, seq, ts))
     }
 
-    fn flush(&mut self, sh: &Shared) {
-        let mut h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
-        for &l in &self.lat {
-            h[l as usize] += 1;
-        }
-        drop(h);
-        self.lat.clear();
+    /// Adds this thread's buffered latencies to the histogram.
+    fn flush(sh: &Shared) {
+        LAT.with_borrow_mut(|l| {
+            let mut h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
+            for &b in l.iter() {
+                h[b as usize] += 1;
+            }
+            l.clear();
+        });
     }
 }
 
@@ -222,17 +270,9 @@ thread_local! {
 
 async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadHalf) {
     let senders = sh.args.senders;
-    let words = (sh.args.messages as usize).div_ceil(64);
     let mut r = Receiver {
         id,
-        tracks: (0..senders)
-            .map(|_| Track {
-                seen: vec![0; words],
-                max: None,
-                count: 0,
-            })
-            .collect(),
-        lat: Vec::new(),
+        tracks: (0..senders).map(|_| Track::default()).collect(),
         t: Totals::default(),
         synced: false,
     };
@@ -297,7 +337,9 @@ async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadH
         sh.delivered.fetch_add(got, Relaxed);
         sh.last_delivery_ns.fetch_max(now_ns(&sh), Relaxed);
     }
-    r.flush(&sh);
+    // Every receiver flushes its thread's buffer when it ends, so the last one on a thread
+    // leaves nothing behind.
+    Receiver::flush(&sh);
     // Lost: what each sender sent (all of it, once the run is over) minus what arrived.
     for (s, tr) in r.tracks.iter().enumerate() {
         if s != id {
@@ -339,9 +381,11 @@ async fn send(sh: Arc<Shared>, id: usize, mut wr: tokio::net::tcp::OwnedWriteHal
         () = sh.stop.cancelled() => return,
     }
     let period = Duration::from_secs_f64(1.0 / sh.args.rate);
-    // Senders start evenly spread over one period, not all at once.
+    // Senders start evenly spread over one period, not all at once: the steadiest load, and
+    // the one that gives each line a round of its own.
     let offset = period.mul_f64(id as f64 / sh.args.senders as f64);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    let go_at = sh.start + Duration::from_nanos(sh.go_at_ns.load(Relaxed));
+    let mut tick = tokio::time::interval_at((go_at + offset).into(), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for seq in 0..sh.args.messages {
         tick.tick().await;
@@ -474,6 +518,7 @@ async fn run(args: Args) {
         start: Instant::now(),
         go: CancellationToken::new(),
         stop: CancellationToken::new(),
+        go_at_ns: AtomicU64::new(0),
         synced: AtomicUsize::new(0),
         delivered: AtomicU64::new(0),
         hist: Mutex::new(vec![0; BUCKETS]),
@@ -528,7 +573,10 @@ async fn run(args: Args) {
     }
     let synced = sh.synced.load(Relaxed);
     let rss_joined = args.server_pid.and_then(|p| vm(p, "VmRSS:"));
-    let send_start = now_ns(&sh);
+    // The senders' schedule is fixed from one instant, a little ahead, so that they are evenly
+    // spread however late each thread sees `go`.
+    let send_start = now_ns(&sh) + 20_000_000;
+    sh.go_at_ns.store(send_start, Relaxed);
     sh.go.cancel();
 
     // Wait for everything or for the drain time without progress.
@@ -631,4 +679,31 @@ async fn run(args: Args) {
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
         per_client
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Track;
+
+    #[test]
+    fn a_track_tells_duplicates_from_new_lines_in_any_order() {
+        let mut t = Track::default();
+        // In order, then a duplicate of an old line.
+        assert!(t.see(0, 200) && t.see(1, 200));
+        assert!(!t.see(0, 200) && !t.see(1, 200));
+        // A gap: 5 and 70 arrive before 2, 3 and 4; each is new once.
+        assert!(t.see(5, 200) && t.see(70, 200));
+        assert!(!t.see(5, 200) && !t.see(70, 200));
+        assert!(t.see(3, 200) && !t.see(3, 200));
+        assert!(t.see(2, 200));
+        assert_eq!((t.next, t.beyond_count), (4, 2));
+        // Filling the gap moves `next` past everything seen beyond it.
+        assert!(t.see(4, 200));
+        assert_eq!((t.next, t.beyond_count), (6, 1));
+        for seq in 6..70 {
+            assert!(t.see(seq, 200), "{seq}");
+        }
+        assert_eq!((t.next, t.beyond_count), (71, 0));
+        assert!(!t.see(70, 200) && !t.see(0, 200) && t.see(199, 200));
+    }
 }

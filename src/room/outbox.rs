@@ -234,6 +234,11 @@ impl Out {
         self.cursor
     }
 
+    /// Who writes the member's socket now.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// Log entries not yet written.
     pub fn behind(&self, end: u64) -> u64 {
         end.saturating_sub(self.cursor)
@@ -292,6 +297,15 @@ impl Kick {
             .cloned()
             .unwrap_or_else(|| "disconnected".into())
     }
+}
+
+/// How a write reaches the socket.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Through tokio, which clears the socket's readiness when it is full.
+    Tokio,
+    /// A plain non-blocking send.
+    Direct,
 }
 
 /// One member's connection as the room sees it.
@@ -395,8 +409,21 @@ impl Conn {
         }
     }
 
-    /// Writes what `out` still owes the member, up to `snap`'s end, without blocking.
+    /// Writes what `out` still owes the member, up to `snap`'s end, without blocking. If the
+    /// socket is full, tokio's readiness for it is cleared, so `writable()` waits for room.
     pub fn write(&self, out: &mut Out, snap: &Snapshot, pieces: &mut Pieces) -> Flushed {
+        self.write_via(out, snap, pieces, Via::Tokio)
+    }
+
+    /// [`Conn::write`] straight to the socket, for the flushers: tokio's readiness is neither
+    /// read nor cleared (a cold cache line per member on every pass). A member found full is
+    /// handed to its task, whose first `writable()` may then return at once; its next write,
+    /// through tokio, meets the full socket again and clears the readiness before it waits.
+    fn write_direct(&self, out: &mut Out, snap: &Snapshot, pieces: &mut Pieces) -> Flushed {
+        self.write_via(out, snap, pieces, Via::Direct)
+    }
+
+    fn write_via(&self, out: &mut Out, snap: &Snapshot, pieces: &mut Pieces, via: Via) -> Flushed {
         if out.cursor < snap.base && out.cursor < out.stop(snap.end()) {
             return Flushed::Behind;
         }
@@ -434,26 +461,31 @@ impl Conn {
             let written = if bytes == 0 {
                 0
             } else {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut n = 0;
-                let mut skip = out.partial.as_ref().map_or(0, |(_, done)| *done);
-                for piece in pieces.iter().flatten() {
-                    if piece.len() > skip {
-                        iov[n] = IoSlice::new(&piece[skip..]);
-                        n += 1;
-                    }
-                    skip = 0;
-                }
+                let skip = out.partial.as_ref().map_or(0, |(_, done)| *done);
                 // Straight to the socket (writev would go through the VFS layer): send for
-                // one piece, the common case, sendmsg to gather more. tokio clears the
-                // socket's readiness if it would block.
-                let sent = self.stream.try_io(Interest::WRITABLE, || {
+                // one piece, the common case, sendmsg to gather more.
+                let send = || {
                     let sock = socket2::SockRef::from(&self.stream);
-                    match &iov[..n] {
-                        [one] => sock.send(one),
-                        many => sock.send_vectored(many),
+                    match pieces.as_slice() {
+                        [Some(one)] => sock.send(&one[skip..]),
+                        _ => {
+                            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                            let (mut n, mut skip) = (0, skip);
+                            for piece in pieces.iter().flatten() {
+                                if piece.len() > skip {
+                                    iov[n] = IoSlice::new(&piece[skip..]);
+                                    n += 1;
+                                }
+                                skip = 0;
+                            }
+                            sock.send_vectored(&iov[..n])
+                        }
                     }
-                });
+                };
+                let sent = match via {
+                    Via::Tokio => self.stream.try_io(Interest::WRITABLE, send),
+                    Via::Direct => send(),
+                };
                 match sent {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked,
@@ -577,7 +609,7 @@ impl Shard {
                 if out.mode == Mode::Blocked {
                     continue;
                 }
-                conn.write(&mut out, snap, &mut pieces)
+                conn.write_direct(&mut out, snap, &mut pieces)
             };
             let r = match r {
                 Flushed::Behind => {

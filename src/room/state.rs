@@ -539,6 +539,7 @@ fn log(st: &mut State, line: &str) {
 mod tests {
     use super::*;
     use crate::codec::Encoding;
+    use crate::room::outbox::Mode;
     use std::time::Duration;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::net::TcpListener;
@@ -707,6 +708,48 @@ mod tests {
             bytes <= bytes_cap + bytes_cap / 8 + 4100,
             "{bytes} bytes kept"
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_that_pauses_reading_gets_everything_when_it_reads_again() {
+        // The flushers find its socket full; its own task takes over and must be woken when
+        // the socket drains, then hand it back to the flushers.
+        let r = room(Config {
+            queue: 1 << 20,
+            queue_bytes: 1 << 30,
+            ..Config::default()
+        });
+        let a = join(&r, 1).await;
+        let mut p = join(&r, 2).await;
+        let line = |i: usize| format!("{i:06} {}", "p".repeat(4000));
+        let mut sent = 0;
+        let from = p.conn.out().cursor();
+        while p.conn.out().mode() != Mode::Blocked {
+            assert!(sent < 100_000, "the socket never filled");
+            r.say(a.id, &line(sent));
+            sent += 1;
+            // Until the flusher has written the line or found the socket full.
+            let mut turns = 0;
+            while p.conn.out().cursor() < from + sent as u64 && p.conn.out().mode() == Mode::Flushed
+            {
+                assert!(turns < 100_000, "the flusher never wrote line {sent}");
+                turns += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+        for _ in 0..200 {
+            r.say(a.id, &line(sent));
+            sent += 1;
+        }
+        for i in 0..sent {
+            let l = p.line().await;
+            assert_eq!(l, format!("<guest-1> {}\n", line(i)), "line {i}");
+        }
+        // Back with the flushers: a new line arrives at once.
+        r.say(a.id, "after");
+        assert_eq!(p.line().await, "<guest-1> after\n");
+        assert!(!p.conn.kick.token.is_cancelled());
+        assert_eq!(p.conn.out().mode(), Mode::Flushed);
     }
 
     #[tokio::test]
