@@ -21,6 +21,8 @@ cleanup() { [ -n "$SPID" ] && kill "$SPID" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 start_wirechat() { # extra room options
+    # Emptied first: the previous server's "listening on" line must not be read as this one's.
+    : >"$tmp/err"
     "$WIRECHAT" room 127.0.0.1:0 --rate 0 --max-clients 20000 -q "$@" </dev/null 2>"$tmp/err" &
     SPID=$!
     for _ in $(seq 100); do

@@ -72,17 +72,11 @@ impl Entry {
         }
     }
 
-    /// The line in `enc`; empty for the member who sent it.
-    fn bytes(&self, enc: Encoding, to: ClientId) -> Option<Chunk> {
-        if self.skip == Some(to) {
-            return None;
-        }
-        if enc.is_utf8() {
-            return Some(self.utf8.clone());
-        }
+    /// The line in `enc`, which is not UTF-8 (UTF-8 bytes are borrowed where they are kept).
+    fn encoded(&self, enc: Encoding) -> Chunk {
         let mut others = lock(&self.others);
         if let Some((_, c)) = others.iter().find(|(e, _)| *e == enc) {
-            return Some(c.clone());
+            return c.clone();
         }
         let chunk = encode(std::str::from_utf8(&self.utf8).unwrap_or_default(), enc);
         // The log's byte budget counts UTF-8 only: a few cached copies keep memory in
@@ -90,7 +84,7 @@ impl Entry {
         if others.len() < CACHED_ENCODINGS {
             others.push((enc, chunk.clone()));
         }
-        Some(chunk)
+        chunk
     }
 }
 
@@ -432,27 +426,40 @@ impl Conn {
             // Gather the next pieces in order: a partly written piece first, then private lines
             // before the log entry at their tag (a private line waits for the entries before
             // its tag even if this snapshot does not have them yet); an entry this member sent
-            // itself is an empty piece.
+            // itself is an empty piece. UTF-8 entries are borrowed from the log, not cloned:
+            // with several flushers, every clone of a shared `Arc` would move its count
+            // between the cores once per member.
             pieces.clear();
-            let (mut c, mut p, mut bytes) = (out.cursor, 0, 0);
+            let mut owned: Vec<Chunk> = Vec::new();
+            let (mut c, mut private, mut bytes) = (out.cursor, 0, 0);
             if let Some((chunk, done)) = &out.partial {
                 bytes += chunk.len() - done;
-                pieces.push(Some(chunk.clone()));
+                pieces.push(Piece::Partial(chunk.len() - done));
             }
             while pieces.len() < MAX_IOV && bytes < MAX_WRITE {
-                let piece = match out.private.get(p) {
+                let piece = match out.private.get(private) {
                     Some((tag, chunk)) if *tag <= c => {
-                        p += 1;
-                        Some(chunk.clone())
+                        private += 1;
+                        Piece::Private(private - 1, chunk.len())
                     }
                     _ if c < stop => {
-                        let entry = &snap.entries[(c - snap.base) as usize];
+                        let at = (c - snap.base) as usize;
+                        let entry = &snap.entries[at];
                         c += 1;
-                        entry.bytes(out.encoding, self.id)
+                        if entry.skip == Some(self.id) {
+                            Piece::Mine
+                        } else if out.encoding.is_utf8() {
+                            Piece::Entry(at, None, entry.utf8.len())
+                        } else {
+                            let chunk = entry.encoded(out.encoding);
+                            let len = chunk.len();
+                            owned.push(chunk);
+                            Piece::Entry(at, Some(owned.len() - 1), len)
+                        }
                     }
                     _ => break,
                 };
-                bytes += piece.as_ref().map_or(0, |p| p.len());
+                bytes += piece.len();
                 pieces.push(piece);
             }
             if pieces.is_empty() {
@@ -461,22 +468,27 @@ impl Conn {
             let written = if bytes == 0 {
                 0
             } else {
-                let skip = out.partial.as_ref().map_or(0, |(_, done)| *done);
+                let slice = |piece: &Piece| -> &[u8] {
+                    match *piece {
+                        Piece::Partial(_) => out.partial.as_ref().map_or(&[], |(c, d)| &c[*d..]),
+                        Piece::Private(i, _) => out.private.get(i).map_or(&[], |(_, c)| &c[..]),
+                        Piece::Entry(at, None, _) => &snap.entries[at].utf8,
+                        Piece::Entry(_, Some(k), _) => &owned[k],
+                        Piece::Mine => &[],
+                    }
+                };
                 // Straight to the socket (writev would go through the VFS layer): send for
                 // one piece, the common case, sendmsg to gather more.
                 let send = || {
                     let sock = socket2::SockRef::from(&self.stream);
                     match pieces.as_slice() {
-                        [Some(one)] => sock.send(&one[skip..]),
-                        _ => {
+                        [one] => sock.send(slice(one)),
+                        many => {
                             let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                            let (mut n, mut skip) = (0, skip);
-                            for piece in pieces.iter().flatten() {
-                                if piece.len() > skip {
-                                    iov[n] = IoSlice::new(&piece[skip..]);
-                                    n += 1;
-                                }
-                                skip = 0;
+                            let mut n = 0;
+                            for piece in many.iter().filter(|p| p.len() > 0) {
+                                iov[n] = IoSlice::new(slice(piece));
+                                n += 1;
                             }
                             sock.send_vectored(&iov[..n])
                         }
@@ -493,7 +505,7 @@ impl Conn {
                     Err(e) => return Flushed::Failed(e),
                 }
             };
-            self.advance(out, pieces, written);
+            self.advance(out, pieces, snap, &owned, written);
             if written < bytes {
                 // A short write: the socket is full.
                 return Flushed::Blocked;
@@ -501,39 +513,50 @@ impl Conn {
         }
     }
 
-    /// Consumes `n` written bytes of `pieces` (gathered in order from `out`) from `out`; a
-    /// piece written in part becomes `out.partial`.
-    fn advance(&self, out: &mut Out, pieces: &[Option<Chunk>], mut n: usize) {
-        let mut pieces = pieces.iter();
-        if let Some((chunk, done)) = out.partial.take() {
-            pieces.next();
-            let left = chunk.len() - done;
-            if n < left {
-                out.partial = Some((chunk, done + n));
-                return;
-            }
-            n -= left;
-        }
+    /// Consumes `n` written bytes of `pieces` (gathered in order from `out`, `snap` and
+    /// `owned`) from `out`; a piece written in part becomes `out.partial`.
+    fn advance(
+        &self,
+        out: &mut Out,
+        pieces: &[Piece],
+        snap: &Snapshot,
+        owned: &[Chunk],
+        mut n: usize,
+    ) {
         for piece in pieces {
-            let len = piece.as_ref().map_or(0, |p| p.len());
+            let len = piece.len();
             if n == 0 && len > 0 {
                 return;
             }
-            // Which kind of piece this was follows the same rule as gathering.
-            match out.private.front() {
-                Some((tag, _)) if *tag <= out.cursor => {
-                    if let Some((_, chunk)) = out.private.pop_front() {
-                        out.private_bytes -= chunk.len();
-                        self.private_total
-                            .fetch_sub(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+            let chunk = match *piece {
+                Piece::Partial(_) => match out.partial.take() {
+                    Some((chunk, done)) if n < len => {
+                        out.partial = Some((chunk, done + n));
+                        return;
                     }
+                    _ => None,
+                },
+                Piece::Private(..) => out.private.pop_front().map(|(_, chunk)| {
+                    out.private_bytes -= chunk.len();
+                    self.private_total
+                        .fetch_sub(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    chunk
+                }),
+                Piece::Entry(at, k, _) => {
+                    out.cursor += 1;
+                    // Kept only if it is finished later.
+                    (n < len).then(|| match k {
+                        Some(k) => owned[k].clone(),
+                        None => snap.entries[at].utf8.clone(),
+                    })
                 }
-                _ => out.cursor += 1,
-            }
+                Piece::Mine => {
+                    out.cursor += 1;
+                    None
+                }
+            };
             if n < len {
-                if let Some(chunk) = piece {
-                    out.partial = Some((chunk.clone(), n));
-                }
+                out.partial = chunk.map(|chunk| (chunk, n));
                 return;
             }
             n -= len;
@@ -549,8 +572,30 @@ impl Drop for Conn {
     }
 }
 
-/// Pieces gathered for one write: `None` is an entry the member sent itself (nothing to write).
-pub type Pieces = Vec<Option<Chunk>>;
+/// Where a piece gathered for one write comes from, with its length in bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum Piece {
+    /// The rest of `Out::partial`.
+    Partial(usize),
+    /// `Out::private[i]`.
+    Private(usize, usize),
+    /// `Snapshot::entries[i]`: its UTF-8 bytes (`None`), or chunk `k` encoded for this write.
+    Entry(usize, Option<usize>, usize),
+    /// An entry this member sent itself: nothing to write.
+    Mine,
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match *self {
+            Piece::Partial(len) | Piece::Private(_, len) | Piece::Entry(_, _, len) => len,
+            Piece::Mine => 0,
+        }
+    }
+}
+
+/// The pieces of one write, kept between writes for their allocation.
+pub type Pieces = Vec<Piece>;
 
 /// One flusher's share of the members and what it has to do.
 #[derive(Default)]
