@@ -21,27 +21,39 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_listening() { # PORT
+wait_listening() { # PID PORT: until process PID listens on PORT; fails if it exits first
   for _ in $(seq 1 500); do
-    ss -Hltn "sport = :$1" | grep -q . && return 0
+    kill -0 "$1" 2>/dev/null || return 1
+    ss -Hltnp "sport = :$2" | grep -q "pid=$1," && return 0
     sleep 0.01
   done
-  echo "nothing listening on $1" >&2; return 1
+  return 1
 }
 
 now() { date +%s.%N; }
 
+start_server() { # TOOL -> $SERVER and $PORT
+  # The free port may be taken by someone else before the tool binds it: then the tool
+  # exits (checked while waiting) and another port is tried, up to 3 times.
+  for _ in 1 2 3; do
+    PORT=$(free_port)
+    case "$1" in
+      wirechat) "$W" -q tcp listen "127.0.0.1:$PORT" </dev/null >/dev/null 2>&1 & ;;
+      socat)    socat -b 131072 -u "TCP-LISTEN:$PORT,bind=127.0.0.1,reuseaddr" OPEN:/dev/null </dev/null 2>/dev/null & ;;
+      ncat)     ncat -l 127.0.0.1 "$PORT" --recv-only </dev/null >/dev/null 2>&1 & ;;
+      nc)       nc -l 127.0.0.1 "$PORT" </dev/null >/dev/null 2>&1 & ;;
+      iperf3)   iperf3 -s -1 -B 127.0.0.1 -p "$PORT" >/dev/null 2>&1 & ;;
+    esac
+    SERVER=$!
+    wait_listening "$SERVER" "$PORT" && return 0
+    kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true
+  done
+  echo "$1 did not start listening" >&2; return 1
+}
+
 one_run() { # TOOL -> seconds
-  local port; port=$(free_port)
-  case "$1" in
-    wirechat) "$W" -q tcp listen "127.0.0.1:$port" </dev/null >/dev/null & ;;
-    socat)    socat -b 131072 -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr" OPEN:/dev/null </dev/null & ;;
-    ncat)     ncat -l 127.0.0.1 "$port" --recv-only </dev/null >/dev/null & ;;
-    nc)       nc -l 127.0.0.1 "$port" </dev/null >/dev/null & ;;
-    iperf3)   iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null & ;;
-  esac
-  SERVER=$!
-  wait_listening "$port"
+  start_server "$1"
+  local port=$PORT
   local t0; t0=$(now)
   case "$1" in
     wirechat) "$W" -q tcp connect "127.0.0.1:$port" <"$INPUT" >/dev/null ;;

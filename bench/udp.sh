@@ -32,7 +32,7 @@ PY
 RPID=""
 trap '[ -n "$RPID" ] && kill "$RPID" 2>/dev/null' EXIT
 
-start_receiver() { # NAME PORT -> pid in $RPID
+start_receiver() { # NAME PORT -> pid in $RPID; fails if it exits before it has bound PORT
   case "$1" in
     wirechat) "$W" -q udp listen "127.0.0.1:$2" </dev/null >/dev/null 2>/dev/null & ;;
     nc)       nc -d -u -l 127.0.0.1 "$2" </dev/null >/dev/null 2>/dev/null & ;;
@@ -40,13 +40,24 @@ start_receiver() { # NAME PORT -> pid in $RPID
     socat)    socat -u "UDP-RECV:$2,bind=127.0.0.1" STDOUT </dev/null >/dev/null 2>/dev/null & ;;
   esac
   RPID=$!
-  for _ in $(seq 1 200); do [ -n "$(stats "$2")" ] && return 0; sleep 0.02; done
-  echo "receiver $1 did not bind" >&2; return 1
+  for _ in $(seq 1 200); do
+    kill -0 "$RPID" 2>/dev/null || break
+    ss -Hlunp "sport = :$2" | grep -q "pid=$RPID," && return 0
+    sleep 0.02
+  done
+  kill "$RPID" 2>/dev/null; wait "$RPID" 2>/dev/null || true
+  RPID=""
+  return 1
 }
 
 run_one() { # NAME SIZE -> "share rate"
-  local port; port=$(free_port)
-  start_receiver "$1" "$port"
+  # The free port may be taken by someone else before the receiver binds it: then another
+  # port is tried, up to 3 times.
+  local port tries=0
+  until port=$(free_port); start_receiver "$1" "$port"; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 3 ] || { echo "receiver $1 did not bind" >&2; return 1; }
+  done
   local out secs
   out=$("$BLAST" "127.0.0.1:$port" "$N" "$2")
   secs=$(sed -E 's/.*secs=([0-9.]+).*/\1/' <<<"$out")
