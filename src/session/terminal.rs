@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::io::StreamReader;
 
 /// The process's input, output and event sink for conversations.
@@ -100,7 +100,10 @@ impl AsyncWrite for DirectStdout {
 type Printer = Arc<Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>;
 
 fn start_editor(quiet: bool) -> Result<Terminal, String> {
-    let (line_tx, line_rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(64);
+    // Unbounded, so the editor never waits for the conversation: while it waits it is out of
+    // raw mode, and the terminal's cooked mode echoes type-ahead and drops what does not fit
+    // its 4 KiB buffer. What it holds is bounded by what the user types or pastes.
+    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<io::Result<Bytes>>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Printer, String>>();
     std::thread::spawn(move || {
         let mut editor = match rustyline::DefaultEditor::new() {
@@ -126,7 +129,7 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                     let _ = editor.add_history_entry(line.as_str());
                     let mut bytes = line.into_bytes();
                     bytes.push(b'\n');
-                    if line_tx.blocking_send(Ok(Bytes::from(bytes))).is_err() {
+                    if line_tx.send(Ok(Bytes::from(bytes))).is_err() {
                         return;
                     }
                 }
@@ -152,7 +155,7 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
         }
     });
     Ok(Terminal {
-        input: Box::pin(StreamReader::new(ReceiverStream::new(line_rx))),
+        input: Box::pin(StreamReader::new(UnboundedReceiverStream::new(line_rx))),
         output: Box::pin(PrinterWriter(printer)),
         events,
         spliceable: false,

@@ -122,3 +122,82 @@ fn incoming_messages_do_not_tear_the_typed_line() {
     drop(peer);
     tmux.wait("the exit", |s| s.contains("EXITED=0"));
 }
+
+#[test]
+fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
+    // 150 lines typed in bursts of ten (as a paste without bracketed-paste mode, or a tool
+    // driving the terminal, types them) while the peer floods wirechat and reads nothing, so
+    // wirechat's sends back up. Every line must arrive whole and in order once the peer
+    // reads: the editor keeps what it has read ahead of the line it returns, and it never
+    // waits for the conversation.
+    use socket2::{Domain, Socket, Type};
+    use std::io::Read;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if !have("tmux") {
+        return;
+    }
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    // A small receive buffer, inherited by the accepted connection: what wirechat sends backs
+    // up after a few kilobytes.
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(8).unwrap();
+    let listener: TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    let tmux = Tmux::start(&format!(
+        "{} tcp connect {addr} -q; echo EXITED=$?; sleep 60",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    let peer = crate::util::accept(&listener);
+    tmux.wait("the prompt", |s| s.lines().any(|l| l.starts_with('>')));
+    // The flood, until told to stop (bounded in count, and in time by a write timeout).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let (mut peer, stop) = (peer.try_clone().unwrap(), stop.clone());
+        peer.set_write_timeout(Some(DEADLINE)).unwrap();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < 10_000_000 {
+                if peer.write_all(format!("flood {n}\n").as_bytes()).is_err() {
+                    break;
+                }
+                n += 1;
+            }
+        })
+    };
+    const LINES: usize = 150;
+    let line = |i: usize| format!("{i:04}{}", "t".repeat(196));
+    for burst in (0..LINES).collect::<Vec<_>>().chunks(10) {
+        let mut args = vec!["send-keys".to_string(), "-t".into(), tmux.0.clone()];
+        for &i in burst {
+            args.extend([line(i), "Enter".into()]);
+        }
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    // Now the peer reads: every typed line arrives, whole and in order.
+    let mut peer = peer;
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let expected: String = (0..LINES).map(|i| line(i) + "\n").collect();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while got.len() < expected.len() {
+        match peer.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{} of {} bytes arrived: {e}", got.len(), expected.len()),
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+    drop(peer);
+    tmux.wait("the exit", |s| s.contains("EXITED=0"));
+}
