@@ -57,6 +57,7 @@ fn main() {
             Status::Failure
         }
     };
+    wirechat::session::terminal::flush_editor_output(std::time::Duration::from_secs(1));
     tty.restore();
     let _ = std::io::stdout().flush();
     // Exit without waiting for threads blocked on stdin (the runtime would wait for them).

@@ -99,6 +99,37 @@ impl AsyncWrite for DirectStdout {
 
 type Printer = Arc<Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>;
 
+/// The line editor's printer, once the editor has started: [`flush_editor_output`] needs it
+/// at exit.
+static PRINTER: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
+
+/// Waits, at most `limit`, until the line editor has shown everything given to its printer.
+/// The editor's thread prints messages after they are handed over, so without this the last
+/// ones (`closed: ...`) could be lost when the process exits.
+///
+/// rustyline has no flush: the printer hands messages over through a queue of one, so the
+/// second of two marker messages is taken only after the editor has finished with everything
+/// before the first. The marker moves the cursor up a line and back down, which shows nothing.
+pub fn flush_editor_output(limit: std::time::Duration) {
+    let Some(printer) = PRINTER.get().cloned() else {
+        return;
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // On a thread of its own: a terminal that is not being read (stopped with Ctrl-S) must
+    // not keep wirechat from exiting.
+    std::thread::spawn(move || {
+        if let Ok(mut p) = printer.lock() {
+            for _ in 0..2 {
+                if p.print("\x1b[1A\n".to_string()).is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    let _ = done_rx.recv_timeout(limit);
+}
+
 fn start_editor(quiet: bool) -> Result<Terminal, String> {
     // Unbounded, so the editor never waits for the conversation: while it waits it is out of
     // raw mode, and the terminal's cooked mode echoes type-ahead and drops what does not fit
@@ -146,6 +177,7 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
     let printer = ready_rx
         .recv()
         .map_err(|_| "editor thread ended".to_string())??;
+    let _ = PRINTER.set(printer.clone());
     let events_printer = printer.clone();
     let events = Events::new(move |e: &super::Event| {
         if !quiet || e.always_shown() {

@@ -201,3 +201,29 @@ fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
     drop(peer);
     tmux.wait("the exit", |s| s.contains("EXITED=0"));
 }
+
+#[test]
+fn the_last_events_are_on_screen_before_wirechat_exits() {
+    // The editor's thread shows what it is given a moment later, so at exit the last events
+    // could be lost. A loss depends on timing: three rounds.
+    if !have("tmux") {
+        return;
+    }
+    for round in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tmux = Tmux::start(&format!(
+            "{} tcp connect {addr}; echo EXITED=$?; sleep 60",
+            env!("CARGO_BIN_EXE_wirechat")
+        ));
+        let mut peer = crate::util::accept(&listener);
+        tmux.wait("the prompt", |s| s.lines().any(|l| l.starts_with('>')));
+        peer.write_all(b"hello\n").unwrap();
+        drop(peer);
+        let screen = tmux.wait("the exit", |s| s.contains("EXITED=0"));
+        assert!(
+            screen.contains("wirechat: closed: sent 0 bytes, received 6 bytes"),
+            "round {round}:\n{screen}"
+        );
+    }
+}
