@@ -112,15 +112,7 @@ fn permission_denied_is_status_6() {
 fn connect_timeout_is_status_7() {
     // A listener whose accept queue is full drops further SYNs, so a connect hangs: the one
     // way to make a connect time out without sending anything beyond loopback.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
+    let socket = crate::util::bound_loopback_socket();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();

@@ -130,25 +130,16 @@ fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
     // wirechat's sends back up. Every line must arrive whole and in order once the peer
     // reads: the editor keeps what it has read ahead of the line it returns, and it never
     // waits for the conversation.
-    use socket2::{Domain, Socket, Type};
     use std::io::Read;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     if !have("tmux") {
         return;
     }
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let socket = crate::util::bound_loopback_socket();
     // A small receive buffer, inherited by the accepted connection: what wirechat sends backs
     // up after a few kilobytes.
     socket.set_recv_buffer_size(4096).unwrap();
-    socket
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
     socket.listen(8).unwrap();
     let listener: TcpListener = socket.into();
     let addr = listener.local_addr().unwrap();

@@ -33,6 +33,16 @@ pub fn gbk(text: &str) -> Vec<u8> {
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// A TCP socket bound to an ephemeral port on 127.0.0.1 and not yet listening, for tests that
+/// set options or a backlog of their own.
+pub fn bound_loopback_socket() -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("bind 127.0.0.1:0");
+    socket
+}
+
 /// The built executable.
 pub fn wirechat() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wirechat"))
