@@ -52,7 +52,7 @@ start_server() { # TOOL -> $SERVER and $PORT
 }
 
 one_run() { # TOOL -> seconds
-  start_server "$1"
+  start_server "$1" || return 1
   local port=$PORT
   local t0; t0=$(now)
   case "$1" in
@@ -76,7 +76,10 @@ for tool in wirechat socat ncat nc iperf3; do
     echo "$tool: not installed, skipped"; continue
   fi
   times=()
-  for _ in $(seq 1 "$RUNS"); do times+=("$(one_run "$tool")"); done
+  for _ in $(seq 1 "$RUNS"); do
+    t=$(one_run "$tool") || { echo "$tool: its server did not start, stopping" >&2; exit 1; }
+    times+=("$t")
+  done
   median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
   rate[$tool]=$(python3 -c "print(f'{$BYTES / $median / 2**30:.2f}')")
   printf '%-9s %6s GiB/s   (runs: %s s)\n' "$tool" "${rate[$tool]}" "${times[*]}"

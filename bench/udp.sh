@@ -78,7 +78,10 @@ for size in 64 1400; do
   for tool in wirechat nc ncat socat; do
     command -v "$tool" >/dev/null || [ "$tool" = wirechat ] || { echo "$tool: not installed"; continue; }
     results=()
-    for _ in $(seq 1 "$RUNS"); do results+=("$(run_one "$tool" "$size")"); done
+    for _ in $(seq 1 "$RUNS"); do
+      r=$(run_one "$tool" "$size") || { echo "$tool: its receiver did not start, stopping" >&2; exit 1; }
+      results+=("$r")
+    done
     printf '%s\n' "${results[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p" |
       awk -v t="$tool" -v s="$size" '{ printf "%-9s %6s %9s%% %14s %14s\n", t, s, $1, $2, $3 }'
   done

@@ -160,9 +160,10 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                     let _ = editor.add_history_entry(line.as_str());
                     let mut bytes = line.into_bytes();
                     bytes.push(b'\n');
-                    if line_tx.send(Ok(Bytes::from(bytes))).is_err() {
-                        return;
-                    }
+                    // When the conversation is over the line has nowhere to go, but the
+                    // editor goes on: returning would drop a message still queued for its
+                    // printer before it is shown.
+                    let _ = line_tx.send(Ok(Bytes::from(bytes)));
                 }
                 Err(rustyline::error::ReadlineError::Interrupted) => {
                     // Ctrl-C at the prompt means what it means elsewhere: stop wirechat.

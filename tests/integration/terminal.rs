@@ -12,7 +12,10 @@ struct Tmux(String);
 
 impl Tmux {
     fn start(command: &str) -> Tmux {
-        let name = format!("wirechat-test-{}-{}", std::process::id(), line!());
+        // Unique in this run: the tests run in parallel, each with a session of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("wirechat-test-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args([
                 "new-session",
