@@ -217,6 +217,8 @@ pub enum UdpCommand {
         #[arg(long, value_name = "HOST:PORT")]
         peer: Option<HostPort>,
         #[command(flatten)]
+        raw: RawArg,
+        #[command(flatten)]
         talk: TalkArgs,
     },
     /// Send typed lines as datagrams to HOST:PORT and show the replies.
@@ -230,8 +232,23 @@ pub enum UdpCommand {
         #[arg(long, value_name = "[HOST:]PORT")]
         bind: Option<HostPort>,
         #[command(flatten)]
+        raw: RawArg,
+        #[command(flatten)]
         talk: TalkArgs,
     },
+}
+
+/// `--raw` for UDP: binary data, as nc -u moves it.
+#[derive(Debug, Args)]
+pub struct RawArg {
+    /// Binary datagrams: each read of stdin is sent as one datagram (at most 65,507 bytes,
+    /// nothing removed), and each datagram received is written out as it is, with nothing
+    /// added (on a terminal it is still shown escaped, one per line).
+    #[arg(
+        long,
+        conflicts_with_all = ["encoding", "hex", "quit", "crlf", "eol", "show_peer", "timestamps"]
+    )]
+    pub raw: bool,
 }
 
 /// Options shared by every conversation.
@@ -376,14 +393,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .flatten();
             session::tcp::connect(&addr, timeout, &opts, &mut t).await?;
         }
-        Command::Udp(UdpCommand::Listen { addr, peer, talk }) => {
+        Command::Udp(UdpCommand::Listen {
+            addr,
+            peer,
+            raw,
+            talk,
+        }) => {
             let mut t = term(&talk);
-            let opts = talk.options(&t, true);
+            let mut opts = talk.options(&t, !raw.raw);
+            opts.raw = raw.raw;
             session::udp::listen(&addr, peer.as_ref(), &opts, &mut t).await?;
         }
-        Command::Udp(UdpCommand::Connect { addr, bind, talk }) => {
+        Command::Udp(UdpCommand::Connect {
+            addr,
+            bind,
+            raw,
+            talk,
+        }) => {
             let mut t = term(&talk);
             let mut opts = talk.options(&t, false);
+            opts.raw = raw.raw;
             if !t.stdin_is_tty {
                 // `echo hi | wirechat udp connect ...` sends, waits a moment for replies, ends.
                 opts.eof_linger = Some(Duration::from_secs(1));

@@ -20,6 +20,8 @@ pub struct Inbound {
     pretty: bool,
     show_peer: bool,
     timestamps: bool,
+    /// Datagrams are written as they are (UDP `--raw`, output not a terminal).
+    raw: bool,
     at_line_start: bool,
     text: String,
 }
@@ -55,6 +57,7 @@ impl Inbound {
             pretty: opts.pretty,
             show_peer: opts.show_peer,
             timestamps: opts.timestamps,
+            raw: opts.raw && !opts.pretty,
             at_line_start: true,
             text: String::new(),
         }
@@ -104,6 +107,10 @@ impl Inbound {
 
     /// Appends what one datagram shows as to `out`: always exactly one message.
     pub fn datagram(&mut self, payload: &[u8], from: SocketAddr, out: &mut Vec<u8>) -> Flow {
+        if self.raw {
+            out.extend_from_slice(payload);
+            return Flow::Continue;
+        }
         let body = payload
             .strip_suffix(b"\n")
             .map(|p| p.strip_suffix(b"\r").unwrap_or(p))

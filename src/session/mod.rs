@@ -76,6 +76,10 @@ pub struct Options {
     /// After our input ends, stop once nothing has arrived for this long (`udp connect` from a
     /// pipe: UDP has no EOF to wait for, so replies get this long). `--idle-timeout` wins.
     pub eof_linger: Option<Duration>,
+    /// UDP `--raw`: each read of the input is one datagram as it is, and each datagram
+    /// received is written as it is, with nothing added (on a terminal it is still shown
+    /// escaped, one per line).
+    pub raw: bool,
 }
 
 impl Default for Options {
@@ -92,6 +96,7 @@ impl Default for Options {
             max_line: 1 << 20,
             wait_for_input: true,
             eof_linger: None,
+            raw: false,
         }
     }
 }

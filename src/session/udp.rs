@@ -29,6 +29,9 @@ pub enum PeerPolicy {
 /// Output is written once this much is buffered, even if more datagrams are waiting.
 const FLUSH_AT: usize = 256 * 1024;
 
+/// The largest UDP payload over IPv4 (65,535 less the IPv4 and UDP headers).
+const MAX_DATAGRAM: usize = 65_507;
+
 /// Holds one UDP conversation on `socket`.
 pub async fn converse<R, W>(
     socket: &UdpSocket,
@@ -48,11 +51,17 @@ where
     let connected_peer = socket.peer_addr().ok();
     let send = async {
         let mut outbound = Outbound::new(opts, true, events.clone());
-        let mut buf = vec![0u8; 64 * 1024];
+        // With --raw a read is a datagram, so a read is at most the largest UDP payload.
+        let mut buf = vec![0u8; if opts.raw { MAX_DATAGRAM } else { 64 * 1024 }];
         let mut msgs = Vec::new();
         loop {
             let n = input.read(&mut buf).await.map_err(Error::Input)?;
             let flow = match n {
+                0 if opts.raw => Flow::Continue,
+                n if opts.raw => {
+                    msgs.push(buf[..n].to_vec());
+                    Flow::Continue
+                }
                 0 => outbound.finish(&mut msgs),
                 n => outbound.feed(&buf[..n], &mut msgs),
             };

@@ -278,3 +278,99 @@ fn interop_with_nc_and_socat() {
     l.send("回复\n".as_bytes());
     socat.stdout.wait_for("the GBK reply", |b| b == gbk("回复"));
 }
+
+/// `udp connect --raw` from a binary file: each read is one datagram, nothing removed, at most
+/// the largest UDP payload; together they are the file.
+#[test]
+fn raw_connect_sends_a_binary_file_untouched() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(crate::util::DEADLINE))
+        .unwrap();
+    let data = crate::util::payload(150_000);
+    let dir = std::env::temp_dir().join(format!("wirechat-raw-{}", std::process::id()));
+    std::fs::write(&dir, &data).unwrap();
+    let mut cmd = crate::util::wirechat();
+    cmd.args([
+        "udp",
+        "connect",
+        &receiver.local_addr().unwrap().to_string(),
+        "--raw",
+        "-q",
+    ]);
+    cmd.stdin(std::fs::File::open(&dir).unwrap());
+    let mut sender = Proc::spawn_stderr(cmd);
+    let mut got = Vec::new();
+    let mut sizes = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    while got.len() < data.len() {
+        let n = receiver.recv(&mut buf).expect("the next datagram in time");
+        sizes.push(n);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let _ = std::fs::remove_file(&dir);
+    assert_eq!(sender.wait_exit(), 0, "{}", sender.stderr.text());
+    assert!(got == data, "the datagrams are not the file");
+    assert!(
+        sizes.len() >= 3 && sizes.iter().all(|&n| n <= 65_507),
+        "{sizes:?}"
+    );
+}
+
+/// `udp listen --raw`: each datagram is written as it is, with no line ending added or
+/// removed, nothing escaped, whatever the bytes.
+#[test]
+fn raw_listen_writes_datagrams_as_they_are() {
+    let l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "--raw"]);
+    let port = l.port();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let datagrams: [&[u8]; 3] = [b"\x00\x01\nab", b"cd\r\n", b"\x1b[2J\xff"];
+    for d in datagrams {
+        s.send_to(d, ("127.0.0.1", port)).unwrap();
+    }
+    let want = datagrams.concat();
+    let got = l
+        .stdout
+        .wait_for("the three datagrams", |b| b.len() >= want.len());
+    assert_eq!(got, want);
+}
+
+/// `--raw` moves bytes as they are, so it cannot be combined with options that change them.
+#[test]
+fn raw_refuses_options_that_change_bytes() {
+    for other in [
+        ["--hex"].as_slice(),
+        &["-e", "gbk"],
+        &["--quit", "88"],
+        &["-t"],
+    ] {
+        let out = crate::util::wirechat()
+            .args(["udp", "connect", "127.0.0.1:9", "--raw"])
+            .args(other)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{other:?}: {err}");
+        assert!(err.contains("--raw"), "{other:?}: {err}");
+    }
+}
+
+/// nc -u as the peer of `--raw` in both directions: binary both ways.
+#[test]
+fn raw_with_nc() {
+    if !have("nc") {
+        return;
+    }
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "--raw"]);
+    let port = l.port().to_string();
+    let mut cmd = Command::new("nc");
+    cmd.args(["-u", "127.0.0.1", &port]);
+    let mut nc = Proc::spawn(cmd);
+    nc.send(b"\x00bin\xfe\n");
+    l.stdout
+        .wait_for("nc's datagram", |b| b == b"\x00bin\xfe\n");
+    // Back to nc (the last sender), the line ending included.
+    l.send(b"\x01\x02 reply\n");
+    nc.stdout
+        .wait_for("the reply", |b| b == b"\x01\x02 reply\n");
+}
