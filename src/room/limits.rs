@@ -69,12 +69,23 @@ pub fn raise_file_limit() -> Option<FileLimit> {
         } else {
             soft
         };
-        Some(FileLimit { soft, hard })
+        Some(FileLimit {
+            soft: rlim(soft),
+            hard: rlim(hard),
+        })
     }
     #[cfg(not(unix))]
     {
         None
     }
+}
+
+/// A limit as `u64`: `rlim_t` is unsigned on Linux and macOS and signed on the BSDs, where no
+/// limit is negative.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_fallible_conversions, clippy::useless_conversion)]
+fn rlim(v: nix::sys::resource::rlim_t) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -100,11 +111,12 @@ mod tests {
         assert!(r.take().is_some());
     }
 
+    #[cfg(unix)]
     #[test]
     fn file_limit_is_raised_not_lowered() {
         use nix::sys::resource::{Resource, getrlimit};
         let (before, _) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
         let l = raise_file_limit().expect("a limit on unix");
-        assert!(l.soft >= before && l.soft <= l.hard);
+        assert!(l.soft >= rlim(before) && l.soft <= l.hard);
     }
 }

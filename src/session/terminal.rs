@@ -60,6 +60,7 @@ impl Terminal {
 
 /// True when stdout is a regular file or a device that is not a terminal (/dev/null): writes
 /// there complete at once, so they need no hand-off to a blocking thread.
+#[cfg(unix)]
 fn stdout_never_blocks() -> bool {
     use nix::sys::stat::{SFlag, fstat};
     let stdout = io::stdout();
@@ -70,6 +71,12 @@ fn stdout_never_blocks() -> bool {
         let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
         kind == SFlag::S_IFREG || kind == SFlag::S_IFCHR
     })
+}
+
+/// Elsewhere every output goes through tokio's stdout.
+#[cfg(not(unix))]
+fn stdout_never_blocks() -> bool {
+    false
 }
 
 /// stdout written in place, for outputs that never block (see `stdout_never_blocks`). tokio's
@@ -167,7 +174,11 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                 }
                 Err(rustyline::error::ReadlineError::Interrupted) => {
                     // Ctrl-C at the prompt means what it means elsewhere: stop wirechat.
+                    #[cfg(unix)]
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+                    #[cfg(not(unix))]
+                    std::process::exit(130);
+                    #[cfg(unix)]
                     return;
                 }
                 // Ctrl-D, or the terminal went away: our input is over.
@@ -226,8 +237,20 @@ impl AsyncWrite for PrinterWriter {
 
 /// The terminal's mode when wirechat started, put back on the way out: the editor may be in
 /// the middle of reading a line (raw mode) when a conversation ends.
-pub struct TtyGuard(Option<nix::sys::termios::Termios>);
+pub struct TtyGuard(#[cfg(unix)] Option<nix::sys::termios::Termios>);
 
+#[cfg(not(unix))]
+impl TtyGuard {
+    /// Elsewhere the console's mode is the line editor's own business.
+    pub fn save() -> TtyGuard {
+        TtyGuard()
+    }
+
+    /// Nothing to restore.
+    pub fn restore(&self) {}
+}
+
+#[cfg(unix)]
 impl TtyGuard {
     /// Saves stdin's terminal mode, if stdin is a terminal.
     pub fn save() -> TtyGuard {

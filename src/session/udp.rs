@@ -177,7 +177,7 @@ async fn send_one(
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 refused(events, Some(dest));
             }
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EMSGSIZE as i32) => {
+            Err(e) if e.raw_os_error() == Some(transport::EMSGSIZE) => {
                 events.warn(format!(
                     "{} bytes is too long for one datagram; not sent",
                     msg.len()

@@ -170,9 +170,20 @@ async fn bind_first<T>(
 }
 
 fn is_family_unsupported(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::AddrNotAvailable
-        || e.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32)
+    e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
 }
+
+/// The system's error code for an address family it does not support.
+#[cfg(unix)]
+const EAFNOSUPPORT: i32 = nix::errno::Errno::EAFNOSUPPORT as i32;
+#[cfg(windows)]
+const EAFNOSUPPORT: i32 = 10047; // WSAEAFNOSUPPORT
+
+/// The system's error code for a datagram too long to send.
+#[cfg(unix)]
+pub const EMSGSIZE: i32 = nix::errno::Errno::EMSGSIZE as i32;
+#[cfg(windows)]
+pub const EMSGSIZE: i32 = 10040; // WSAEMSGSIZE
 
 /// Connects to `target`, trying each resolved address in turn within `timeout`; returns the
 /// stream and the address it reached.

@@ -1,5 +1,9 @@
 //! Integration tests: one test binary that drives the real `wirechat` executable over real
 //! sockets on loopback, with ephemeral ports and event-driven waits (never sleeps).
+//!
+//! They assume a Unix system (signals, process groups, terminals through tmux); on Windows
+//! only the library's unit tests are built.
+#![cfg(unix)]
 
 mod room;
 mod util;

@@ -8,7 +8,9 @@
 //! FIN arrives before the other end can send its own), so `simultaneous-close.pcap` and
 //! `damaged.pcap` are built with etherparse by the ignored test `make_synthetic_fixtures`.
 
-use crate::util::{Proc, have, wirechat};
+use crate::util::wirechat;
+#[cfg(target_os = "linux")]
+use crate::util::{Proc, have};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
