@@ -7,19 +7,18 @@
 //! (spliced or truncated) lines apart and measure delivery latency. Bounded in count and time:
 //! it stops when everything expected has arrived or nothing has arrived for `--drain` seconds.
 //!
-//! The clients are split into `--threads` groups. Each group has a single-threaded runtime
-//! that connects its clients and runs its senders, and a thread that reads all its sockets
-//! through one mio `Poll`, one read per readiness event, with no task machinery in between.
-//! The generator shares the server's cores, so it must cost as little as it can and must not
-//! add wake-ups between its own threads to the latency it measures.
+//! The clients run on `--threads` threads, each a single-threaded runtime that owns its share
+//! of them: the generator shares the server's cores, so it must not add wake-ups between its
+//! own threads to the latency it measures.
 //!
 //! Built with `cargo build --release --example roomload`; bench/room.sh runs it.
 
 use clap::Parser;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -265,160 +264,100 @@ impl Receiver {
     }
 }
 
-/// One client as its receive thread sees it.
-struct Client {
-    stream: mio::net::TcpStream,
-    r: Receiver,
-    /// The start of a line whose end has not arrived yet.
-    pending: Vec<u8>,
-    /// Lines this client should get in all.
-    mine: u64,
-    /// Deliveries already added to the shared progress counter.
-    reported: u64,
-    open: bool,
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 << 10]);
 }
 
-impl Client {
-    fn new(sh: &Shared, id: usize, stream: mio::net::TcpStream) -> Client {
-        let senders = sh.args.senders;
-        Client {
-            stream,
-            r: Receiver {
-                id,
-                tracks: (0..senders).map(|_| Track::default()).collect(),
-                t: Totals::default(),
-                synced: false,
-            },
-            pending: Vec::new(),
-            mine: (senders - usize::from(id < senders)) as u64 * u64::from(sh.args.messages),
-            reported: 0,
-            open: true,
-        }
-    }
-
-    /// Takes bytes read from the socket: whole lines are checked, the rest is kept.
-    fn feed(&mut self, sh: &Shared, mut data: &[u8]) {
-        while let Some(i) = data.iter().position(|&b| b == b'\n') {
-            if self.pending.is_empty() {
-                self.r.line(sh, &data[..i]);
-            } else {
-                self.pending.extend_from_slice(&data[..i]);
-                self.r.line(sh, &self.pending);
-                self.pending.clear();
-            }
-            data = &data[i + 1..];
-        }
-        self.pending.extend_from_slice(data);
-        // Progress is shared in batches (and when this client has everything), not per read:
-        // counters written on every read would cost more than the reads themselves.
-        let got = self.r.t.delivered - self.reported;
-        if got >= 64 || (got > 0 && self.r.t.delivered >= self.mine) {
-            self.report(sh);
-        }
-    }
-
-    fn report(&mut self, sh: &Shared) {
-        let got = self.r.t.delivered - self.reported;
-        if got > 0 {
-            sh.delivered.fetch_add(got, Relaxed);
-            sh.last_delivery_ns.fetch_max(now_ns(sh), Relaxed);
-            self.reported = self.r.t.delivered;
-        }
-    }
-
-    /// The connection ended (or failed) while the run was still on.
-    fn closed(&mut self, sh: &Shared) {
-        if self.open && !sh.stop.is_cancelled() {
-            self.r.t.closed_early += 1;
-        }
-        self.open = false;
-    }
-
-    /// Adds this client's counts to the run's, once the run is over.
-    fn finish(mut self, sh: &Shared) {
-        self.report(sh);
-        let r = &mut self.r;
-        // Lost: what each sender sent (all of it, once the run is over) minus what arrived.
-        for (s, tr) in r.tracks.iter().enumerate() {
-            if s != r.id {
-                r.t.lost += u64::from(sh.args.messages - tr.count);
-            }
-        }
-        let mut t = sh.totals.lock().unwrap_or_else(|e| e.into_inner());
-        t.delivered += r.t.delivered;
-        t.duplicated += r.t.duplicated;
-        t.out_of_order += r.t.out_of_order;
-        t.corrupt += r.t.corrupt;
-        t.other += r.t.other;
-        t.closed_early += r.t.closed_early;
-        t.lost += r.t.lost;
-        t.max_latency_ns = t.max_latency_ns.max(r.t.max_latency_ns);
-    }
-}
-
-/// The token of the waker that says a new client has been handed over.
-const WAKE: mio::Token = mio::Token(usize::MAX);
-
-/// Reads a group's clients until `stop`: one thread, one `epoll` through mio, one read
-/// buffer, a read per readiness event and no task machinery between the kernel and the line
-/// checks. The clients are connected elsewhere and handed over through `add`.
-fn receive_loop(
-    sh: Arc<Shared>,
-    mut poll: mio::Poll,
-    add: std::sync::mpsc::Receiver<(usize, std::net::TcpStream)>,
-) {
-    use std::io::Read;
-    let mut events = mio::Events::with_capacity(1024);
-    let mut clients: Vec<Client> = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    while !sh.stop.is_cancelled() {
-        while let Ok((id, stream)) = add.try_recv() {
-            let mut stream = mio::net::TcpStream::from_std(stream);
-            let token = mio::Token(clients.len());
-            if poll
-                .registry()
-                .register(&mut stream, token, mio::Interest::READABLE)
-                .is_ok()
-            {
-                clients.push(Client::new(&sh, id, stream));
-            }
-        }
-        // A timeout, so that `stop` is seen even when nothing arrives.
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(50))) {
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            panic!("poll: {e}");
-        }
-        for ev in events.iter() {
-            let Some(c) = clients.get_mut(ev.token().0) else {
-                continue;
-            };
-            // Edge-triggered: read until the socket is drained. A read shorter than the
-            // buffer has emptied it (new data raises a new event), so one read is the rule.
-            while c.open {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => c.closed(&sh),
-                    Ok(n) => {
-                        c.feed(&sh, &buf[..n]);
-                        if n < buf.len() {
-                            break;
+async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadHalf) {
+    let senders = sh.args.senders;
+    let mut r = Receiver {
+        id,
+        tracks: (0..senders).map(|_| Track::default()).collect(),
+        t: Totals::default(),
+        synced: false,
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    // Progress is shared in batches (and when this receiver has everything), not per read:
+    // counters written by every receiver on every read would cost the generator more than
+    // the reads themselves.
+    let mine = (senders - usize::from(id < senders)) as u64 * u64::from(sh.args.messages);
+    let mut reported = 0;
+    // One registration with the stop token for the whole run, not one per read.
+    let stop = sh.stop.cancelled();
+    tokio::pin!(stop);
+    loop {
+        // Read into the thread's one buffer (the clients of a thread take turns), not into a
+        // buffer per client: a thousand cold 16 KiB buffers cost cache misses on every read.
+        // The buffer is borrowed only within one poll, never across an await.
+        let read = std::future::poll_fn(|cx| {
+            BUF.with_borrow_mut(|buf| {
+                let mut rb = tokio::io::ReadBuf::new(buf);
+                match std::pin::Pin::new(&mut rd).poll_read(cx, &mut rb) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(_)) => Poll::Ready(false),
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(false),
+                    Poll::Ready(Ok(())) => {
+                        let mut data = rb.filled();
+                        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+                            if pending.is_empty() {
+                                r.line(&sh, &data[..i]);
+                            } else {
+                                pending.extend_from_slice(&data[..i]);
+                                r.line(&sh, &pending);
+                                pending.clear();
+                            }
+                            data = &data[i + 1..];
                         }
+                        pending.extend_from_slice(data);
+                        Poll::Ready(true)
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => c.closed(&sh),
                 }
+            })
+        });
+        let more = tokio::select! {
+            biased;
+            more = read => more,
+            () = &mut stop => break,
+        };
+        if !more {
+            if !sh.stop.is_cancelled() {
+                r.t.closed_early += 1;
             }
+            break;
+        }
+        let got = r.t.delivered - reported;
+        if got >= 64 || (got > 0 && r.t.delivered >= mine) {
+            sh.delivered.fetch_add(got, Relaxed);
+            sh.last_delivery_ns.fetch_max(now_ns(&sh), Relaxed);
+            reported = r.t.delivered;
         }
     }
-    for c in clients {
-        c.finish(&sh);
+    let got = r.t.delivered - reported;
+    if got > 0 {
+        sh.delivered.fetch_add(got, Relaxed);
+        sh.last_delivery_ns.fetch_max(now_ns(&sh), Relaxed);
     }
+    // Every receiver flushes its thread's buffer when it ends, so the last one on a thread
+    // leaves nothing behind.
     Receiver::flush(&sh);
+    // Lost: what each sender sent (all of it, once the run is over) minus what arrived.
+    for (s, tr) in r.tracks.iter().enumerate() {
+        if s != id {
+            r.t.lost += u64::from(sh.args.messages - tr.count);
+        }
+    }
+    let mut t = sh.totals.lock().unwrap_or_else(|e| e.into_inner());
+    t.delivered += r.t.delivered;
+    t.duplicated += r.t.duplicated;
+    t.out_of_order += r.t.out_of_order;
+    t.corrupt += r.t.corrupt;
+    t.other += r.t.other;
+    t.closed_early += r.t.closed_early;
+    t.lost += r.t.lost;
+    t.max_latency_ns = t.max_latency_ns.max(r.t.max_latency_ns);
 }
 
-async fn send(sh: Arc<Shared>, id: usize, mut wr: TcpStream) {
+async fn send(sh: Arc<Shared>, id: usize, mut wr: tokio::net::tcp::OwnedWriteHalf) {
     // Sender 0 also sends the sync lines that prove everyone is in the room.
     if id == 0 {
         let mut k = 0;
@@ -512,16 +451,6 @@ fn group(
         .enable_all()
         .build()
         .expect("runtime");
-    let poll = mio::Poll::new().expect("mio poll");
-    let waker = mio::Waker::new(poll.registry(), WAKE).expect("mio waker");
-    let (add, added) = std::sync::mpsc::channel();
-    let receiver = {
-        let sh = sh.clone();
-        std::thread::Builder::new()
-            .name(format!("receive-{group}"))
-            .spawn(move || receive_loop(sh, poll, added))
-            .expect("thread")
-    };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let addr = sh.args.addr.clone();
@@ -559,32 +488,18 @@ fn group(
                 }
             };
             let _ = stream.set_nodelay(true);
-            // The receive thread reads the socket and keeps it open. A sender writes through a
-            // second descriptor of it, with tokio (which registers it for reading too, so only
-            // the senders' go back to tokio: it would wake this thread on every delivery).
-            let split = stream.into_std().and_then(|s| {
-                let wr = if id < sh.args.senders {
-                    Some(s.try_clone()?)
-                } else {
-                    None
-                };
-                Ok((s, wr))
-            });
-            let (rd, wr) = match split {
-                Ok(pair) => pair,
-                Err(e) => {
-                    let _ = report.send(Err(format!("{:?}", e.kind())));
-                    continue;
-                }
-            };
             let _ = report.send(Ok(took));
-            let _ = add.send((id, rd));
-            let _ = waker.wake();
-            if let Some(wr) = wr {
-                match TcpStream::from_std(wr) {
-                    Ok(wr) => tasks.push(tokio::task::spawn_local(send(sh.clone(), id, wr))),
-                    Err(e) => eprintln!("sender {id}: {e}"),
-                }
+            let (rd, wr) = stream.into_split();
+            tasks.push(tokio::task::spawn_local(receive(sh.clone(), id, rd)));
+            if id < sh.args.senders {
+                tasks.push(tokio::task::spawn_local(send(sh.clone(), id, wr)));
+            } else {
+                // Kept open until the end.
+                let sh = sh.clone();
+                tasks.push(tokio::task::spawn_local(async move {
+                    let _wr = wr;
+                    sh.stop.cancelled().await;
+                }));
             }
         }
         drop(report);
@@ -592,9 +507,6 @@ fn group(
             let _ = t.await;
         }
     });
-    if receiver.join().is_err() {
-        eprintln!("the receive thread of group {group} failed: its clients' counts are missing");
-    }
 }
 
 async fn run(args: Args) {
