@@ -118,10 +118,14 @@ struct Track {
     beyond: Vec<u64>,
     beyond_count: u32,
     max: Option<u32>,
-    count: u32,
 }
 
 impl Track {
+    /// Lines seen: those before `next` and those marked beyond it.
+    fn count(&self) -> u32 {
+        self.next + self.beyond_count
+    }
+
     /// Records line `seq` (below `messages`); false if it was seen before.
     fn see(&mut self, seq: u32, messages: u32) -> bool {
         let bit = |seq: u32| ((seq / 64) as usize, 1u64 << (seq % 64));
@@ -199,7 +203,6 @@ impl Receiver {
                     self.t.duplicated += 1;
                     return;
                 }
-                tr.count += 1;
                 if tr.max.is_some_and(|m| seq < m) {
                     self.t.out_of_order += 1;
                 }
@@ -343,7 +346,7 @@ async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadH
     // Lost: what each sender sent (all of it, once the run is over) minus what arrived.
     for (s, tr) in r.tracks.iter().enumerate() {
         if s != id {
-            r.t.lost += u64::from(sh.args.messages - tr.count);
+            r.t.lost += u64::from(sh.args.messages - tr.count());
         }
     }
     let mut t = sh.totals.lock().unwrap_or_else(|e| e.into_inner());

@@ -75,6 +75,19 @@ impl Tmux {
     }
 }
 
+/// `wirechat tcp connect` to `listener` with `options`, running in tmux: the session, and the
+/// peer's end of the connection once wirechat's prompt is showing.
+fn connect_in_tmux(listener: &TcpListener, options: &str) -> (Tmux, std::net::TcpStream) {
+    let addr = listener.local_addr().unwrap();
+    let tmux = Tmux::start(&format!(
+        "{} tcp connect {addr} {options}; echo EXITED=$?; sleep 60",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    let peer = crate::util::accept(listener);
+    tmux.wait("the prompt", |s| s.lines().any(|l| l.starts_with('>')));
+    (tmux, peer)
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
@@ -89,12 +102,7 @@ fn incoming_messages_do_not_tear_the_typed_line() {
         return;
     }
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let tmux = Tmux::start(&format!(
-        "{} tcp connect {addr} -e gbk; echo EXITED=$?; sleep 60",
-        env!("CARGO_BIN_EXE_wirechat")
-    ));
-    let mut peer = crate::util::accept(&listener);
+    let (tmux, mut peer) = connect_in_tmux(&listener, "-e gbk");
     tmux.wait("the prompt", |s| {
         s.contains("connected to") && s.lines().any(|l| l.starts_with('>'))
     });
@@ -145,13 +153,7 @@ fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.listen(8).unwrap();
     let listener: TcpListener = socket.into();
-    let addr = listener.local_addr().unwrap();
-    let tmux = Tmux::start(&format!(
-        "{} tcp connect {addr} -q; echo EXITED=$?; sleep 60",
-        env!("CARGO_BIN_EXE_wirechat")
-    ));
-    let peer = crate::util::accept(&listener);
-    tmux.wait("the prompt", |s| s.lines().any(|l| l.starts_with('>')));
+    let (tmux, peer) = connect_in_tmux(&listener, "-q");
     // The flood, until told to stop (bounded in count, and in time by a write timeout).
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
@@ -205,13 +207,7 @@ fn the_last_events_are_on_screen_before_wirechat_exits() {
     }
     for round in 0..3 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let tmux = Tmux::start(&format!(
-            "{} tcp connect {addr}; echo EXITED=$?; sleep 60",
-            env!("CARGO_BIN_EXE_wirechat")
-        ));
-        let mut peer = crate::util::accept(&listener);
-        tmux.wait("the prompt", |s| s.lines().any(|l| l.starts_with('>')));
+        let (tmux, mut peer) = connect_in_tmux(&listener, "");
         peer.write_all(b"hello\n").unwrap();
         drop(peer);
         let screen = tmux.wait("the exit", |s| s.contains("EXITED=0"));

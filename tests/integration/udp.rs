@@ -338,6 +338,9 @@ fn raw_listen_writes_datagrams_as_they_are() {
 /// `--raw` moves bytes as they are, so it cannot be combined with options that change them.
 #[test]
 fn raw_refuses_options_that_change_bytes() {
+    // Refused before anything is sent; the address is still one of ours, not a fixed port.
+    let nobody = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = nobody.local_addr().unwrap().to_string();
     for other in [
         ["--hex"].as_slice(),
         &["-e", "gbk"],
@@ -345,7 +348,7 @@ fn raw_refuses_options_that_change_bytes() {
         &["-t"],
     ] {
         let out = crate::util::wirechat()
-            .args(["udp", "connect", "127.0.0.1:9", "--raw"])
+            .args(["udp", "connect", &addr, "--raw"])
             .args(other)
             .output()
             .unwrap();
