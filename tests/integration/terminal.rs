@@ -7,7 +7,11 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Instant;
 
-/// A tmux session running one command, killed on drop.
+/// A tmux server of its own with one session running one command, killed on drop.
+///
+/// Each test has its own server, on a socket in the temporary directory (`tmux -S PATH`): with
+/// one shared server, a test that kills the last session stops the server while another test's
+/// `new-session` is connecting to it.
 struct Tmux(String);
 
 impl Tmux {
@@ -18,6 +22,10 @@ impl Tmux {
         let name = format!("wirechat-test-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args([
+                "-S",
+                &Tmux::socket(&name),
+                "-f",
+                "/dev/null",
                 "new-session",
                 "-d",
                 "-s",
@@ -35,8 +43,23 @@ impl Tmux {
         Tmux(name)
     }
 
+    fn socket(name: &str) -> String {
+        std::env::temp_dir()
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// A `tmux` command addressed to this test's own server.
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-S", &Tmux::socket(&self.0)]);
+        command
+    }
+
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = self
+            .command()
             .args(["capture-pane", "-p", "-t", &self.0])
             .output()
             .unwrap();
@@ -61,14 +84,14 @@ impl Tmux {
     }
 
     fn keys(&self, keys: &str) {
-        Command::new("tmux")
+        self.command()
             .args(["send-keys", "-t", &self.0, "-l", keys])
             .status()
             .unwrap();
     }
 
     fn enter(&self) {
-        Command::new("tmux")
+        self.command()
             .args(["send-keys", "-t", &self.0, "Enter"])
             .status()
             .unwrap();
@@ -90,9 +113,8 @@ fn connect_in_tmux(listener: &TcpListener, options: &str) -> (Tmux, std::net::Tc
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
-            .status();
+        let _ = self.command().arg("kill-server").status();
+        let _ = std::fs::remove_file(Tmux::socket(&self.0));
     }
 }
 
@@ -176,7 +198,7 @@ fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
         for &i in burst {
             args.extend([line(i), "Enter".into()]);
         }
-        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+        assert!(tmux.command().args(&args).status().unwrap().success());
     }
     stop.store(true, Ordering::Relaxed);
     flood.join().unwrap();
