@@ -19,7 +19,7 @@ impl Tmux {
         // Unique in this run: the tests run in parallel, each with a session of its own.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("wirechat-test-{}-{n}", std::process::id());
+        let name = format!("wirechat-tmux-{}-{n}", std::process::id());
         let ok = Command::new("tmux")
             .args([
                 "-S",
