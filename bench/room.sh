@@ -104,7 +104,9 @@ for sc in "${scenarios[@]}"; do
     run "$name" ncat "$@"
 done
 
-echo "| run | clients | delivered/expected | lost | dup | out-of-order | corrupt | latency p50 / p99 / max ms | delivered lines/s | connect failures | slowest connect | server kB/client |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+# Latency is to the generator's read; "arrival" is to the line's arrival in the client's socket
+# (kernel receive timestamp), without the time it waited for a generator thread.
+echo "| run | clients | delivered/expected | lost | dup | out-of-order | corrupt | latency p50 / p99 / max ms | arrival p50 / p99 ms | delivered lines/s | connect failures | slowest connect | server kB/client |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 cat "$tmp/table"
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -7,6 +7,13 @@
 //! (spliced or truncated) lines apart and measure delivery latency. Bounded in count and time:
 //! it stops when everything expected has arrived or nothing has arrived for `--drain` seconds.
 //!
+//! Latency is measured twice for every delivery, from the send time in the line:
+//! - to when the generator read it, which includes the time the line waited in the client's
+//!   socket for a generator thread to get a core (the generator shares the server's cores);
+//! - to when it arrived in the client's socket, from the kernel's receive timestamp
+//!   (`SO_TIMESTAMPNS`, Linux only): what a client on a machine of its own would see. The stamp
+//!   is that of the last segment of each read, so this errs on the high side.
+//!
 //! The clients run on `--threads` threads, each a single-threaded runtime that owns its share
 //! of them: the generator shares the server's cores, so it must not add wake-ups between its
 //! own threads to the latency it measures.
@@ -18,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +77,8 @@ const BUCKETS: usize = 1_000_001;
 struct Shared {
     args: Args,
     start: Instant,
+    /// The wall clock at `start`, in ns since the epoch: kernel receive timestamps are on it.
+    wall_start_ns: u64,
     go: CancellationToken,
     stop: CancellationToken,
     /// When the senders start (ns after `start`), set before `go` is cancelled.
@@ -77,6 +86,8 @@ struct Shared {
     synced: AtomicUsize,
     delivered: AtomicU64,
     hist: Mutex<Vec<u64>>,
+    /// The same for arrival at the client's socket (the kernel's receive timestamp).
+    arrival_hist: Mutex<Vec<u64>>,
     totals: Mutex<Totals>,
     last_delivery_ns: AtomicU64,
 }
@@ -95,6 +106,13 @@ struct Totals {
 
 fn now_ns(sh: &Shared) -> u64 {
     sh.start.elapsed().as_nanos() as u64
+}
+
+/// The wall clock in ns since the epoch.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// `L|sender|seq|send_ns|` then padding to `size` bytes.
@@ -158,6 +176,13 @@ impl Track {
     }
 }
 
+/// An arrival bucket for a delivery without a kernel receive timestamp.
+const NO_STAMP: u32 = u32::MAX;
+
+fn bucket(ns: u64) -> u32 {
+    (ns / BUCKET_NS).min(BUCKETS as u64 - 1) as u32
+}
+
 struct Receiver {
     id: usize,
     tracks: Vec<Track>,
@@ -166,13 +191,16 @@ struct Receiver {
 }
 
 thread_local! {
-    /// Latency buckets of the deliveries on this thread not yet added to the histogram: one
-    /// buffer for the thread's clients, not a cold one per client.
-    static LAT: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Latency buckets (read, arrival) of the deliveries on this thread not yet added to the
+    /// histograms: one buffer for the thread's clients, not a cold one per client. Arrival is
+    /// `NO_STAMP` when the kernel gave no receive timestamp.
+    static LAT: std::cell::RefCell<Vec<(u32, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Receiver {
-    fn line(&mut self, sh: &Shared, line: &[u8]) {
+    /// Checks one line read at `now` (ns after `start`) that arrived in the client's socket at
+    /// `arrival` (same clock), if the kernel said when.
+    fn line(&mut self, sh: &Shared, line: &[u8], now: u64, arrival: Option<u64>) {
         // The payload starts at the first '|': `SYNC|` or `L|` right after the relay's prefix.
         let bar = line.iter().position(|&b| b == b'|');
         let kind = bar.map(|i| &line[i.saturating_sub(4)..i]);
@@ -208,11 +236,11 @@ impl Receiver {
                 }
                 tr.max = Some(tr.max.map_or(seq, |m| m.max(seq)));
                 self.t.delivered += 1;
-                let now = now_ns(sh);
                 let lat = now.saturating_sub(ts);
                 self.t.max_latency_ns = self.t.max_latency_ns.max(lat);
+                let arrived = arrival.map_or(NO_STAMP, |a| bucket(a.saturating_sub(ts)));
                 let full = LAT.with_borrow_mut(|l| {
-                    l.push((lat / BUCKET_NS).min(BUCKETS as u64 - 1) as u32);
+                    l.push((bucket(lat), arrived));
                     l.len() >= 4096
                 });
                 if full {
@@ -255,12 +283,16 @@ impl Receiver {
         Some((s, seq, ts))
     }
 
-    /// Adds this thread's buffered latencies to the histogram.
+    /// Adds this thread's buffered latencies to the histograms.
     fn flush(sh: &Shared) {
         LAT.with_borrow_mut(|l| {
             let mut h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
-            for &b in l.iter() {
-                h[b as usize] += 1;
+            let mut a = sh.arrival_hist.lock().unwrap_or_else(|e| e.into_inner());
+            for &(read, arrived) in l.iter() {
+                h[read as usize] += 1;
+                if arrived != NO_STAMP {
+                    a[arrived as usize] += 1;
+                }
             }
             l.clear();
         });
@@ -271,7 +303,52 @@ thread_local! {
     static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 << 10]);
 }
 
-async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadHalf) {
+/// Asks the kernel to stamp what arrives on `stream` (Linux: `SO_TIMESTAMPNS`).
+#[cfg(target_os = "linux")]
+fn stamp_arrivals(stream: &TcpStream) {
+    let _ =
+        nix::sys::socket::setsockopt(stream, nix::sys::socket::sockopt::ReceiveTimestampns, &true);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stamp_arrivals(_: &TcpStream) {}
+
+/// One non-blocking read, with the kernel's receive timestamp (wall clock, ns since the epoch)
+/// of the last segment read, where the system gives one. A line that came in an earlier
+/// segment of the same read is stamped late, so arrival latency errs on the high side.
+#[cfg(target_os = "linux")]
+fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let m = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    let stamp = m.cmsgs().ok().and_then(|c| {
+        c.filter_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(t) => Some(
+                u64::try_from(t.tv_sec()).ok()? * 1_000_000_000
+                    + u64::try_from(t.tv_nsec()).ok()?,
+            ),
+            _ => None,
+        })
+        .last()
+    });
+    Ok((m.bytes, stamp))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    use std::io::Read;
+    Ok(((&*socket2::SockRef::from(stream)).read(buf)?, None))
+}
+
+async fn receive(sh: Arc<Shared>, id: usize, rd: tokio::net::tcp::OwnedReadHalf) {
     let senders = sh.args.senders;
     let mut r = Receiver {
         id,
@@ -293,29 +370,47 @@ async fn receive(sh: Arc<Shared>, id: usize, mut rd: tokio::net::tcp::OwnedReadH
         // buffer per client: a thousand cold 16 KiB buffers cost cache misses on every read.
         // The buffer is borrowed only within one poll, never across an await.
         let read = std::future::poll_fn(|cx| {
-            BUF.with_borrow_mut(|buf| {
-                let mut rb = tokio::io::ReadBuf::new(buf);
-                match std::pin::Pin::new(&mut rd).poll_read(cx, &mut rb) {
-                    Poll::Pending => Poll::Pending,
-                    Poll::Ready(Err(_)) => Poll::Ready(false),
-                    Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(false),
-                    Poll::Ready(Ok(())) => {
-                        let mut data = rb.filled();
+            loop {
+                match rd.as_ref().poll_read_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(false),
+                    Poll::Ready(Ok(())) => {}
+                }
+                let mut got = None;
+                let r = rd.as_ref().try_io(tokio::io::Interest::READABLE, || {
+                    BUF.with_borrow_mut(|buf| {
+                        let (n, stamp) = recv_stamped(rd.as_ref(), buf)?;
+                        got = Some(n);
+                        let now = now_ns(&sh);
+                        let arrival = stamp.map(|w| w.saturating_sub(sh.wall_start_ns));
+                        let mut data = &buf[..n];
                         while let Some(i) = data.iter().position(|&b| b == b'\n') {
                             if pending.is_empty() {
-                                r.line(&sh, &data[..i]);
+                                r.line(&sh, &data[..i], now, arrival);
                             } else {
                                 pending.extend_from_slice(&data[..i]);
-                                r.line(&sh, &pending);
+                                r.line(&sh, &pending, now, arrival);
                                 pending.clear();
                             }
                             data = &data[i + 1..];
                         }
                         pending.extend_from_slice(data);
-                        Poll::Ready(true)
-                    }
+                        // A read shorter than the buffer emptied the socket: clear the
+                        // readiness now (as tokio's own reads do) rather than with a second
+                        // read that would find nothing.
+                        if n > 0 && n < buf.len() {
+                            Err(std::io::ErrorKind::WouldBlock.into())
+                        } else {
+                            Ok(())
+                        }
+                    })
+                });
+                match (got, r) {
+                    (Some(n), _) => return Poll::Ready(n > 0),
+                    (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    (None, _) => return Poll::Ready(false),
                 }
-            })
+            }
         });
         let more = tokio::select! {
             biased;
@@ -491,6 +586,7 @@ fn group(
                 }
             };
             let _ = stream.set_nodelay(true);
+            stamp_arrivals(&stream);
             let _ = report.send(Ok(took));
             let (rd, wr) = stream.into_split();
             tasks.push(tokio::task::spawn_local(receive(sh.clone(), id, rd)));
@@ -519,12 +615,14 @@ async fn run(args: Args) {
     let sh = Arc::new(Shared {
         args: args.clone(),
         start: Instant::now(),
+        wall_start_ns: wall_ns(),
         go: CancellationToken::new(),
         stop: CancellationToken::new(),
         go_at_ns: AtomicU64::new(0),
         synced: AtomicUsize::new(0),
         delivered: AtomicU64::new(0),
         hist: Mutex::new(vec![0; BUCKETS]),
+        arrival_hist: Mutex::new(vec![0; BUCKETS]),
         totals: Mutex::new(Totals::default()),
         last_delivery_ns: AtomicU64::new(0),
     });
@@ -614,6 +712,8 @@ async fn run(args: Args) {
     let t = std::mem::take(&mut *sh.totals.lock().unwrap_or_else(|e| e.into_inner()));
     let h = sh.hist.lock().unwrap_or_else(|e| e.into_inner());
     let n: u64 = h.iter().sum();
+    let a = sh.arrival_hist.lock().unwrap_or_else(|e| e.into_inner());
+    let stamped: u64 = a.iter().sum();
     let delivered = sh.delivered.load(Relaxed);
     let span = (sh.last_delivery_ns.load(Relaxed).saturating_sub(send_start)) as f64 / 1e9;
     let hwm = args.server_pid.and_then(|p| vm(p, "VmHWM:"));
@@ -656,6 +756,12 @@ async fn run(args: Args) {
         span
     );
     println!(
+        "arrival in the client's socket (kernel receive timestamp) p50/p99 {:.2}/{:.2} ms, \
+         {stamped} deliveries stamped",
+        percentile(&a, stamped, 0.5),
+        percentile(&a, stamped, 0.99),
+    );
+    println!(
         "server memory: VmRSS before {} kB, joined {} kB, VmHWM {} kB ({} kB per client)",
         base_rss.map_or("-".into(), |v| v.to_string()),
         rss_joined.map_or("-".into(), |v| v.to_string()),
@@ -663,7 +769,7 @@ async fn run(args: Args) {
         per_client
     );
     println!(
-        "| {} | {} | {}/{} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.0} | {} | {:.0} ms | {} |",
+        "| {} | {} | {}/{} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} | {:.0} | {} | {:.0} ms | {} |",
         args.label,
         args.clients,
         delivered,
@@ -675,6 +781,8 @@ async fn run(args: Args) {
         percentile(&h, n, 0.5),
         percentile(&h, n, 0.99),
         t.max_latency_ns as f64 / 1e6,
+        percentile(&a, stamped, 0.5),
+        percentile(&a, stamped, 0.99),
         delivered as f64 / span.max(1e-9),
         failures,
         conn_times
