@@ -77,8 +77,6 @@ const BUCKETS: usize = 1_000_001;
 struct Shared {
     args: Args,
     start: Instant,
-    /// The wall clock at `start`, in ns since the epoch: kernel receive timestamps are on it.
-    wall_start_ns: u64,
     go: CancellationToken,
     stop: CancellationToken,
     /// When the senders start (ns after `start`), set before `go` is cancelled.
@@ -382,7 +380,12 @@ async fn receive(sh: Arc<Shared>, id: usize, rd: tokio::net::tcp::OwnedReadHalf)
                         let (n, stamp) = recv_stamped(rd.as_ref(), buf)?;
                         got = Some(n);
                         let now = now_ns(&sh);
-                        let arrival = stamp.map(|w| w.saturating_sub(sh.wall_start_ns));
+                        // The stamp is on the wall clock, the lines on `start`'s: only the
+                        // short span between arrival and now is taken from the wall clock,
+                        // so a wall clock that is slewed or stepped during the run does not
+                        // skew it.
+                        let arrival =
+                            stamp.map(|w| now.saturating_sub(wall_ns().saturating_sub(w)));
                         let mut data = &buf[..n];
                         while let Some(i) = data.iter().position(|&b| b == b'\n') {
                             if pending.is_empty() {
@@ -407,7 +410,11 @@ async fn receive(sh: Arc<Shared>, id: usize, rd: tokio::net::tcp::OwnedReadHalf)
                 });
                 match (got, r) {
                     (Some(n), _) => return Poll::Ready(n > 0),
-                    (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    (None, Err(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
                     (None, _) => return Poll::Ready(false),
                 }
             }
@@ -615,7 +622,6 @@ async fn run(args: Args) {
     let sh = Arc::new(Shared {
         args: args.clone(),
         start: Instant::now(),
-        wall_start_ns: wall_ns(),
         go: CancellationToken::new(),
         stop: CancellationToken::new(),
         go_at_ns: AtomicU64::new(0),
