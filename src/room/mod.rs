@@ -232,7 +232,14 @@ pub async fn serve(
 }
 
 async fn serve_here(addr: &HostPort, config: Config, quiet: bool) -> Result<(), Error> {
-    let events = EventSink::stderr_when(quiet, RoomEvent::shown_when_quiet);
+    // Written by a thread of their own: a stderr nobody reads must not stop the room.
+    let (events, drain) = EventSink::stderr_detached(quiet, RoomEvent::shown_when_quiet);
+    let result = serve_with(addr, config, events).await;
+    drain.wait(Duration::from_secs(1));
+    result
+}
+
+async fn serve_with(addr: &HostPort, config: Config, events: EventSink) -> Result<(), Error> {
     if let Some(limit) = limits::raise_file_limit() {
         let needed = config.max_clients as u64 + limits::SPARE_FILES;
         if limit.soft < needed {

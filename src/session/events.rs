@@ -139,6 +139,85 @@ impl<E: fmt::Display + 'static> Events<E> {
     }
 }
 
+impl<E: fmt::Display + 'static> Events<E> {
+    /// Like [`Events::stderr_when`], but the lines are written by a thread of their own, so
+    /// whoever emits them never waits for stderr: a stderr that nobody reads (a pager left
+    /// open, a terminal stopped with Ctrl-S) must not stop a server. Up to [`DETACHED_LINES`]
+    /// lines wait; beyond that they are counted, and the count is written once stderr moves
+    /// again. The returned [`StderrDrain`] waits for what is queued, for the last lines at
+    /// exit.
+    pub fn stderr_detached(quiet: bool, shown_when_quiet: fn(&E) -> bool) -> (Self, StderrDrain) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(DETACHED_LINES);
+        let drain = StderrDrain::default();
+        let progress = drain.0.clone();
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let writer_dropped = dropped.clone();
+        let writer = std::thread::Builder::new()
+            .name("stderr".into())
+            .spawn(move || {
+                let mut err = std::io::stderr();
+                while let Ok(line) = rx.recv() {
+                    let _ = err.write_all(line.as_bytes());
+                    let lost = writer_dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+                    if lost > 0 {
+                        let note = format!(
+                            "wirechat: {lost} events not shown: stderr was not being read\n"
+                        );
+                        let _ = err.write_all(note.as_bytes());
+                    }
+                    let (lock, cv) = &*progress;
+                    lock.lock().unwrap_or_else(|e| e.into_inner()).1 += 1;
+                    cv.notify_all();
+                }
+            });
+        if writer.is_err() {
+            // No thread to spare: write directly, as everywhere else.
+            return (Events::stderr_when(quiet, shown_when_quiet), drain);
+        }
+        let queued = drain.0.clone();
+        let events = Events::new(move |e| {
+            if quiet && !shown_when_quiet(e) {
+                return;
+            }
+            let mut count = queued.0.lock().unwrap_or_else(|e| e.into_inner());
+            match tx.try_send(format!("wirechat: {e}\n")) {
+                Ok(()) => count.0 += 1,
+                Err(_) => {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        (events, drain)
+    }
+}
+
+/// How many event lines [`Events::stderr_detached`] keeps while stderr is not being read.
+pub const DETACHED_LINES: usize = 4096;
+
+/// Lines queued and lines written by [`Events::stderr_detached`]'s thread.
+#[derive(Clone, Default)]
+pub struct StderrDrain(Arc<(std::sync::Mutex<(u64, u64)>, std::sync::Condvar)>);
+
+impl StderrDrain {
+    /// Waits, at most `limit`, until every line queued so far has been written.
+    pub fn wait(&self, limit: std::time::Duration) {
+        let end = std::time::Instant::now() + limit;
+        let (lock, cv) = &*self.0;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let target = g.0;
+        while g.1 < target {
+            let now = std::time::Instant::now();
+            if now >= end {
+                return;
+            }
+            g = match cv.wait_timeout(g, end - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+}
+
 impl Events<Event> {
     /// Events on stderr; with `quiet`, only warnings and the `--trace` ladder.
     pub fn stderr(quiet: bool) -> Self {

@@ -549,3 +549,61 @@ fn start_up_says_when_the_open_files_limit_is_below_max_clients() {
     a.send("fine");
     assert_eq!(b.wait("fine"), format!("<{}> fine", a.nick));
 }
+
+/// A stderr that nobody reads (a pager left open, a terminal stopped with Ctrl-S) must not stop
+/// the room: chat goes on, and Ctrl-C still ends it.
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_the_room() {
+    /// The server, killed on drop; its stderr is read up to the "listening on" line only.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        crate::util::wirechat()
+            .args(["room", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Kept open and never read again, so the pipe fills.
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    let port = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .port();
+    // Every join and leave is an event line: 2,000 of them are far more than a pipe holds.
+    for _ in 0..1000 {
+        drop(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    let mut a = Client::named(port, "a");
+    let mut b = Client::named(port, "b");
+    a.send("still here");
+    assert_eq!(b.wait("still here"), "<a> still here");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(a.wait_closed().ends_with("* server shutting down\n"));
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the room did not exit after Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling an exit
+    };
+    assert_eq!(status.code(), Some(0));
+    drop(stderr);
+}
