@@ -107,7 +107,8 @@ impl RoomArgs {
         crate::room::Config {
             max_clients: self.max_clients,
             max_line: self.max_line,
-            rate: (self.rate > 0.0).then_some((self.rate, self.burst)),
+            // 0 turns the limit off; anything else that is not a positive number is refused.
+            rate: (self.rate != 0.0).then_some((self.rate, self.burst)),
             idle_timeout: self.idle_timeout,
             history: self.history,
             log: self.log.clone(),

@@ -17,7 +17,8 @@ pub use sanitize::sanitize_into;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// The label names no encoding in the WHATWG Encoding Standard.
-    #[error("unknown encoding {0:?} (try utf-8, gbk, gb18030, big5, shift_jis, euc-kr, latin1)")]
+    // Quoted as given, not `{:?}`: the room escapes what a client sent, once.
+    #[error("unknown encoding \"{0}\" (try utf-8, gbk, gb18030, big5, shift_jis, euc-kr, latin1)")]
     UnknownEncoding(String),
     /// The encoding can be decoded but encoding_rs cannot produce it (UTF-16).
     #[error("encoding {0} can be read but not sent; use utf-8 or a legacy encoding")]

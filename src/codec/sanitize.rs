@@ -15,6 +15,7 @@ pub fn sanitize_into(text: &str, out: &mut String) {
             }
             // C1 controls (CSI is U+009B), bidi overrides and isolates, and line separators.
             '\u{80}'..='\u{9f}'
+            | '\u{61c}'
             | '\u{200e}'..='\u{200f}'
             | '\u{2028}'..='\u{202e}'
             | '\u{2066}'..='\u{2069}' => {
@@ -33,8 +34,8 @@ mod tests {
     #[test]
     fn escapes() {
         let mut s = String::new();
-        sanitize_into("a\x1b[31mred\u{9b}\u{202e}\tb\\", &mut s);
-        assert_eq!(s, "a\\x1b[31mred\\u{9b}\\u{202e}\tb\\\\");
+        sanitize_into("a\x1b[31mred\u{9b}\u{202e}\tb\\\u{61c}", &mut s);
+        assert_eq!(s, "a\\x1b[31mred\\u{9b}\\u{202e}\tb\\\\\\u{61c}");
     }
 
     proptest! {

@@ -114,7 +114,9 @@ async fn read_loop(
     let cut = kick.token.cancelled();
     let closing = shutdown.cancelled();
     tokio::pin!(cut, closing);
-    let mut splitter = LineSplitter::new(config.max_line);
+    // One byte over the limit, for the '\r' of a CRLF line of exactly --max-line bytes; a line
+    // that is longer without it is refused below.
+    let mut splitter = LineSplitter::new(config.max_line + 1);
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
     let mut encoding = Encoding::UTF8;
@@ -158,7 +160,10 @@ async fn read_loop(
                 discarding = true;
             }
             Piece::Line { text, .. } => {
-                if !std::mem::take(&mut discarding) {
+                if std::mem::take(&mut discarding) {
+                } else if text.len() > config.max_line {
+                    framed.push(Framed::TooLong);
+                } else {
                     framed.push(Framed::Line(text.to_vec()));
                 }
             }

@@ -114,10 +114,33 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
 }
 
 /// Characters allowed in nicknames: visible, and not able to act on a terminal or reorder text.
+/// Invisible ones are refused too, so that `server` plus a variation selector cannot pass for
+/// the server, nor `guest-1` plus a grapheme joiner for guest-1: Unicode's
+/// Default_Ignorable_Code_Point set (DerivedCoreProperties.txt), and the blank Braille pattern.
 fn printable(c: char) -> bool {
     !(c.is_whitespace()
         || c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}'))
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{34f}'
+                | '\u{61c}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{fff0}'..='\u{fff8}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
+        ))
 }
 
 #[cfg(test)]
@@ -165,6 +188,18 @@ mod tests {
         assert!(check_nick("a b").unwrap_err().contains("not allowed"));
         assert!(check_nick("a\x1bb").is_err());
         assert!(check_nick("a\u{202e}b").is_err());
+        // Invisible characters that would make a name look like another one.
+        for c in [
+            '\u{fe0f}',
+            '\u{34f}',
+            '\u{3164}',
+            '\u{2800}',
+            '\u{200b}',
+            '\u{e0061}',
+        ] {
+            assert!(check_nick(&format!("server{c}")).is_err(), "{c:?}");
+            assert!(check_nick(&format!("{c}")).is_err(), "{c:?}");
+        }
         assert!(check_nick("Server").unwrap_err().contains("reserved"));
         assert!(check_nick("").is_err());
     }

@@ -46,7 +46,7 @@ pub enum Error {
     #[error(transparent)]
     Listen(#[from] transport::Error),
     /// The `--log` file could not be opened for appending.
-    #[error("cannot open the log {path}: {source}")]
+    #[error("cannot open the log {path}")]
     Log {
         path: PathBuf,
         source: std::io::Error,
@@ -55,6 +55,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 }
+
+/// The largest `--max-clients`: far above what one machine's descriptors allow, and within what
+/// the connection cap (a semaphore) can count.
+pub const MAX_CLIENTS: usize = 100_000_000;
 
 /// How the room behaves; the command line fills it in.
 #[derive(Clone, Debug)]
@@ -107,6 +111,9 @@ impl Config {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
         if self.max_clients == 0 {
             return bad("--max-clients must be at least 1");
+        }
+        if self.max_clients > MAX_CLIENTS {
+            return bad(&format!("--max-clients must be at most {MAX_CLIENTS}"));
         }
         if self.max_line < 16 {
             return bad("--max-line must be at least 16 bytes");
@@ -241,7 +248,7 @@ async fn serve_here(addr: &HostPort, config: Config, quiet: bool) -> Result<(), 
 
 async fn serve_with(addr: &HostPort, config: Config, events: EventSink) -> Result<(), Error> {
     if let Some(limit) = limits::raise_file_limit() {
-        let needed = config.max_clients as u64 + limits::SPARE_FILES;
+        let needed = (config.max_clients as u64).saturating_add(limits::SPARE_FILES);
         if limit.soft < needed {
             events.emit(RoomEvent::FileLimit {
                 hard: limit.hard,

@@ -46,6 +46,8 @@ struct State {
     log: Log,
     history: VecDeque<Arc<str>>,
     transcript: Option<BufWriter<File>>,
+    /// Why writing the transcript failed, until the next flush reports it.
+    transcript_failed: Option<String>,
     /// Whether joins and leaves are currently announced (see `Config::announce_max`).
     announcing: bool,
     closing: bool,
@@ -80,6 +82,7 @@ impl Room {
                 log: Log::default(),
                 history: VecDeque::new(),
                 transcript: transcript.map(|f| BufWriter::with_capacity(64 << 10, f)),
+                transcript_failed: None,
                 announcing: true,
                 closing: false,
             }),
@@ -341,7 +344,10 @@ impl Room {
         let key = new.to_lowercase();
         match st.nicks.get(&key) {
             Some(&other) if other == id => {
-                // Only the letter case changes (or nothing): allowed.
+                // Only the letter case changes: allowed. No change at all is not news.
+                if st.members.get(&id).is_some_and(|m| m.nick == new) {
+                    return Err(format!("you are already {new}"));
+                }
             }
             Some(_) => return Err(format!("{new} is taken; pick another nickname")),
             None => {}
@@ -496,10 +502,14 @@ impl Room {
         let mut st = self.lock();
         if let Some(t) = st.transcript.as_mut() {
             if let Err(e) = t.flush() {
-                self.events
-                    .emit(RoomEvent::Warning(format!("cannot write the log: {e}")));
+                st.transcript_failed = Some(e.to_string());
                 st.transcript = None;
             }
+        }
+        if let Some(e) = st.transcript_failed.take() {
+            self.events.emit(RoomEvent::Warning(format!(
+                "cannot write the log: {e}; the transcript stops here"
+            )));
         }
     }
 
@@ -528,8 +538,9 @@ impl Room {
 fn log(st: &mut State, line: &str) {
     if let Some(t) = st.transcript.as_mut() {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        if writeln!(t, "{now} {line}").is_err() {
-            // Reported when the flush fails; until then the buffer keeps the lines.
+        if let Err(e) = writeln!(t, "{now} {line}") {
+            // Reported by the next flush (within a second), outside the chat's path.
+            st.transcript_failed = Some(e.to_string());
             st.transcript = None;
         }
     }
@@ -543,6 +554,36 @@ mod tests {
     use std::time::Duration;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::net::TcpListener;
+
+    /// A transcript that fails on a write (not only on a flush) is reported by the next flush,
+    /// once; the chat goes on.
+    #[tokio::test]
+    async fn a_transcript_that_cannot_be_written_is_reported_once() {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return; // not Linux
+        };
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let events = {
+            let seen = seen.clone();
+            EventSink::new(move |e: &RoomEvent| seen.lock().unwrap().push(e.clone()))
+        };
+        let room = Room::new(Arc::new(Config::default()), events, Some(full));
+        // More than the transcript's 64 KiB buffer, so a write fails before any flush.
+        for _ in 0..100 {
+            room.server_say(&"x".repeat(1000));
+        }
+        room.flush_transcript();
+        room.server_say("after");
+        room.flush_transcript();
+        let warnings: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, RoomEvent::Warning(w) if w.contains("cannot write the log")))
+            .cloned()
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
 
     /// A room with its flushers running.
     fn room(config: Config) -> Arc<Room> {

@@ -118,10 +118,10 @@ impl Options {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading the terminal side failed.
-    #[error("reading input: {0}")]
+    #[error("reading input")]
     Input(#[source] io::Error),
     /// Writing the terminal side failed.
-    #[error("writing output: {0}")]
+    #[error("writing output")]
     Output(#[source] io::Error),
     /// The socket failed (reset by the peer, unreachable).
     #[error("{}", crate::transport::describe(.0))]

@@ -239,6 +239,7 @@ fn nickname_rules() {
         (&"x".repeat(33), "33 characters is too long (at most 32)"),
         ("server", "reserved"),
         ("a\x07b", "not allowed"),
+        ("server\u{fe0f}", "not allowed"),
     ] {
         b.send(&format!("/nick {nick}"));
         let l = b.line();
@@ -252,6 +253,9 @@ fn nickname_rules() {
     // Only the case changes: allowed for yourself.
     a.send("/nick BOB");
     assert_eq!(a.wait("known as"), "* Bob is now known as BOB");
+    // No change at all is not announced.
+    a.send("/nick BOB");
+    assert_eq!(a.line(), "! cannot use that nickname: you are already BOB");
 }
 
 #[test]
@@ -269,6 +273,17 @@ fn long_lines_are_refused_and_memory_stays_bounded() {
         b.wait(&a.nick.clone()),
         format!("<{}> {}", a.nick, "z".repeat(64))
     );
+    // The limit is the same with CRLF (telnet, Windows), whether or not the CR comes alone.
+    a.send_bytes(format!("{}\r\n", "c".repeat(65)).as_bytes());
+    assert_eq!(
+        a.wait("too long"),
+        "! line too long (more than 64 bytes): not sent"
+    );
+    a.send_bytes(format!("{}\r\n", "w".repeat(64)).as_bytes());
+    assert_eq!(b.wait("www"), format!("<{}> {}", a.nick, "w".repeat(64)));
+    a.send_bytes(format!("{}\r", "v".repeat(64)).as_bytes());
+    a.send_bytes(b"\n");
+    assert_eq!(b.wait("vvv"), format!("<{}> {}", a.nick, "v".repeat(64)));
     // 64 MiB without a newline: refused once, and the server's memory does not follow.
     let chunk = vec![b'q'; 1 << 20];
     for _ in 0..64 {
