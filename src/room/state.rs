@@ -343,12 +343,12 @@ impl Room {
         let mut st = self.lock();
         let key = new.to_lowercase();
         match st.nicks.get(&key) {
-            Some(&other) if other == id => {
-                // Only the letter case changes: allowed. No change at all is not news.
-                if st.members.get(&id).is_some_and(|m| m.nick == new) {
-                    return Err(format!("you are already {new}"));
-                }
+            // No change at all is not news.
+            Some(&other) if other == id && st.members.get(&id).is_some_and(|m| m.nick == new) => {
+                return Err(format!("you are already {new}"));
             }
+            // Only the letter case changes: allowed.
+            Some(&other) if other == id => {}
             Some(_) => return Err(format!("{new} is taken; pick another nickname")),
             None => {}
         }
