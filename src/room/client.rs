@@ -120,6 +120,7 @@ async fn read_loop(
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
     let mut encoding = Encoding::UTF8;
+    let mut wait_for = None;
     let mut rate = config.rate.map(|(r, burst)| RateLimit::new(r, burst));
     let mut throttled = false;
     loop {
@@ -212,10 +213,18 @@ async fn read_loop(
                     );
                     None
                 }
-                Framed::Line(bytes) => handle(room, id, &mut encoding, &bytes),
+                Framed::Line(bytes) => handle(room, id, &mut encoding, &bytes, &mut wait_for),
             };
             if let Some(reason) = quit {
                 return reason;
+            }
+            if let Some(target) = wait_for.take() {
+                tokio::select! {
+                    biased;
+                    () = &mut cut => return kick.reason(),
+                    () = &mut closing => return "server shutting down".into(),
+                    () = room.wait_for_private_reader(target) => {}
+                }
             }
         }
         if n == 0 {
@@ -233,7 +242,15 @@ async fn read_loop(
 }
 
 /// Acts on one line; returns a reason when the client quits.
-fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> Option<String> {
+/// Handles one line from member `id`. A private line to a member that is behind sets
+/// `wait_for`: the caller waits for it before the next line.
+fn handle(
+    room: &Room,
+    id: ClientId,
+    encoding: &mut Encoding,
+    bytes: &[u8],
+    wait_for: &mut Option<ClientId>,
+) -> Option<String> {
     let mut text = String::with_capacity(bytes.len());
     encoding.decode_message(bytes, &mut text);
     let clean = |s: &str| {
@@ -251,11 +268,10 @@ fn handle(room: &Room, id: ClientId, encoding: &mut Encoding, bytes: &[u8]) -> O
             }
         }
         Input::Who => room.who(id),
-        Input::Msg { to, text } => {
-            if let Err(why) = room.private(id, to, &clean(text)) {
-                room.tell(id, &format!("! {}\n", clean(&why)));
-            }
-        }
+        Input::Msg { to, text } => match room.private(id, to, &clean(text)) {
+            Ok(behind) => *wait_for = behind,
+            Err(why) => room.tell(id, &format!("! {}\n", clean(&why))),
+        },
         Input::Encoding(None) => room.tell(
             id,
             &format!(

@@ -37,7 +37,9 @@ const MAX_IOV: usize = 64;
 const MAX_WRITE: usize = 256 << 10;
 
 /// The most bytes of lines for one member alone (replies, private messages) kept unsent while
-/// it is not reading; a reading member may have 16 times as much queued during a long pass.
+/// it is not reading. A member that is reading is never cut off for them (only the room's
+/// total bounds them): instead, whoever sends it a private line while it has more than this
+/// unsent waits until it has caught up ([`super::state::Room::wait_for_private_reader`]).
 pub const PRIVATE_MAX: usize = 64 << 10;
 
 /// The most bytes of such lines kept unsent for all members together before members that are
@@ -228,6 +230,11 @@ impl Out {
         self.cursor
     }
 
+    /// Bytes of lines for this member alone not written yet.
+    pub fn private_bytes(&self) -> usize {
+        self.private_bytes
+    }
+
     /// Who writes the member's socket now.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -351,9 +358,9 @@ impl Conn {
     }
 
     /// Queues a line for this member alone, after log entries before `tag`. Returns false when
-    /// the member has too much unsent: it is not reading and has more than [`PRIVATE_MAX`] (or
-    /// the room more than [`PRIVATE_TOTAL`]), or it has 16 times that. A single line (a
-    /// greeting with history) always fits.
+    /// the member must be cut off: it is not reading and has more than [`PRIVATE_MAX`] unsent,
+    /// or the room has more than [`PRIVATE_TOTAL`]. A single line (a greeting with history)
+    /// always fits.
     pub fn push_private(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         out.private_bytes += chunk.len();
@@ -362,8 +369,10 @@ impl Conn {
         if out.private.len() == 1 {
             return true;
         }
-        let over = out.private_bytes > PRIVATE_MAX || total > PRIVATE_TOTAL;
-        !(over && out.mode == Mode::Blocked) && out.private_bytes <= 16 * PRIVATE_MAX
+        if total > PRIVATE_TOTAL {
+            return false;
+        }
+        out.mode != Mode::Blocked || out.private_bytes <= PRIVATE_MAX
     }
 
     /// Sets the member's encoding for log entries written from now on.

@@ -8,7 +8,7 @@
 //! (`send queue full`); nobody else waits for it.
 
 use super::commands::check_nick;
-use super::outbox::{Chunk, ClientId, Conn, Entry, Log, Shard, Snapshot, encode};
+use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
 use super::{Config, EventSink, RoomEvent};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -387,7 +387,11 @@ impl Room {
     }
 
     /// `/msg`: a private line to one member; the sender gets a copy.
-    pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<(), String> {
+    ///
+    /// Returns the recipient when it now has more than [`PRIVATE_MAX`] unsent while reading: the
+    /// sender should then [`Room::wait_for_private_reader`] before it sends more, so that a
+    /// burst of private lines slows its senders down rather than cutting off a reader.
+    pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Option<ClientId>, String> {
         let mut st = self.lock();
         let Some(&target) = st.nicks.get(&to.to_lowercase()) else {
             return Err(format!("no one here is called {to:?} (/who lists who is)"));
@@ -399,8 +403,33 @@ impl Room {
         let mut cuts = Cuts::new();
         self.send_to(&mut st, target, &format!("*{from}* {text}\n"), &mut cuts);
         self.send_to(&mut st, id, &format!("-> *{dest}* {text}\n"), &mut cuts);
+        let behind = st
+            .members
+            .get(&target)
+            .is_some_and(|m| m.conn.out().private_bytes() > PRIVATE_MAX);
         self.settle(&mut st, cuts);
-        Ok(())
+        Ok(behind.then_some(target))
+    }
+
+    /// Waits until member `target` has at most [`PRIVATE_MAX`] of private lines unsent, or has
+    /// stopped reading (then the cut-off rules apply to it), or has left.
+    pub async fn wait_for_private_reader(&self, target: ClientId) {
+        loop {
+            let wait = self.progress.notified();
+            tokio::pin!(wait);
+            wait.as_mut().enable();
+            {
+                let st = self.lock();
+                let Some(m) = st.members.get(&target) else {
+                    return;
+                };
+                let out = m.conn.out();
+                if out.private_bytes() <= PRIVATE_MAX || out.blocked() {
+                    return;
+                }
+            }
+            wait.await;
+        }
     }
 
     /// `/encoding`: sets the member's wire encoding for what it sends and receives.
@@ -491,8 +520,10 @@ impl Room {
                     .await;
                 if moved {
                     shard.synced.store(start, Ordering::Release);
-                    self.progress.notify_waiters();
                 }
+                // Senders wait on this for the log (when it moved) or for a reader's private
+                // lines (when it did not).
+                self.progress.notify_waiters();
             }
         }
     }

@@ -622,3 +622,31 @@ fn a_stderr_nobody_reads_does_not_stop_the_room() {
     assert_eq!(status.code(), Some(0));
     drop(stderr);
 }
+
+/// A burst of private lines to one member that is reading slows their senders down; it does
+/// not get the reader cut off.
+#[test]
+fn a_burst_of_private_lines_does_not_cut_off_a_reader() {
+    let (_server, port) = room(&[]);
+    let mut victim = Client::named(port, "victim");
+    let mut senders: Vec<Client> = (0..8).map(|_| Client::join(port)).collect();
+    let text = "a".repeat(4000);
+    // Each sender's whole burst in one write: within the default burst of 40 lines.
+    let burst = format!("/msg victim {text}\n").repeat(40);
+    for s in &mut senders {
+        s.send_bytes(burst.as_bytes());
+    }
+    let mut got = 0;
+    while got < 8 * 40 {
+        let line = victim.line();
+        if line.starts_with("* ") && line.ends_with(" joined") {
+            continue;
+        }
+        assert!(
+            line.starts_with("*guest-") && line.ends_with(&text),
+            "after {got} private lines: {}",
+            &line[..line.len().min(80)]
+        );
+        got += 1;
+    }
+}
