@@ -215,8 +215,10 @@ pub struct Out {
     /// A piece (private or log) taken off the order and partly written, with the bytes done:
     /// it is finished from these very bytes, whatever changes meanwhile (the encoding, the log).
     partial: Option<(Chunk, usize)>,
-    /// Lines for this member alone, each after the log entries before its tag.
-    private: VecDeque<(u64, Chunk)>,
+    /// Lines for this member alone, each after the log entries before its tag, and whether
+    /// its bytes count in the room's total (a chunk shared by many members, the history, is
+    /// not: it is held once).
+    private: VecDeque<(u64, Chunk, bool)>,
     private_bytes: usize,
     encoding: Encoding,
     mode: Mode,
@@ -228,6 +230,12 @@ impl Out {
     /// The next log entry to write.
     pub fn cursor(&self) -> u64 {
         self.cursor
+    }
+
+    /// The last line queued for this member alone.
+    #[cfg(test)]
+    pub fn last_private(&self) -> Option<&Chunk> {
+        self.private.back().map(|(_, chunk, _)| chunk)
     }
 
     /// Bytes of lines for this member alone not written yet.
@@ -365,7 +373,7 @@ impl Conn {
         use std::sync::atomic::Ordering::Relaxed;
         out.private_bytes += chunk.len();
         let total = self.private_total.fetch_add(chunk.len(), Relaxed) + chunk.len();
-        out.private.push_back((tag, chunk));
+        out.private.push_back((tag, chunk, true));
         if out.private.len() == 1 {
             return true;
         }
@@ -373,6 +381,14 @@ impl Conn {
             return false;
         }
         out.mode != Mode::Blocked || out.private_bytes <= PRIVATE_MAX
+    }
+
+    /// Queues a chunk that many members share (the history for joiners): like
+    /// [`Conn::push_private`], but its bytes, held once, do not count in the room's total.
+    pub fn push_shared(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
+        out.private_bytes += chunk.len();
+        out.private.push_back((tag, chunk, false));
+        out.private.len() == 1 || out.mode != Mode::Blocked || out.private_bytes <= PRIVATE_MAX
     }
 
     /// Sets the member's encoding for log entries written from now on.
@@ -447,7 +463,7 @@ impl Conn {
             }
             while pieces.len() < MAX_IOV && bytes < MAX_WRITE {
                 let piece = match out.private.get(private) {
-                    Some((tag, chunk)) if *tag <= c => {
+                    Some((tag, chunk, _)) if *tag <= c => {
                         private += 1;
                         Piece::Private(private - 1, chunk.len())
                     }
@@ -480,7 +496,7 @@ impl Conn {
                 let slice = |piece: &Piece| -> &[u8] {
                     match *piece {
                         Piece::Partial(_) => out.partial.as_ref().map_or(&[], |(c, d)| &c[*d..]),
-                        Piece::Private(i, _) => out.private.get(i).map_or(&[], |(_, c)| &c[..]),
+                        Piece::Private(i, _) => out.private.get(i).map_or(&[], |(_, c, _)| &c[..]),
                         Piece::Entry(at, None, _) => &snap.entries[at].utf8,
                         Piece::Entry(_, Some(k), _) => &owned[k],
                         Piece::Mine => &[],
@@ -545,10 +561,12 @@ impl Conn {
                     }
                     _ => None,
                 },
-                Piece::Private(..) => out.private.pop_front().map(|(_, chunk)| {
+                Piece::Private(..) => out.private.pop_front().map(|(_, chunk, counted)| {
                     out.private_bytes -= chunk.len();
-                    self.private_total
-                        .fetch_sub(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    if counted {
+                        self.private_total
+                            .fetch_sub(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    }
                     chunk
                 }),
                 Piece::Entry(at, k, _) => {
@@ -575,7 +593,12 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let unsent = lock(&self.out).private_bytes;
+        let unsent: usize = lock(&self.out)
+            .private
+            .iter()
+            .filter(|(_, _, counted)| *counted)
+            .map(|(_, chunk, _)| chunk.len())
+            .sum();
         self.private_total
             .fetch_sub(unsent, std::sync::atomic::Ordering::Relaxed);
     }

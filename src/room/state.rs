@@ -45,6 +45,9 @@ struct State {
     next_guest: u64,
     log: Log,
     history: VecDeque<Arc<str>>,
+    /// The history as one chunk, made when the first joiner needs it after a change and then
+    /// shared by every joiner's queue instead of copied into each.
+    history_chunk: Option<Chunk>,
     transcript: Option<BufWriter<File>>,
     /// Why writing the transcript failed, until the next flush reports it.
     transcript_failed: Option<String>,
@@ -81,6 +84,7 @@ impl Room {
                 next_guest: 1,
                 log: Log::default(),
                 history: VecDeque::new(),
+                history_chunk: None,
                 transcript: transcript.map(|f| BufWriter::with_capacity(64 << 10, f)),
                 transcript_failed: None,
                 announcing: true,
@@ -139,14 +143,30 @@ impl Room {
             },
         );
         let online = st.members.len();
-        let mut greeting = format!(
+        let greeting = format!(
             "* welcome to the room, you are {nick} ({online} online; /help lists the commands)\n"
         );
-        for line in &st.history {
-            greeting.push_str(line);
-        }
         let mut cuts = Cuts::new();
         self.send_to(&mut st, id, &greeting, &mut cuts);
+        if !st.history.is_empty() {
+            let state = &mut *st;
+            let history = state
+                .history_chunk
+                .get_or_insert_with(|| {
+                    let text: String = state.history.iter().map(|l| &**l).collect();
+                    Chunk::from(text.as_bytes())
+                })
+                .clone();
+            // A joiner reads UTF-8 until it says otherwise, and the chunk is UTF-8.
+            let tag = st.log.end();
+            let mut out = conn.out();
+            if !conn.push_shared(&mut out, tag, history) {
+                cuts.push(id);
+            } else if !out.blocked() {
+                drop(out);
+                self.shards[conn.shard].mark(&conn);
+            }
+        }
         self.events.emit(RoomEvent::Joined {
             nick: nick.clone(),
             peer,
@@ -272,6 +292,7 @@ impl Room {
                 st.history.pop_front();
             }
             st.history.push_back(Arc::from(line));
+            st.history_chunk = None;
         }
         self.settle(st, cuts);
     }
@@ -891,6 +912,43 @@ mod tests {
         let mut got = vec![0; want.len()];
         client.read_exact(&mut got).await.unwrap();
         assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
+
+    /// The history is queued for joiners as one shared chunk: held once, and not counted in
+    /// the room's total of unsent private bytes however many joiners have it pending.
+    #[tokio::test]
+    async fn joiners_share_one_copy_of_the_history() {
+        // No flushers: everything queued stays queued.
+        let r = Room::new(
+            Arc::new(Config {
+                history: 2,
+                ..Config::default()
+            }),
+            EventSink::discard(),
+            None,
+        );
+        let line = "h".repeat(4000);
+        r.server_say(&line);
+        r.server_say(&line);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut clients = Vec::new();
+        let mut conns = Vec::new();
+        for id in 1..=10 {
+            clients.push(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
+            let (server, peer) = l.accept().await.unwrap();
+            conns.push(r.join(id, peer, server).ok().unwrap());
+        }
+        let total = r.private_total.load(Ordering::Relaxed);
+        assert!(total < 8000, "{total} bytes counted for 10 joiners");
+        let firsts: Vec<Chunk> = conns
+            .iter()
+            .map(|c| c.out().last_private().unwrap().clone())
+            .collect();
+        assert!(
+            firsts
+                .iter()
+                .all(|c| Arc::ptr_eq(c, &firsts[0]) && c.len() > 8000)
+        );
     }
 
     #[tokio::test]
