@@ -270,7 +270,7 @@ pub struct TalkArgs {
     #[arg(short = 'C', long, conflicts_with = "eol")]
     pub crlf: bool,
     /// Line ending sent after each typed line on TCP: lf, crlf, or none (each line a message
-    /// of its own, as the tutorial's Python peers expect).
+    /// of its own, as the tutorial's Python peers expect). Default: each line keeps its own.
     #[arg(long, value_enum, value_name = "EOL")]
     pub eol: Option<Eol>,
     /// Tag each received message with the sender's address (default for udp listen on a

@@ -7,10 +7,12 @@
 pub enum Piece<'a> {
     /// The end of a line, without its terminator; `terminated` is false for a last line without
     /// `\n`, and `whole` is false when [`Piece::Partial`]s of the same line came before it.
+    /// `cr` says a `\r` was taken off the end (a CRLF line, or input that ended in `\r`).
     Line {
         text: &'a [u8],
         terminated: bool,
         whole: bool,
+        cr: bool,
     },
     /// Part of a line longer than the maximum; more of it (or its end) follows.
     Partial(&'a [u8]),
@@ -62,6 +64,7 @@ impl LineSplitter {
                     text: strip_cr(&data[..i]),
                     terminated: true,
                     whole,
+                    cr: data[..i].ends_with(b"\r"),
                 });
             } else {
                 self.buf.extend_from_slice(&data[..i]);
@@ -69,6 +72,7 @@ impl LineSplitter {
                     text: strip_cr(&self.buf),
                     terminated: true,
                     whole,
+                    cr: self.buf.ends_with(b"\r"),
                 });
                 self.buf.clear();
             }
@@ -86,6 +90,7 @@ impl LineSplitter {
                 text,
                 terminated: false,
                 whole: !self.continuing,
+                cr: line.ends_with(b"\r"),
             });
             self.continuing = false;
         }
@@ -111,6 +116,7 @@ mod tests {
                 text,
                 terminated,
                 whole,
+                ..
             } => {
                 let kind = match (terminated, whole) {
                     (true, true) => "line",

@@ -30,8 +30,12 @@ pub(crate) const UNKNOWN_PEER: std::net::SocketAddr =
 /// How typed lines end on the wire (TCP; a UDP line is a datagram and carries no ending).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Eol {
-    /// `\n`, as typed.
+    /// Each line's own ending, as typed or piped: `\n`, or `\r\n` for a line that came with
+    /// one. The default; not a value of `--eol`.
     #[default]
+    #[value(skip)]
+    AsTyped,
+    /// `\n`, whatever the line came with.
     Lf,
     /// `\r\n`, for telnet-style and Windows peers.
     Crlf,
@@ -40,9 +44,11 @@ pub enum Eol {
 }
 
 impl Eol {
-    fn bytes(self) -> &'static [u8] {
+    /// The ending after a line that ended (`cr`: with `\r\n`).
+    fn bytes(self, cr: bool) -> &'static [u8] {
         match self {
-            Eol::Lf => b"\n",
+            Eol::AsTyped if cr => b"\r\n",
+            Eol::AsTyped | Eol::Lf => b"\n",
             Eol::Crlf => b"\r\n",
             Eol::None => b"",
         }
@@ -88,7 +94,7 @@ impl Default for Options {
             encoding: None,
             hex: false,
             quit: None,
-            eol: Eol::Lf,
+            eol: Eol::AsTyped,
             show_peer: false,
             timestamps: false,
             pretty: false,
@@ -107,7 +113,7 @@ impl Options {
         self.encoding.is_none()
             && !self.hex
             && self.quit.is_none()
-            && self.eol == Eol::Lf
+            && self.eol == Eol::AsTyped
             && !self.show_peer
             && !self.timestamps
             && !self.pretty

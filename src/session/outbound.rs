@@ -29,7 +29,7 @@ struct LineSink {
     encoding: Option<Encoding>,
     hex: bool,
     quit: Option<String>,
-    eol: &'static [u8],
+    eol: Eol,
     datagram: bool,
     /// Decoder for a line that arrives in pieces (a UTF-8 character may straddle two pieces).
     partial: Option<TextDecoder>,
@@ -48,7 +48,7 @@ impl Outbound {
             && opts.encoding.is_none()
             && !opts.hex
             && opts.quit.is_none()
-            && opts.eol == Eol::Lf;
+            && opts.eol == Eol::AsTyped;
         let max = if datagram {
             MAX_UDP_PAYLOAD
         } else {
@@ -60,7 +60,7 @@ impl Outbound {
                 encoding: opts.encoding.filter(|e| !e.is_utf8()),
                 hex: opts.hex,
                 quit: opts.quit.clone(),
-                eol: if datagram { b"" } else { opts.eol.bytes() },
+                eol: if datagram { Eol::None } else { opts.eol },
                 datagram,
                 partial: None,
                 oversize: false,
@@ -117,6 +117,7 @@ impl LineSink {
                 text,
                 terminated,
                 whole,
+                cr,
             } => {
                 if std::mem::take(&mut self.oversize) {
                     let what = if self.datagram {
@@ -136,7 +137,12 @@ impl LineSink {
                     self.quit_seen = true;
                     let mut msg = self.transcode(text, true);
                     if !self.hex {
-                        msg.extend_from_slice(self.eol);
+                        // A chosen ending goes after the quit word even at the end of input.
+                        let ending = match self.eol {
+                            Eol::AsTyped => self.ending(terminated, cr),
+                            eol => eol.bytes(cr),
+                        };
+                        msg.extend_from_slice(ending);
                     }
                     out.push(msg);
                     return;
@@ -152,8 +158,8 @@ impl LineSink {
                 } else {
                     self.transcode(text, true)
                 };
-                if terminated && !self.hex {
-                    msg.extend_from_slice(self.eol);
+                if !self.hex {
+                    msg.extend_from_slice(self.ending(terminated, cr));
                 }
                 if !msg.is_empty() || self.datagram {
                     out.push(msg);
@@ -165,6 +171,18 @@ impl LineSink {
     /// Typed bytes -> wire bytes. Without an encoding they go untouched (binary stays binary);
     /// with one they are decoded as UTF-8, statefully across the pieces of a long line, and
     /// encoded. `last` ends the line.
+    /// What goes after a line: the chosen `--eol`, or without one the line's own ending (a
+    /// last line without `\n` gets none, but keeps a `\r` it ended with).
+    fn ending(&self, terminated: bool, cr: bool) -> &'static [u8] {
+        match (self.eol, terminated) {
+            (Eol::AsTyped, true) if cr => b"\r\n",
+            (Eol::AsTyped, true) => b"\n",
+            (Eol::AsTyped, false) if cr => b"\r",
+            (eol, true) => eol.bytes(cr),
+            (_, false) => b"",
+        }
+    }
+
     fn transcode(&mut self, bytes: &[u8], last: bool) -> Vec<u8> {
         let Some(enc) = self.encoding else {
             return bytes.to_vec();
@@ -264,6 +282,48 @@ mod tests {
         assert_eq!(flow, Flow::Quit);
         let (_, flow) = run(&opts, false, &[b"abcdend\n"]);
         assert_eq!(flow, Flow::Continue);
+    }
+
+    /// Without `--eol`, lines keep the ending they came with, whatever else is on (the quit
+    /// word, an encoding): an HTTP request stays CRLF, binary data stays byte for byte.
+    #[test]
+    fn line_endings_stay_as_typed_unless_eol_is_given() {
+        let quit = Options {
+            quit: Some("zzz".into()),
+            ..Options::default()
+        };
+        let (out, _) = run(&quit, false, &[b"GET / HTTP/1.0\r\n\r\nx\ny\r"]);
+        assert_eq!(out.concat(), b"GET / HTTP/1.0\r\n\r\nx\ny\r");
+        let gbk = Options {
+            encoding: Some(Encoding::GBK),
+            ..Options::default()
+        };
+        let (out, _) = run(&gbk, false, &["a\r\n你\n".as_bytes()]);
+        assert_eq!(out.concat(), b"a\r\n\xc4\xe3\n");
+        // --eol lf is a choice: every line ends in LF.
+        let lf = Options {
+            eol: Eol::Lf,
+            quit: Some("zzz".into()),
+            ..Options::default()
+        };
+        let (out, _) = run(&lf, false, &[b"a\r\nb\n"]);
+        assert_eq!(out.concat(), b"a\nb\n");
+    }
+
+    proptest::proptest! {
+        /// Any bytes pass untouched through line mode without an encoding or `--eol`, in any
+        /// chunking, as long as no line is the quit word.
+        #[test]
+        fn line_mode_keeps_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000), cut in 0usize..3000) {
+            let opts = Options {
+                quit: Some("\u{1}never".into()),
+                max_line: 64,
+                ..Options::default()
+            };
+            let cut = cut.min(data.len());
+            let (out, _) = run(&opts, false, &[&data[..cut], &data[cut..]]);
+            proptest::prop_assert_eq!(out.concat(), data);
+        }
     }
 
     #[test]
