@@ -154,7 +154,7 @@ pub struct TraceArgs {
     #[arg(short, long, value_name = "FILE.pcap")]
     pub read: Option<PathBuf>,
     /// Stop after N packets.
-    #[arg(short = 'c', long, value_name = "N")]
+    #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Stop after SECS seconds.
     #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_secs)]
@@ -191,6 +191,7 @@ pub enum TcpCommand {
   wirechat tcp connect 127.0.0.1:7 --hex         type 48 65 6c 6c 6f, see a hexdump")]
     Connect {
         /// Server address: HOST:PORT or [IPV6]:PORT.
+        #[arg(value_parser = destination)]
         addr: HostPort,
         /// Give up connecting after SECS seconds.
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
@@ -215,7 +216,7 @@ pub enum UdpCommand {
         /// Address to bind: PORT, HOST:PORT or [IPV6]:PORT.
         addr: HostPort,
         /// Send typed lines to this address instead of to the last sender.
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", value_parser = destination)]
         peer: Option<HostPort>,
         #[command(flatten)]
         raw: RawArg,
@@ -228,6 +229,7 @@ pub enum UdpCommand {
   wirechat udp connect 127.0.0.1:8989 --bind 8080        the other side of the two-way chat")]
     Connect {
         /// Where datagrams go: HOST:PORT or [IPV6]:PORT.
+        #[arg(value_parser = destination)]
         addr: HostPort,
         /// Local address to send from (and receive on): PORT or HOST:PORT.
         #[arg(long, value_name = "[HOST:]PORT")]
@@ -264,7 +266,7 @@ pub struct TalkArgs {
     pub hex: bool,
     /// A line equal to WORD, typed or received, ends the conversation (the tutorial uses
     /// "end" for TCP and "88" for UDP).
-    #[arg(long, value_name = "WORD")]
+    #[arg(long, value_name = "WORD", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub quit: Option<String>,
     /// Send line endings as CRLF (same as --eol crlf).
     #[arg(short = 'C', long, conflicts_with = "eol")]
@@ -293,6 +295,18 @@ pub struct TalkArgs {
 
 fn parse_encoding(label: &str) -> Result<Encoding, String> {
     Encoding::from_label(label).map_err(|e| e.to_string())
+}
+
+/// An address to connect or send to: port 0 means "any free port" only when listening.
+fn destination(s: &str) -> Result<HostPort, String> {
+    let addr: HostPort = s.parse()?;
+    if addr.port == 0 {
+        return Err(
+            "port 0 only means \"any free port\" when listening; a destination needs its port"
+                .into(),
+        );
+    }
+    Ok(addr)
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

@@ -59,7 +59,7 @@ pub enum Error {
     BadFile(PathBuf, String),
     /// `--write` failed.
     #[error("cannot write {0}")]
-    WriteFile(PathBuf, #[source] pcap_file::PcapError),
+    WriteFile(PathBuf, #[source] io::Error),
     /// The output (stdout) failed.
     #[error("writing the output")]
     Output(#[source] io::Error),

@@ -222,11 +222,19 @@ enum Output {
     Failed,
 }
 
+/// The I/O error inside a pcap-file error: its own wording ("Error reading bytes") is wrong for
+/// a write.
+fn io_error(e: pcap_file::PcapError) -> std::io::Error {
+    match e {
+        pcap_file::PcapError::IoError(e) => e,
+        e => std::io::Error::other(e.to_string()),
+    }
+}
+
 impl Recorder {
     /// Creates `path` for frames of `link`, unless the first frame has another link type.
     pub fn create(path: &Path, link: Link) -> Result<Recorder, Error> {
-        let file = File::create(path)
-            .map_err(|e| Error::WriteFile(path.to_path_buf(), pcap_file::PcapError::IoError(e)))?;
+        let file = File::create(path).map_err(|e| Error::WriteFile(path.to_path_buf(), e))?;
         Ok(Recorder {
             path: path.to_path_buf(),
             out: Output::Opened(BufWriter::with_capacity(256 * 1024, file)),
@@ -245,14 +253,14 @@ impl Recorder {
                 ..PcapHeader::default()
             };
             let w = PcapWriter::with_header(file, header)
-                .map_err(|e| Error::WriteFile(self.path.clone(), e))?;
+                .map_err(|e| Error::WriteFile(self.path.clone(), io_error(e)))?;
             self.out = Output::Writing(w);
         }
         match &mut self.out {
             Output::Writing(w) => Ok(w),
             _ => Err(Error::WriteFile(
                 self.path.clone(),
-                pcap_file::PcapError::IoError(std::io::Error::other("an earlier write failed")),
+                std::io::Error::other("an earlier write failed"),
             )),
         }
     }
@@ -274,7 +282,7 @@ impl Recorder {
         let w = self.writer()?;
         match w.write_packet(&packet) {
             Ok(_) => Ok(()),
-            Err(e) => Err(Error::WriteFile(self.path.clone(), e)),
+            Err(e) => Err(Error::WriteFile(self.path.clone(), io_error(e))),
         }
     }
 
@@ -292,7 +300,7 @@ impl Recorder {
         };
         w.into_writer()
             .flush()
-            .map_err(|e| Error::WriteFile(self.path, pcap_file::PcapError::IoError(e)))
+            .map_err(|e| Error::WriteFile(self.path, e))
     }
 }
 

@@ -139,6 +139,10 @@ fn bad_arguments_are_status_2() {
         &["tcp", "connect", "::1:80"],
         &["tcp", "connect", "127.0.0.1:80", "--encoding", "klingon"],
         &["tcp", "listen", "0", "--idle-timeout", "-1"],
+        &["udp", "connect", "127.0.0.1:0"],
+        &["udp", "listen", "0", "--peer", "127.0.0.1:0"],
+        &["tcp", "connect", "127.0.0.1:80", "--quit", ""],
+        &["trace", "--read", "x.pcap", "--count", "0"],
         &["frobnicate"],
     ] {
         let (code, err) = run(args);
@@ -186,4 +190,27 @@ fn help_shows_an_example_per_command() {
             "{text}"
         );
     }
+}
+
+/// A capture that cannot be written says so in words about writing.
+#[test]
+fn trace_write_errors_say_write() {
+    if !std::path::Path::new("/dev/full").exists() {
+        crate::util::cannot_run("no /dev/full on this machine");
+        return;
+    }
+    let (code, err) = run(&[
+        "trace",
+        "--read",
+        "tests/data/three-way-close.pcap",
+        "--write",
+        "/dev/full",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let line = one_line(&err);
+    assert!(
+        line.contains("cannot write /dev/full: No space left on device"),
+        "{line}"
+    );
+    assert!(!line.to_lowercase().contains("reading"), "{line}");
 }
