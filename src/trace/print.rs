@@ -381,11 +381,16 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
                 e.ether_type.0
             ),
         )),
-        LinkHeader::LinuxSll(s) => out.push((
+        LinkHeader::Cooked(c) => out.push((
             "link",
             format!(
-                "Linux cooked capture, packet type {:?}, protocol {:?}, 16 bytes",
-                s.packet_type, s.protocol_type
+                "Linux cooked capture v{}, {} ({}), ARPHRD {}, protocol {:#06x}, {} bytes",
+                c.version,
+                c.direction(),
+                c.packet_type,
+                c.arphrd,
+                c.protocol,
+                if c.version == 1 { 16 } else { 20 }
             ),
         )),
         LinkHeader::Null(f) => out.push(("link", format!("BSD loopback, family {f}, 4 bytes"))),

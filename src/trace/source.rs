@@ -62,6 +62,7 @@ fn link_of(dl: DataLink) -> Option<Link> {
     Some(match dl {
         DataLink::ETHERNET => Link::Ethernet,
         DataLink::LINUX_SLL => Link::LinuxSll,
+        DataLink::LINUX_SLL2 => Link::LinuxSll2,
         DataLink::NULL | DataLink::LOOP => Link::Null,
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Link::Raw,
         _ => return None,
@@ -72,6 +73,7 @@ fn datalink_of(link: Link) -> DataLink {
     match link {
         Link::Ethernet => DataLink::ETHERNET,
         Link::LinuxSll => DataLink::LINUX_SLL,
+        Link::LinuxSll2 => DataLink::LINUX_SLL2,
         Link::Null => DataLink::NULL,
         Link::Raw => DataLink::RAW,
     }
