@@ -30,7 +30,9 @@ impl Inbound {
     /// The transform for `opts`.
     pub fn new(opts: &Options) -> Self {
         let encoding = opts.encoding;
-        let needs_text = opts.pretty || opts.show_peer || opts.timestamps;
+        // Tags alone (-t, --show-peer into a pipe or file) go in front of the bytes as they
+        // came; only a terminal, or an encoding, needs text.
+        let needs_text = opts.pretty;
         let quit = opts.quit.as_ref().map(|w| {
             let mut word = Vec::new();
             match encoding {
@@ -86,6 +88,16 @@ impl Inbound {
                 self.at_line_start = true;
             }
             self.text = text;
+        } else if self.show_peer || self.timestamps {
+            for seg in chunk.split_inclusive(|&b| b == b'\n') {
+                if self.at_line_start {
+                    let mut s = String::new();
+                    tag(&mut s, self.show_peer.then_some(peer), self.timestamps);
+                    out.extend_from_slice(s.as_bytes());
+                }
+                out.extend_from_slice(seg);
+                self.at_line_start = seg.ends_with(b"\n");
+            }
         } else {
             out.extend_from_slice(chunk);
         }
@@ -126,7 +138,7 @@ impl Inbound {
             dump.reset();
             dump.dump(payload, &mut s);
             out.extend_from_slice(s.as_bytes());
-        } else if self.pretty || tagged || self.encoding.is_some() {
+        } else if self.pretty || self.encoding.is_some() {
             let mut text = String::new();
             self.encoding
                 .unwrap_or(Encoding::UTF8)
@@ -139,6 +151,8 @@ impl Inbound {
             s.push('\n');
             out.extend_from_slice(s.as_bytes());
         } else {
+            // Bytes as they came, after the tag if there is one.
+            out.extend_from_slice(s.as_bytes());
             out.extend_from_slice(body);
             out.push(b'\n');
         }
@@ -271,5 +285,19 @@ mod tests {
         let mut out = Vec::new();
         i.datagram(b"hi\n", peer(), &mut out);
         assert_eq!(out, b"[127.0.0.1:9] hi\n");
+        // Bytes that are not UTF-8 (GBK here) pass untouched after the tag.
+        out.clear();
+        i.datagram(b"\xc4\xe3\xba\xc3", peer(), &mut out);
+        assert_eq!(out, b"[127.0.0.1:9] \xc4\xe3\xba\xc3\n");
+        // And on a stream, each line gets its tag, split reads or not.
+        let mut i = Inbound::new(&opts);
+        out.clear();
+        i.stream(b"\xc4\xe3\n\xba", peer(), &mut out);
+        i.stream(b"\xc3\nx", peer(), &mut out);
+        i.finish_stream(peer(), &mut out);
+        assert_eq!(
+            out,
+            b"[127.0.0.1:9] \xc4\xe3\n[127.0.0.1:9] \xba\xc3\n[127.0.0.1:9] x\n"
+        );
     }
 }
