@@ -58,7 +58,8 @@ fn main() {
         }
     };
     wirechat::session::terminal::flush_editor_output(std::time::Duration::from_secs(1));
-    tty.restore();
+    let mut screen = wirechat::session::terminal::silence_editor();
+    tty.restore(screen.as_mut());
     let _ = std::io::stdout().flush();
     // Exit without waiting for threads blocked on stdin (the runtime would wait for them).
     std::process::exit(status.code());

@@ -137,6 +137,31 @@ pub fn flush_editor_output(limit: std::time::Duration) {
     let _ = done_rx.recv_timeout(limit);
 }
 
+/// At exit, after [`flush_editor_output`]: whatever the line editor's thread draws from now on
+/// goes to /dev/null. It redraws its prompt after every message and may still be doing so, so
+/// without this its prompt could land after wirechat's last words, and the shell's prompt after
+/// that. Returns the terminal, for those last words; `None` when the editor never ran.
+#[cfg(unix)]
+pub fn silence_editor() -> Option<std::fs::File> {
+    use std::io::Write as _;
+    use std::os::fd::AsFd;
+    PRINTER.get()?;
+    let _ = io::stdout().flush();
+    let tty = io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .ok()?;
+    nix::unistd::dup2_stdout(&null).ok()?;
+    Some(std::fs::File::from(tty))
+}
+
+/// Elsewhere the editor keeps the console.
+#[cfg(not(unix))]
+pub fn silence_editor() -> Option<std::fs::File> {
+    None
+}
+
 fn start_editor(quiet: bool) -> Result<Terminal, String> {
     // Unbounded, so the editor never waits for the conversation: while it waits it is out of
     // raw mode, and the terminal's cooked mode echoes type-ahead and drops what does not fit
@@ -247,7 +272,7 @@ impl TtyGuard {
     }
 
     /// Nothing to restore.
-    pub fn restore(&self) {}
+    pub fn restore(&self, _: Option<&mut std::fs::File>) {}
 }
 
 #[cfg(unix)]
@@ -258,9 +283,12 @@ impl TtyGuard {
     }
 
     /// Restores the saved mode. If the editor was in the middle of reading a line (raw mode),
-    /// the cursor is moved to a fresh line so the shell's prompt does not land after ours.
-    pub fn restore(&self) {
+    /// its prompt line is cleared on `screen` (the terminal [`silence_editor`] gave, or stdout)
+    /// so the shell's prompt takes its place; a redraw the editor left half done (inside a
+    /// synchronized update) is ended first.
+    pub fn restore(&self, screen: Option<&mut std::fs::File>) {
         use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        use std::io::Write;
         if let Some(saved) = &self.0 {
             let was_reading = tcgetattr(io::stdin()).is_ok_and(|now| {
                 saved.local_flags.contains(LocalFlags::ICANON)
@@ -268,8 +296,11 @@ impl TtyGuard {
             });
             let _ = tcsetattr(io::stdin(), SetArg::TCSANOW, saved);
             if was_reading {
-                use std::io::Write;
-                let _ = io::stdout().write_all(b"\r\n");
+                let last = b"\x1b[?2026l\r\x1b[K";
+                let _ = match screen {
+                    Some(tty) => tty.write_all(last),
+                    None => io::stdout().write_all(last),
+                };
             }
         }
     }

@@ -237,5 +237,10 @@ fn the_last_events_are_on_screen_before_wirechat_exits() {
             screen.contains("wirechat: closed: sent 0 bytes, received 6 bytes"),
             "round {round}:\n{screen}"
         );
+        // The shell's output starts a line of its own: no prompt drawn after wirechat's end.
+        assert!(
+            screen.lines().any(|l| l.starts_with("EXITED=0")),
+            "round {round}:\n{screen}"
+        );
     }
 }
