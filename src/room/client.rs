@@ -51,16 +51,30 @@ pub async fn serve(
     };
     room.leave(id, &reason);
     if conn.kick.token.is_cancelled() {
-        // Cut off: its socket is full, so this line gets through only if there is room.
-        let _ = conn
-            .stream
-            .try_write(format!("\n! disconnected: {}\n", conn.kick.reason()).as_bytes());
+        // Cut off: its socket is full. The reason (after a newline that ends a line it may have
+        // half received) gets through if the client reads again within the grace time.
+        let bye = format!("\n! disconnected: {}\n", conn.kick.reason());
+        let _ = tokio::time::timeout(config.grace, write_all(&conn.stream, bye.as_bytes())).await;
     } else {
         // Whatever it is owed up to now (a goodbye, an error) goes out before the close.
         let _ = tokio::time::timeout(config.grace, drain(&room, &conn)).await;
     }
     let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
     room.gone(id);
+}
+
+/// Writes `bytes` whenever the socket has room, until done or it fails.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        if stream.writable().await.is_err() {
+            return;
+        }
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Takes over from the flushers whenever they find the socket full: waits until it is

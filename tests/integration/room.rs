@@ -390,6 +390,18 @@ fn a_client_that_never_reads_is_cut_off_and_nobody_else_loses_anything() {
         c
     };
     checker.wait("known as slow");
+    // As soon as the server says it cut the slow client off, that client reads again: the
+    // reason comes last.
+    let slow_tail = {
+        let mut rx = slow.stream.try_clone().unwrap();
+        let events = server.stderr.clone();
+        std::thread::spawn(move || {
+            events.wait_text("slow left (send queue full)");
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut rx, &mut all);
+            all
+        })
+    };
     let pad = "p".repeat(180);
     let clients = [Client::named(port, "s1"), Client::named(port, "s2")];
     checker.wait("known as s2");
@@ -436,6 +448,12 @@ fn a_client_that_never_reads_is_cut_off_and_nobody_else_loses_anything() {
     }
     assert!(cut_off, "the client that never reads was not cut off");
     server.stderr.wait_text("slow left (send queue full)");
+    let tail = slow_tail.join().unwrap();
+    assert!(
+        tail.ends_with(b"\n! disconnected: send queue full\n"),
+        "the slow client's last bytes: {:?}",
+        String::from_utf8_lossy(&tail[tail.len().saturating_sub(120)..])
+    );
     for s in senders {
         let (c, drain) = s.join().unwrap();
         c.stream.shutdown(Shutdown::Both).unwrap();
