@@ -89,6 +89,10 @@ pub struct RoomArgs {
     /// Send each joiner the last N chat lines.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub history: usize,
+    /// The wire encoding a client has until it says otherwise with /encoding (gbk for a room
+    /// of the tutorial's Python clients): its greeting and the history come in it.
+    #[arg(short, long, value_name = "LABEL", value_parser = parse_encoding)]
+    pub encoding: Option<Encoding>,
     /// Lines a client may fall behind while it is not reading (its socket is full) before it
     /// is disconnected. The room keeps those lines once for all clients.
     #[arg(long, value_name = "LINES", default_value_t = 16_384)]
@@ -111,6 +115,7 @@ impl RoomArgs {
             rate: (self.rate != 0.0).then_some((self.rate, self.burst)),
             idle_timeout: self.idle_timeout,
             history: self.history,
+            encoding: self.encoding.unwrap_or(Encoding::UTF8),
             log: self.log.clone(),
             queue: self.queue,
             announce_max: self.announce_max,

@@ -133,7 +133,7 @@ async fn read_loop(
     let mut splitter = LineSplitter::new(config.max_line + 1);
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
-    let mut encoding = Encoding::UTF8;
+    let mut encoding = config.encoding;
     let mut wait_for = None;
     let mut rate = config.rate.map(|(r, burst)| RateLimit::new(r, burst));
     let mut throttled = false;

@@ -73,6 +73,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Chat lines kept and sent to each joiner.
     pub history: usize,
+    /// Each client's wire encoding until it picks another with /encoding.
+    pub encoding: crate::codec::Encoding,
     /// Transcript file, appended to.
     pub log: Option<PathBuf>,
     /// Lines a client may fall behind while its socket is full (it is not reading) before it
@@ -96,6 +98,7 @@ impl Default for Config {
             rate: Some((20.0, 40)),
             idle_timeout: None,
             history: 0,
+            encoding: crate::codec::Encoding::UTF8,
             log: None,
             queue: 16_384,
             queue_bytes: 16 << 20,

@@ -131,6 +131,9 @@ impl Room {
             st.log.end(),
             self.private_total.clone(),
         ));
+        if !self.config.encoding.is_utf8() {
+            conn.set_encoding(self.config.encoding);
+        }
         st.nicks.insert(nick.clone(), id);
         let slot = st.shards[shard].len();
         st.shards[shard].push(conn.clone());
@@ -154,10 +157,10 @@ impl Room {
                 .history_chunk
                 .get_or_insert_with(|| {
                     let text: String = state.history.iter().map(|l| &**l).collect();
-                    Chunk::from(text.as_bytes())
+                    encode(&text, self.config.encoding)
                 })
                 .clone();
-            // A joiner reads UTF-8 until it says otherwise, and the chunk is UTF-8.
+            // A joiner reads the room's encoding until it says otherwise, as does the chunk.
             let tag = st.log.end();
             let mut out = conn.out();
             if !conn.push_shared(&mut out, tag, history) {

@@ -229,6 +229,24 @@ fn gbk_and_utf8_clients_read_each_other() {
     assert_eq!(gbk.raw_line(), b"<utf> smile ?");
 }
 
+/// `--encoding gbk`: the tutorial's GBK clients need no /encoding, and a joiner's history comes
+/// in GBK too; a UTF-8 client switches with /encoding.
+#[test]
+fn a_gbk_room_speaks_gbk_from_the_greeting_on() {
+    let (_server, port) = room(&["--encoding", "gbk", "--history", "2"]);
+    let mut a = Client::named(port, "a");
+    a.send_bytes(b"\xc4\xe3\xba\xc3\n");
+    a.send("/who");
+    a.wait("online");
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut b = Client::join_stream(stream);
+    assert_eq!(b.raw_line(), b"<a> \xc4\xe3\xba\xc3");
+    b.send("/encoding utf-8");
+    assert_eq!(b.line(), "* your encoding is now UTF-8");
+    a.send_bytes(b"\xca\xc0\xbd\xe7\n");
+    assert_eq!(b.wait("<a>"), "<a> 世界");
+}
+
 #[test]
 fn nickname_rules() {
     let (_server, port) = room(&[]);
