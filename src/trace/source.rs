@@ -5,7 +5,7 @@
 use super::Error;
 use super::decode::{Frame, Link};
 use pcap_file::DataLink;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 use std::fs::File;
@@ -53,7 +53,7 @@ pub struct FileSource {
 }
 
 enum Reader {
-    Pcap(PcapReader<BufReader<File>>),
+    Pcap(PcapRecords),
     PcapNg(Box<PcapNgReader<BufReader<File>>>),
     Done,
 }
@@ -96,13 +96,88 @@ fn rescale(raw: Duration, tsresol: u8) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// The records of a classic pcap file, read here rather than by pcap-file's `PcapReader`, which
+/// stops at the first record with an impossible timestamp or original length. Such a record's
+/// length is still known, so its bytes are used (as tshark does): a timestamp fraction of a
+/// second or more carries into the seconds, an original length below the captured one is taken
+/// as the captured one. Only a captured length that cannot be right ends the reading.
+struct PcapRecords {
+    reader: BufReader<File>,
+    header: PcapHeader,
+}
+
+impl PcapRecords {
+    /// Reads the file header of `path`.
+    fn new(path: &Path, mut reader: BufReader<File>) -> Result<PcapRecords, Error> {
+        let mut head = [0u8; 24];
+        reader
+            .read_exact(&mut head)
+            .map_err(|e| too_short(path, e))?;
+        let (_, header) = PcapHeader::from_slice(&head)
+            .map_err(|e| Error::BadFile(path.to_path_buf(), e.to_string()))?;
+        Ok(PcapRecords { reader, header })
+    }
+
+    /// The next record: its time, length on the wire and bytes; `None` at the end.
+    fn next_record(&mut self) -> Result<Option<(Duration, u32, Vec<u8>)>, String> {
+        let mut rec = [0u8; 16];
+        match self.reader.read(&mut rec[..1]) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        self.reader
+            .read_exact(&mut rec[1..])
+            .map_err(|_| "the file ends inside a record header".to_string())?;
+        let field = |i: usize| {
+            let b = [rec[i], rec[i + 1], rec[i + 2], rec[i + 3]];
+            match self.header.endianness {
+                pcap_file::Endianness::Big => u32::from_be_bytes(b),
+                pcap_file::Endianness::Little => u32::from_le_bytes(b),
+            }
+        };
+        let (secs, frac, incl, orig) = (field(0), field(4), field(8), field(12));
+        // Generous: snap lengths go up to 256 KiB in practice.
+        let max = self.header.snaplen.clamp(MAX_RECORD / 4, MAX_RECORD);
+        if incl > max {
+            return Err(format!(
+                "a record of {incl} bytes (the snap length is {})",
+                self.header.snaplen
+            ));
+        }
+        let mut data = vec![0u8; incl as usize];
+        self.reader
+            .read_exact(&mut data)
+            .map_err(|_| format!("the file ends inside a record of {incl} bytes"))?;
+        let frac_ns = match self.header.ts_resolution {
+            pcap_file::TsResolution::MicroSecond => u64::from(frac) * 1000,
+            pcap_file::TsResolution::NanoSecond => u64::from(frac),
+        };
+        let ts = Duration::from_secs(u64::from(secs)) + Duration::from_nanos(frac_ns);
+        Ok(Some((ts, orig.max(incl), data)))
+    }
+}
+
+/// A file too short for a capture's header is not a capture; other read errors are errors.
+fn too_short(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::BadFile(path.to_path_buf(), "it is too short to be one".into())
+    } else {
+        Error::ReadFile(path.to_path_buf(), e)
+    }
+}
+
+/// The largest captured length a pcap record may claim.
+const MAX_RECORD: u32 = 1 << 20;
+
 impl FileSource {
     /// Opens `path`, telling pcap from pcapng by the magic number.
     pub fn open(path: &Path) -> Result<FileSource, Error> {
         let io_err = |e| Error::ReadFile(path.to_path_buf(), e);
         let mut file = File::open(path).map_err(io_err)?;
         let mut magic = [0u8; 4];
-        file.read_exact(&mut magic).map_err(io_err)?;
+        file.read_exact(&mut magic)
+            .map_err(|e| too_short(path, e))?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let bad = |e: pcap_file::PcapError| Error::BadFile(path.to_path_buf(), e.to_string());
         let buffered = BufReader::with_capacity(256 * 1024, file);
@@ -110,8 +185,8 @@ impl FileSource {
             let r = PcapNgReader::new(buffered).map_err(bad)?;
             (Reader::PcapNg(Box::new(r)), Link::Ethernet)
         } else {
-            let r = PcapReader::new(buffered).map_err(bad)?;
-            let dl = r.header().datalink;
+            let r = PcapRecords::new(path, buffered)?;
+            let dl = r.header.datalink;
             let link = link_of(dl).ok_or_else(|| {
                 Error::BadFile(path.to_path_buf(), format!("unsupported link type {dl:?}"))
             })?;
@@ -135,17 +210,21 @@ impl PacketSource for FileSource {
         };
         match &mut self.reader {
             Reader::Done => Ok(Next::End),
-            Reader::Pcap(r) => match r.next_packet() {
-                None => Ok(Next::End),
-                Some(Ok(p)) => Ok(Next::Frame(Frame {
-                    ts: p.timestamp,
+            Reader::Pcap(r) => match r.next_record() {
+                Ok(None) => Ok(Next::End),
+                Ok(Some((ts, orig_len, data))) => Ok(Next::Frame(Frame {
+                    ts,
                     link: self.link,
-                    orig_len: p.orig_len,
-                    data: p.data.into_owned(),
+                    orig_len,
+                    data,
                 })),
-                Some(Err(e)) => {
-                    // The pcap format has no resynchronisation point: stop after a bad record.
-                    let why = damaged(e);
+                Err(why) => {
+                    // The pcap format has no resynchronisation point: a record whose length
+                    // cannot be right, or a file cut short, ends the reading.
+                    let why = format!(
+                        "{}: damaged record, reading stops here: {why}",
+                        self.path.display()
+                    );
                     self.reader = Reader::Done;
                     Ok(Next::Skipped(why))
                 }
@@ -346,7 +425,8 @@ mod tests {
         rec.write(&frame(Link::Raw, 0x46)).expect("write");
         assert_eq!(rec.left_out(), 1);
         rec.finish().expect("finish");
-        let mut r = PcapReader::new(File::open(&path).expect("open")).expect("a pcap file");
+        let mut r = pcap_file::pcap::PcapReader::new(File::open(&path).expect("open"))
+            .expect("a pcap file");
         assert_eq!(r.header().datalink, DataLink::RAW);
         let mut firsts = Vec::new();
         while let Some(p) = r.next_packet() {
@@ -360,7 +440,8 @@ mod tests {
             .expect("create")
             .finish()
             .expect("finish");
-        let r = PcapReader::new(File::open(&empty).expect("open")).expect("a pcap file");
+        let r = pcap_file::pcap::PcapReader::new(File::open(&empty).expect("open"))
+            .expect("a pcap file");
         assert_eq!(r.header().datalink, DataLink::LINUX_SLL);
         let _ = std::fs::remove_dir_all(&dir);
     }

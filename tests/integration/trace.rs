@@ -791,3 +791,45 @@ fn pcapng_without_ethernet_is_written_back_whole() {
     assert_eq!(ports, [40001, 40003]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A record with an impossible timestamp or original length still has a known length: its
+/// bytes are used, and the records after it are read (tshark reads them all too).
+#[test]
+fn a_record_with_a_bad_header_field_does_not_end_the_reading() {
+    let mut bytes = std::fs::read(data("three-way-close.pcap")).unwrap();
+    assert_eq!(
+        &bytes[..4],
+        &[0xd4, 0xc3, 0xb2, 0xa1],
+        "a little-endian µs pcap"
+    );
+    // The first record's header follows the 24-byte file header.
+    bytes[28..32].copy_from_slice(&u32::MAX.to_le_bytes()); // ts_usec
+    bytes[36..40].copy_from_slice(&0u32.to_le_bytes()); // orig_len
+    let dir = std::env::temp_dir().join(format!("wirechat-badrec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("bad-record.pcap");
+    std::fs::write(&f, &bytes).unwrap();
+    let out = wirechat()
+        .args(["trace", "--read"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("end: 10 frames, 10 TCP segments"), "{text}");
+    assert!(!text.contains("damaged"), "{text}");
+    // A record that claims more bytes than any capture holds still ends it, with a reason.
+    bytes[32..36].copy_from_slice(&0x7fff_ffffu32.to_le_bytes()); // incl_len
+    std::fs::write(&f, &bytes).unwrap();
+    let out = wirechat()
+        .args(["trace", "--read"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("damaged record, reading stops here"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
