@@ -198,6 +198,17 @@ impl LineSink {
         }
         let mut wire = Vec::with_capacity(text.len());
         let unmappable = enc.encode_message(&text, &mut wire);
+        // Input that is not UTF-8 (a GBK file piped in with -e gbk) decodes to U+FFFD: say
+        // that, rather than blame the encoding.
+        let invalid = text.matches('\u{fffd}').count();
+        if invalid > 0 {
+            self.events.warn(format!(
+                "{invalid} piece(s) of input are not UTF-8, which -e {} converts from, and were \
+                 replaced; to send bytes as they are, leave out -e",
+                enc.name()
+            ));
+        }
+        let unmappable = unmappable.saturating_sub(invalid);
         if unmappable > 0 {
             self.events.warn(format!(
                 "{unmappable} character(s) have no {} form and were sent as '?'",
@@ -324,6 +335,34 @@ mod tests {
             let (out, _) = run(&opts, false, &[&data[..cut], &data[cut..]]);
             proptest::prop_assert_eq!(out.concat(), data);
         }
+    }
+
+    /// Input that is not UTF-8 is named as such, apart from characters the encoding lacks.
+    #[test]
+    fn input_that_is_not_utf8_is_named_in_the_warning() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let events = {
+            let seen = seen.clone();
+            Events::new(move |e: &super::super::Event| seen.lock().unwrap().push(e.to_string()))
+        };
+        let opts = Options {
+            encoding: Some(Encoding::GBK),
+            ..Options::default()
+        };
+        let mut o = Outbound::new(&opts, false, events);
+        let mut out = Vec::new();
+        o.feed(b"\xc4\xe3\n", &mut out);
+        o.feed("😀\n".as_bytes(), &mut out);
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen[0].contains("not UTF-8") && seen[0].contains("leave out -e"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].contains("1 character(s) have no GBK form"),
+            "{seen:?}"
+        );
+        assert_eq!(seen.len(), 2, "{seen:?}");
     }
 
     #[test]
