@@ -255,9 +255,8 @@ async fn read_loop(
     }
 }
 
-/// Acts on one line; returns a reason when the client quits.
-/// Handles one line from member `id`. A private line to a member that is behind sets
-/// `wait_for`: the caller waits for it before the next line.
+/// Acts on one line from member `id`; returns a reason when the client quits. A private line
+/// to a member that is behind sets `wait_for`: the caller waits for it before the next line.
 fn handle(
     room: &Room,
     id: ClientId,

@@ -367,8 +367,7 @@ impl Conn {
 
     /// Queues a line for this member alone, after log entries before `tag`. Returns false when
     /// the member must be cut off: it is not reading and has more than [`PRIVATE_MAX`] unsent,
-    /// or the room has more than [`PRIVATE_TOTAL`]. A single line (a greeting with history)
-    /// always fits.
+    /// or the room has more than [`PRIVATE_TOTAL`]. A single line (the greeting) always fits.
     pub fn push_private(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         out.private_bytes += chunk.len();
