@@ -228,7 +228,8 @@ pub async fn listen(
         match talk(stream, term, &mut outbound, &opts, false).await {
             Ok(End::Quit(super::Side::Local)) => return Ok(End::Quit(super::Side::Local)),
             Ok(_) => {}
-            Err(e) => term.events.warn(format!("{e}")),
+            // With its causes, as main shows an error that ends wirechat.
+            Err(e) => term.events.warn(format!("{:#}", anyhow::Error::new(e))),
         }
     }
 }
