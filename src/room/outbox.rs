@@ -91,12 +91,38 @@ impl Entry {
 }
 
 /// `text` in `enc`.
+///
+/// windows-1252 (what `latin1`, `iso-8859-1` and `ascii` mean to encoding_rs, after WHATWG)
+/// puts its characters above U+00FF (`€`, `“`, `›`, ...) on bytes 0x80-0x9F, which a terminal
+/// set to ISO-8859-1 takes as C1 controls: `›` is 0x9B, CSI. Such a client gets those
+/// characters escaped (`\u{203a}`), like any other control sequence from a peer. The same goes
+/// for x-user-defined, which puts U+F780-U+F79F on those bytes.
 pub fn encode(text: &str, enc: Encoding) -> Chunk {
     if enc.is_utf8() {
         return Arc::from(text.as_bytes());
     }
+    // Which characters would land on 0x80-0x9F, for the encodings where any do.
+    let c1: Option<fn(char) -> bool> = match enc.name() {
+        "windows-1252" => Some(|c| u32::from(c) > 0xff),
+        "x-user-defined" => Some(|c| ('\u{f780}'..='\u{f79f}').contains(&c)),
+        _ => None,
+    };
     let mut out = Vec::with_capacity(text.len());
-    enc.encode_message(text, &mut out);
+    if let Some(c1) = c1
+        && text.chars().any(c1)
+    {
+        let mut safe = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if c1(c) {
+                safe.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            } else {
+                safe.push(c);
+            }
+        }
+        enc.encode_message(&safe, &mut out);
+    } else {
+        enc.encode_message(text, &mut out);
+    }
     Arc::from(out)
 }
 
@@ -869,6 +895,20 @@ mod tests {
         }
         let all = reader.await.unwrap();
         assert!(all.chunks(1000).all(|l| l == line.as_bytes()));
+    }
+
+    /// A latin1 client never gets bytes 0x80-0x9F (C1 controls on an ISO-8859-1 terminal):
+    /// what windows-1252 would put there comes escaped; Latin-1 letters stay themselves.
+    #[test]
+    fn latin1_clients_get_no_c1_bytes() {
+        let latin1 = Encoding::from_label("iso-8859-1").unwrap();
+        let chunk = encode("a\u{203a}2J \u{20ac}5 caf\u{e9} \u{4f60}", latin1);
+        assert_eq!(&chunk[..], b"a\\u{203a}2J \\u{20ac}5 caf\xe9 \\u{4f60}");
+        assert!(!chunk.iter().any(|b| (0x80..=0x9f).contains(b)));
+        let binary = Encoding::from_label("x-user-defined").unwrap();
+        assert_eq!(&encode("\u{f79b}2J", binary)[..], b"\\u{f79b}2J");
+        // Other encodings are untouched by this.
+        assert_eq!(&encode("\u{4f60}", Encoding::GBK)[..], b"\xc4\xe3");
     }
 
     #[test]
