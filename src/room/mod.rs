@@ -60,6 +60,9 @@ pub enum Error {
 /// the connection cap (a semaphore) can count.
 pub const MAX_CLIENTS: usize = 100_000_000;
 
+/// The largest `--max-line`: each client may hold this much of an unfinished line.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// How the room behaves; the command line fills it in.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -120,6 +123,9 @@ impl Config {
         }
         if self.max_line < 16 {
             return bad("--max-line must be at least 16 bytes");
+        }
+        if self.max_line > MAX_LINE {
+            return bad(&format!("--max-line must be at most {MAX_LINE} bytes"));
         }
         if self.queue < 16 {
             return bad("--queue must be at least 16 lines");

@@ -393,7 +393,7 @@ impl Conn {
 
     /// Queues a line for this member alone, after log entries before `tag`. Returns false when
     /// the member must be cut off: it is not reading and has more than [`PRIVATE_MAX`] unsent,
-    /// or the room has more than [`PRIVATE_TOTAL`]. A single line (the greeting) always fits.
+    /// or the room more than [`PRIVATE_TOTAL`]. A single line (the greeting) always fits.
     pub fn push_private(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         out.private_bytes += chunk.len();
@@ -402,10 +402,9 @@ impl Conn {
         if out.private.len() == 1 {
             return true;
         }
-        if total > PRIVATE_TOTAL {
-            return false;
-        }
-        out.mode != Mode::Blocked || out.private_bytes <= PRIVATE_MAX
+        // A member that is reading is not cut off for what others hold: its senders wait for
+        // it instead (see PRIVATE_MAX).
+        out.mode != Mode::Blocked || (out.private_bytes <= PRIVATE_MAX && total <= PRIVATE_TOTAL)
     }
 
     /// Queues a chunk that many members share (the history for joiners): like

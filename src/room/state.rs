@@ -44,10 +44,8 @@ struct State {
     nicks: HashMap<String, ClientId>,
     next_guest: u64,
     log: Log,
-    history: VecDeque<Arc<str>>,
-    /// The history as one chunk, made when the first joiner needs it after a change and then
-    /// shared by every joiner's queue instead of copied into each.
-    history_chunk: Option<Chunk>,
+    /// The last chat lines, in the room's encoding, each shared by the queues of joiners.
+    history: VecDeque<Chunk>,
     transcript: Option<BufWriter<File>>,
     /// Why writing the transcript failed, until the next flush reports it.
     transcript_failed: Option<String>,
@@ -84,7 +82,6 @@ impl Room {
                 next_guest: 1,
                 log: Log::default(),
                 history: VecDeque::new(),
-                history_chunk: None,
                 transcript: transcript.map(|f| BufWriter::with_capacity(64 << 10, f)),
                 transcript_failed: None,
                 announcing: true,
@@ -152,18 +149,16 @@ impl Room {
         let mut cuts = Cuts::new();
         self.send_to(&mut st, id, &greeting, &mut cuts);
         if !st.history.is_empty() {
-            let state = &mut *st;
-            let history = state
-                .history_chunk
-                .get_or_insert_with(|| {
-                    let text: String = state.history.iter().map(|l| &**l).collect();
-                    encode(&text, self.config.encoding)
-                })
-                .clone();
-            // A joiner reads the room's encoding until it says otherwise, as does the chunk.
+            // Each line is held once and shared by every joiner's queue, however many join and
+            // however often the history changes; a joiner reads the room's encoding until it
+            // says otherwise, as the lines are kept in.
             let tag = st.log.end();
             let mut out = conn.out();
-            if !conn.push_shared(&mut out, tag, history) {
+            let mut fits = true;
+            for line in &st.history {
+                fits &= conn.push_shared(&mut out, tag, line.clone());
+            }
+            if !fits {
                 cuts.push(id);
             } else if !out.blocked() {
                 drop(out);
@@ -294,8 +289,7 @@ impl Room {
             if st.history.len() == self.config.history {
                 st.history.pop_front();
             }
-            st.history.push_back(Arc::from(line));
-            st.history_chunk = None;
+            st.history.push_back(encode(&line, self.config.encoding));
         }
         self.settle(st, cuts);
     }
@@ -940,17 +934,24 @@ mod tests {
             clients.push(TcpStream::connect(l.local_addr().unwrap()).await.unwrap());
             let (server, peer) = l.accept().await.unwrap();
             conns.push(r.join(id, peer, server).ok().unwrap());
+            // The history changes between joins too: lines are still held once each.
+            if id == 5 {
+                r.server_say(&line);
+            }
         }
         let total = r.private_total.load(Ordering::Relaxed);
         assert!(total < 8000, "{total} bytes counted for 10 joiners");
-        let firsts: Vec<Chunk> = conns
+        let newest = r.lock().history.back().unwrap().clone();
+        let lasts: Vec<Chunk> = conns
             .iter()
             .map(|c| c.out().last_private().unwrap().clone())
             .collect();
+        // Joiners 6-10 hold the newest line itself, not a copy of it.
+        assert!(lasts[5..].iter().all(|c| Arc::ptr_eq(c, &newest)));
         assert!(
-            firsts
+            lasts[..5]
                 .iter()
-                .all(|c| Arc::ptr_eq(c, &firsts[0]) && c.len() > 8000)
+                .all(|c| Arc::ptr_eq(c, &lasts[0]) && c.len() > 4000)
         );
     }
 

@@ -153,7 +153,10 @@ impl PcapRecords {
             pcap_file::TsResolution::MicroSecond => u64::from(frac) * 1000,
             pcap_file::TsResolution::NanoSecond => u64::from(frac),
         };
-        let ts = Duration::from_secs(u64::from(secs)) + Duration::from_nanos(frac_ns);
+        // A fraction of a second or more carries into the seconds, but no further than pcap
+        // can hold, so that `--write` can write the frame back.
+        let ts = (Duration::from_secs(u64::from(secs)) + Duration::from_nanos(frac_ns))
+            .min(Duration::new(u64::from(u32::MAX), 999_999_999));
         Ok(Some((ts, orig.max(incl), data)))
     }
 }
