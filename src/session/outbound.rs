@@ -175,10 +175,8 @@ impl LineSink {
     /// last line without `\n` gets none, but keeps a `\r` it ended with).
     fn ending(&self, terminated: bool, cr: bool) -> &'static [u8] {
         match (self.eol, terminated) {
-            (Eol::AsTyped, true) if cr => b"\r\n",
-            (Eol::AsTyped, true) => b"\n",
-            (Eol::AsTyped, false) if cr => b"\r",
             (eol, true) => eol.bytes(cr),
+            (Eol::AsTyped, false) if cr => b"\r",
             (_, false) => b"",
         }
     }

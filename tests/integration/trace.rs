@@ -808,25 +808,24 @@ fn a_record_with_a_bad_header_field_does_not_end_the_reading() {
     let dir = std::env::temp_dir().join(format!("wirechat-badrec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("bad-record.pcap");
-    std::fs::write(&f, &bytes).unwrap();
-    let out = wirechat()
-        .args(["trace", "--read"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    // The file written, then read: the status and what was printed.
+    let read = |bytes: &[u8]| {
+        std::fs::write(&f, bytes).unwrap();
+        let out = wirechat()
+            .args(["trace", "--read"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let (status, text) = read(&bytes);
+    assert_eq!(status, Some(0), "{text}");
     assert!(text.contains("end: 10 frames, 10 TCP segments"), "{text}");
     assert!(!text.contains("damaged"), "{text}");
     // A record that claims more bytes than any capture holds still ends it, with a reason.
     bytes[32..36].copy_from_slice(&0x7fff_ffffu32.to_le_bytes()); // incl_len
-    std::fs::write(&f, &bytes).unwrap();
-    let out = wirechat()
-        .args(["trace", "--read"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = read(&bytes);
     assert!(
         text.contains("damaged record, reading stops here"),
         "{text}"
