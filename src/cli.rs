@@ -270,7 +270,8 @@ pub struct TalkArgs {
     #[arg(short = 'x', long)]
     pub hex: bool,
     /// A line equal to WORD, typed or received, ends the conversation (the tutorial uses
-    /// "end" for TCP and "88" for UDP).
+    /// "end" for TCP and "88" for UDP). With --hex a typed line that is hex is compared as
+    /// bytes (type 38 38 for 88), and a WORD that is not hex may be typed as it is.
     #[arg(long, value_name = "WORD", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub quit: Option<String>,
     /// Send line endings as CRLF (same as --eol crlf).

@@ -132,24 +132,36 @@ impl LineSink {
                     return;
                 }
                 // The quit word is compared with whole lines as typed, never with the tail of
-                // a line that came in pieces.
-                if whole && self.quit.as_deref().is_some_and(|q| q.as_bytes() == text) {
+                // a line that came in pieces. In hex mode a line is hex whenever it parses as
+                // hex (below).
+                if whole && !self.hex && self.quit.as_deref().is_some_and(|q| q.as_bytes() == text)
+                {
                     self.quit_seen = true;
                     let mut msg = self.transcode(text, true);
-                    if !self.hex {
-                        // A chosen ending goes after the quit word even at the end of input.
-                        let ending = match self.eol {
-                            Eol::AsTyped => self.ending(terminated, cr),
-                            eol => eol.bytes(cr),
-                        };
-                        msg.extend_from_slice(ending);
-                    }
+                    // A chosen ending goes after the quit word even at the end of input.
+                    let ending = match self.eol {
+                        Eol::AsTyped => self.ending(terminated, cr),
+                        eol => eol.bytes(cr),
+                    };
+                    msg.extend_from_slice(ending);
                     out.push(msg);
                     return;
                 }
                 let mut msg = if self.hex {
                     match parse_hex(&String::from_utf8_lossy(text)) {
-                        Ok(bytes) => bytes,
+                        // `38 38` is the quit word 88 on the wire; `88` is the byte 0x88.
+                        Ok(bytes) => {
+                            self.quit_seen = whole && self.quit_wire().is_some_and(|q| q == bytes);
+                            bytes
+                        }
+                        // A quit word that is not hex (`end`) may be typed as it is.
+                        Err(_)
+                            if whole
+                                && self.quit.as_deref().is_some_and(|q| q.as_bytes() == text) =>
+                        {
+                            self.quit_seen = true;
+                            self.transcode(text, true)
+                        }
                         Err(e) => {
                             self.events.warn(format!("{e}; nothing sent"));
                             return;
@@ -179,6 +191,19 @@ impl LineSink {
             (Eol::AsTyped, false) if cr => b"\r",
             (_, false) => b"",
         }
+    }
+
+    /// The quit word as it goes on the wire.
+    fn quit_wire(&self) -> Option<Vec<u8>> {
+        let word = self.quit.as_deref()?;
+        Some(match self.encoding {
+            Some(enc) => {
+                let mut wire = Vec::new();
+                enc.encode_message(word, &mut wire);
+                wire
+            }
+            None => word.as_bytes().to_vec(),
+        })
     }
 
     fn transcode(&mut self, bytes: &[u8], last: bool) -> Vec<u8> {
@@ -291,6 +316,50 @@ mod tests {
         assert_eq!(flow, Flow::Quit);
         let (_, flow) = run(&opts, false, &[b"abcdend\n"]);
         assert_eq!(flow, Flow::Continue);
+    }
+
+    /// In hex mode a line that parses as hex is hex: `88` is the byte 0x88 and goes on, while
+    /// `38 38` (the quit word 88 on the wire) ends the conversation; a quit word that is not
+    /// hex may be typed as it is.
+    #[test]
+    fn hex_mode_quit_word_is_compared_on_the_wire() {
+        let opts = Options {
+            quit: Some("88".into()),
+            hex: true,
+            ..Options::default()
+        };
+        let (out, flow) = run(&opts, false, &[b"88
+"]);
+        assert_eq!(out.concat(), b"\x88");
+        assert_eq!(flow, Flow::Continue);
+        let (out, flow) = run(&opts, false, &[b"41
+38 38
+42
+"]);
+        assert_eq!(out.concat(), b"A88");
+        assert_eq!(flow, Flow::Quit);
+
+        let gbk = Options {
+            quit: Some("再见".into()),
+            hex: true,
+            encoding: Encoding::from_label("gbk").ok(),
+            ..Options::default()
+        };
+        let (out, flow) = run(&gbk, false, &[b"d4 d9 bc fb
+"]);
+        assert_eq!(out.concat(), b"\xd4\xd9\xbc\xfb");
+        assert_eq!(flow, Flow::Quit);
+
+        let end = Options {
+            quit: Some("end".into()),
+            hex: true,
+            ..Options::default()
+        };
+        let (out, flow) = run(&end, false, &[b"0a
+end
+"]);
+        assert_eq!(out.concat(), b"\nend");
+        assert_eq!(flow, Flow::Quit);
     }
 
     /// Without `--eol`, lines keep the ending they came with, whatever else is on (the quit
