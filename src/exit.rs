@@ -67,6 +67,11 @@ impl Status {
                     return s;
                 }
             }
+            if let Some(s) = cause.downcast_ref::<crate::session::Error>() {
+                if let Some(s) = s.status() {
+                    return s;
+                }
+            }
             if let Some(io) = cause.downcast_ref::<io::Error>() {
                 if let Some(s) = Status::from_io(io.kind()) {
                     return s;

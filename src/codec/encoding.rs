@@ -1,7 +1,7 @@
 //! The wire encoding: a checked wrapper around `encoding_rs`, with stateful halves per direction.
 
 use super::Error;
-use encoding_rs::{CoderResult, EncoderResult};
+use encoding_rs::{CoderResult, DecoderResult, EncoderResult};
 
 /// A text encoding for the wire, chosen by a WHATWG label (`gbk`, `gb18030`, `big5`, ...).
 ///
@@ -96,6 +96,36 @@ impl TextDecoder {
             }
         }
     }
+
+    /// Like [`TextDecoder::decode`], and returns how many malformed sequences were replaced by
+    /// U+FFFD. A U+FFFD that the bytes really encode (EF BF BD in UTF-8) is not counted.
+    pub fn decode_counting_malformed(
+        &mut self,
+        bytes: &[u8],
+        last: bool,
+        out: &mut String,
+    ) -> usize {
+        let mut rest = bytes;
+        let mut malformed = 0;
+        loop {
+            let need = self
+                .0
+                .max_utf8_buffer_length_without_replacement(rest.len())
+                .unwrap_or(rest.len().saturating_mul(3).saturating_add(16));
+            out.reserve(need);
+            let (result, read) = self.0.decode_to_string_without_replacement(rest, out, last);
+            rest = &rest[read..];
+            match result {
+                DecoderResult::InputEmpty => return malformed,
+                DecoderResult::OutputFull => continue,
+                // What `decode` does in its place: one U+FFFD per malformed sequence.
+                DecoderResult::Malformed(..) => {
+                    out.push('\u{fffd}');
+                    malformed += 1;
+                }
+            }
+        }
+    }
 }
 
 /// UTF-8 -> wire bytes. Characters the encoding cannot represent are sent as `?` and counted,
@@ -186,7 +216,37 @@ mod tests {
         assert_eq!(wire, b"a?b");
     }
 
+    #[test]
+    fn malformed_sequences_are_counted_and_a_real_replacement_character_is_not() {
+        let mut dec = Encoding::UTF8.decoder();
+        let mut text = String::new();
+        // A real U+FFFD, a stray continuation byte, and a character split across two calls.
+        assert_eq!(
+            dec.decode_counting_malformed(b"\xef\xbf\xbd\x80a\xe4\xbd", false, &mut text),
+            1
+        );
+        assert_eq!(
+            dec.decode_counting_malformed(b"\xa0\xe4", true, &mut text),
+            1
+        );
+        assert_eq!(text, "\u{fffd}\u{fffd}a\u{4f60}\u{fffd}");
+    }
+
     proptest! {
+        /// Counting changes nothing in the text: it is what `decode` gives.
+        #[test]
+        fn counting_decodes_as_decode_does(bytes in proptest::collection::vec(any::<u8>(), 0..256), split in 0usize..256) {
+            let cut = split.min(bytes.len());
+            let (mut plain, mut counting) = (Encoding::UTF8.decoder(), Encoding::UTF8.decoder());
+            let (mut a, mut b) = (String::new(), String::new());
+            plain.decode(&bytes[..cut], false, &mut a);
+            plain.decode(&bytes[cut..], true, &mut a);
+            let n = counting.decode_counting_malformed(&bytes[..cut], false, &mut b)
+                + counting.decode_counting_malformed(&bytes[cut..], true, &mut b);
+            prop_assert_eq!(n > 0, std::str::from_utf8(&bytes).is_err());
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn gb18030_round_trips_any_text(s in "\\PC{0,64}") {
             let enc = Encoding::from_label("gb18030").unwrap();

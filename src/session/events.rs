@@ -144,77 +144,139 @@ impl<E: fmt::Display + 'static> Events<E> {
     /// whoever emits them never waits for stderr: a stderr that nobody reads (a pager left
     /// open, a terminal stopped with Ctrl-S) must not stop a server. Up to [`DETACHED_LINES`]
     /// lines wait; beyond that they are counted, and the count is written once stderr moves
-    /// again. The returned [`StderrDrain`] waits for what is queued, for the last lines at
-    /// exit.
+    /// again. The returned [`StderrDrain`] waits for what is queued, and for the count of lines
+    /// not shown, for the last lines at exit.
     pub fn stderr_detached(quiet: bool, shown_when_quiet: fn(&E) -> bool) -> (Self, StderrDrain) {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(DETACHED_LINES);
-        let drain = StderrDrain::default();
-        let progress = drain.0.clone();
+        match Events::detached(std::io::stderr(), quiet, shown_when_quiet) {
+            Some(pair) => pair,
+            // No thread to spare: write directly, as everywhere else.
+            None => (
+                Events::stderr_when(quiet, shown_when_quiet),
+                StderrDrain::default(),
+            ),
+        }
+    }
+
+    /// [`Events::stderr_detached`] writing to `out`; `None` when its thread cannot start.
+    fn detached<W: std::io::Write + Send + 'static>(
+        mut out: W,
+        quiet: bool,
+        shown_when_quiet: fn(&E) -> bool,
+    ) -> Option<(Self, StderrDrain)> {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Detached>(DETACHED_LINES);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let writer_dropped = dropped.clone();
-        let writer = std::thread::Builder::new()
+        let progress = Arc::new((std::sync::Mutex::new((0, 0)), std::sync::Condvar::new()));
+        let (writer_progress, writer_dropped) = (progress.clone(), dropped.clone());
+        std::thread::Builder::new()
             .name("stderr".into())
             .spawn(move || {
-                let mut err = std::io::stderr();
-                while let Ok(line) = rx.recv() {
-                    let _ = err.write_all(line.as_bytes());
-                    let lost = writer_dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+                while let Ok(message) = rx.recv() {
+                    if let Detached::Line(line) = message {
+                        let _ = out.write_all(line.as_bytes());
+                    }
+                    let lost = writer_dropped.swap(0, Ordering::Relaxed);
                     if lost > 0 {
                         let note = format!(
                             "wirechat: {lost} events not shown: stderr was not being read\n"
                         );
-                        let _ = err.write_all(note.as_bytes());
+                        let _ = out.write_all(note.as_bytes());
                     }
-                    let (lock, cv) = &*progress;
+                    let (lock, cv) = &*writer_progress;
                     lock.lock().unwrap_or_else(|e| e.into_inner()).1 += 1;
                     cv.notify_all();
                 }
-            });
-        if writer.is_err() {
-            // No thread to spare: write directly, as everywhere else.
-            return (Events::stderr_when(quiet, shown_when_quiet), drain);
-        }
-        let queued = drain.0.clone();
+            })
+            .ok()?;
+        let drain = StderrDrain {
+            progress: progress.clone(),
+            report: Some((tx.clone(), dropped.clone())),
+        };
         let events = Events::new(move |e| {
             if quiet && !shown_when_quiet(e) {
                 return;
             }
-            let mut count = queued.0.lock().unwrap_or_else(|e| e.into_inner());
-            match tx.try_send(format!("wirechat: {e}\n")) {
+            // Counted under the lock that the writer takes after each line, so a line dropped
+            // while the queue is full is reported after one of the queued lines at the latest.
+            let (lock, _) = &*progress;
+            let mut count = lock.lock().unwrap_or_else(|e| e.into_inner());
+            match tx.try_send(Detached::Line(format!("wirechat: {e}\n"))) {
                 Ok(()) => count.0 += 1,
                 Err(_) => {
-                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
-        (events, drain)
+        Some((events, drain))
     }
 }
 
 /// How many event lines [`Events::stderr_detached`] keeps while stderr is not being read.
 pub const DETACHED_LINES: usize = 4096;
 
+/// What the thread of [`Events::stderr_detached`] is given to write. After each, it writes the
+/// count of lines not shown since it last did, if any.
+enum Detached {
+    /// An event line.
+    Line(String),
+    /// Nothing more: only that count ([`StderrDrain::wait`] asks for it when no line follows).
+    Dropped,
+}
+
 /// Lines queued and lines written by [`Events::stderr_detached`]'s thread.
 #[derive(Clone, Default)]
-pub struct StderrDrain(Arc<(std::sync::Mutex<(u64, u64)>, std::sync::Condvar)>);
+pub struct StderrDrain {
+    /// Messages queued and messages written, and a signal for each one written.
+    progress: Arc<(std::sync::Mutex<(u64, u64)>, std::sync::Condvar)>,
+    /// The thread's queue and the count of lines not shown; none when nothing is detached.
+    report: Option<(
+        std::sync::mpsc::SyncSender<Detached>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )>,
+}
 
 impl StderrDrain {
-    /// Waits, at most `limit`, until every line queued so far has been written.
+    /// Waits, at most `limit`, until every line queued so far has been written and, if lines
+    /// were not shown, their count too.
     pub fn wait(&self, limit: std::time::Duration) {
         let end = std::time::Instant::now() + limit;
-        let (lock, cv) = &*self.0;
+        if !self.written_by(end) {
+            return;
+        }
+        let Some((tx, dropped)) = &self.report else {
+            return;
+        };
+        if dropped.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return;
+        }
+        // Lines not shown since the last line written: nothing else would report them.
+        {
+            let (lock, _) = &*self.progress;
+            let mut count = lock.lock().unwrap_or_else(|e| e.into_inner());
+            // When the queue is full again, the writer reports them after the lines in it.
+            if tx.try_send(Detached::Dropped).is_ok() {
+                count.0 += 1;
+            }
+        }
+        self.written_by(end);
+    }
+
+    /// Waits until `end` for every message queued so far to be written; false if time ran out.
+    fn written_by(&self, end: std::time::Instant) -> bool {
+        let (lock, cv) = &*self.progress;
         let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
         let target = g.0;
         while g.1 < target {
             let now = std::time::Instant::now();
             if now >= end {
-                return;
+                return false;
             }
             g = match cv.wait_timeout(g, end - now) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
             };
         }
+        true
     }
 }
 
@@ -267,5 +329,107 @@ impl std::io::Write for EventLines {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Condvar, Mutex};
+
+    /// A stderr that takes nothing until it is opened, and then keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(Mutex<GateState>, Condvar)>);
+
+    #[derive(Default)]
+    struct GateState {
+        open: bool,
+        /// A write is waiting for the gate (the writer thread holds a line).
+        waiting: bool,
+        written: Vec<u8>,
+    }
+
+    impl Gate {
+        fn until(&self, what: impl Fn(&GateState) -> bool) {
+            let (lock, cv) = &*self.0;
+            let g = lock.lock().unwrap();
+            let (_g, timeout) = cv
+                .wait_timeout_while(g, std::time::Duration::from_secs(20), |s| !what(s))
+                .unwrap();
+            assert!(!timeout.timed_out(), "the writer thread never got there");
+        }
+
+        fn open(&self) {
+            let (lock, cv) = &*self.0;
+            lock.lock().unwrap().open = true;
+            cv.notify_all();
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.0.lock().unwrap().written).into_owned()
+        }
+    }
+
+    impl std::io::Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (lock, cv) = &*self.0;
+            let mut g = lock.lock().unwrap();
+            g.waiting = true;
+            cv.notify_all();
+            let mut g = cv.wait_while(g, |s| !s.open).unwrap();
+            g.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const NOTE: &str = "events not shown: stderr was not being read";
+
+    /// Lines beyond the queue are counted, and the count follows the queued lines once stderr
+    /// moves again.
+    #[test]
+    fn lines_beyond_the_queue_are_counted() {
+        let gate = Gate::default();
+        let (events, drain) = Events::<String>::detached(gate.clone(), false, |_| true).unwrap();
+        events.emit("first".into());
+        // The writer holds "first"; the queue takes DETACHED_LINES more, the last 3 are counted.
+        gate.until(|s| s.waiting);
+        for n in 0..DETACHED_LINES + 3 {
+            events.emit(format!("line {n}"));
+        }
+        gate.open();
+        drain.wait(std::time::Duration::from_secs(20));
+        let text = gate.text();
+        assert_eq!(text.matches(NOTE).count(), 1, "{text}");
+        assert!(text.contains(&format!("wirechat: 3 {NOTE}\n")), "{text}");
+        let last = DETACHED_LINES - 1;
+        assert!(text.contains(&format!("wirechat: line {last}\n")), "{text}");
+        assert!(!text.contains(&format!("line {}", last + 1)), "{text}");
+    }
+
+    /// A count that no written line follows (the writer had looked at the count for the last
+    /// line before the lines were counted) is written when the drain finishes.
+    #[test]
+    fn a_count_after_the_last_line_is_written_when_the_drain_finishes() {
+        let gate = Gate::default();
+        gate.open();
+        let (events, drain) = Events::<String>::detached(gate.clone(), false, |_| true).unwrap();
+        events.emit("last line".into());
+        drain.wait(std::time::Duration::from_secs(20));
+        assert_eq!(gate.text(), "wirechat: last line\n");
+        // Two lines counted as the emitter counts them, after the writer's last look.
+        let (_, dropped) = drain.report.as_ref().unwrap();
+        dropped.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        drain.wait(std::time::Duration::from_secs(20));
+        assert_eq!(
+            gate.text(),
+            format!("wirechat: last line\nwirechat: 2 {NOTE}\n")
+        );
+        // Reported once: a later wait finds nothing to add.
+        drain.wait(std::time::Duration::from_secs(20));
+        assert_eq!(gate.text().matches(NOTE).count(), 1);
     }
 }

@@ -129,9 +129,20 @@ pub enum Error {
     /// Writing the terminal side failed.
     #[error("writing output")]
     Output(#[source] io::Error),
-    /// The socket failed (reset by the peer, unreachable).
+    /// The socket failed (reset by the peer, unreachable). The message is the I/O error in
+    /// words, so the error is not also given as the source (a full chain would say it twice).
     #[error("{}", crate::transport::describe(.0))]
-    Socket(#[source] io::Error),
+    Socket(io::Error),
+}
+
+impl Error {
+    /// The exit status that names the socket's error, when it has one.
+    pub fn status(&self) -> Option<crate::exit::Status> {
+        match self {
+            Error::Socket(e) => crate::exit::Status::from_io(e.kind()),
+            Error::Input(_) | Error::Output(_) => None,
+        }
+    }
 }
 
 /// Which side of the conversation something came from.

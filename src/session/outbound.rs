@@ -215,15 +215,15 @@ impl LineSink {
             .take()
             .unwrap_or_else(|| Encoding::UTF8.decoder());
         let mut text = String::new();
-        dec.decode(bytes, last, &mut text);
+        // Input that is not UTF-8 (a GBK file piped in with -e gbk) decodes to U+FFFD: say
+        // that, rather than blame the encoding. The decoder counts it; a U+FFFD in the text
+        // may also have been typed as such, which is valid UTF-8.
+        let invalid = dec.decode_counting_malformed(bytes, last, &mut text);
         if !last {
             self.partial = Some(dec);
         }
         let mut wire = Vec::with_capacity(text.len());
         let unmappable = enc.encode_message(&text, &mut wire);
-        // Input that is not UTF-8 (a GBK file piped in with -e gbk) decodes to U+FFFD: say
-        // that, rather than blame the encoding.
-        let invalid = text.matches('\u{fffd}').count();
         if invalid > 0 {
             self.events.warn(format!(
                 "{invalid} piece(s) of input are not UTF-8, which -e {} converts from, and were \
@@ -231,6 +231,8 @@ impl LineSink {
                 enc.name()
             ));
         }
+        // The encoding may lack U+FFFD (GBK does), so those replacements were counted as
+        // unmappable too; an encoding with a form for every character (GB18030) has none.
         let unmappable = unmappable.saturating_sub(invalid);
         if unmappable > 0 {
             self.events.warn(format!(
@@ -430,6 +432,48 @@ end
             "{seen:?}"
         );
         assert_eq!(seen.len(), 2, "{seen:?}");
+    }
+
+    /// A U+FFFD typed as such (valid UTF-8, EF BF BD) is a character like any other: only bytes
+    /// that really are not UTF-8 get the warning that says so.
+    #[test]
+    fn a_typed_replacement_character_is_not_called_invalid_input() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let events = {
+            let seen = seen.clone();
+            Events::new(move |e: &super::super::Event| seen.lock().unwrap().push(e.to_string()))
+        };
+        let gb18030 = Options {
+            encoding: Encoding::from_label("gb18030").ok(),
+            ..Options::default()
+        };
+        let mut o = Outbound::new(&gb18030, false, events.clone());
+        let mut out = Vec::new();
+        o.feed("a\u{fffd}b\n".as_bytes(), &mut out);
+        // GB18030 has a form for every character, U+FFFD included.
+        assert_eq!(out.concat(), b"a\x84\x31\xa4\x37b\n");
+        assert!(seen.lock().unwrap().is_empty(), "{seen:?}");
+        // GBK has no U+FFFD: that is a character without a GBK form. In the same line, one
+        // byte that is not UTF-8 is named as such, and counted once.
+        let gbk = Options {
+            encoding: Some(Encoding::GBK),
+            ..Options::default()
+        };
+        let mut o = Outbound::new(&gbk, false, events);
+        let mut out = Vec::new();
+        o.feed("\u{fffd}".as_bytes(), &mut out);
+        o.feed(b"\xff\n", &mut out);
+        assert_eq!(out.concat(), b"??\n");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[0].contains("1 piece(s) of input are not UTF-8"),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].contains("1 character(s) have no GBK form"),
+            "{seen:?}"
+        );
     }
 
     #[test]

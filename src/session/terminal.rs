@@ -203,8 +203,15 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
                     #[cfg(not(unix))]
                     std::process::exit(130);
+                    // The input has not ended, so `line_tx` stays open: dropping it would let
+                    // the conversation take the interruption for the end of input and send
+                    // FIN before the signal is handled. The editor is out of raw mode now, so
+                    // its printer writes straight to the terminal and the exit does not wait
+                    // for this thread.
                     #[cfg(unix)]
-                    return;
+                    loop {
+                        std::thread::park();
+                    }
                 }
                 // Ctrl-D, or the terminal went away: our input is over.
                 Err(_) => return,

@@ -263,17 +263,17 @@ pub async fn connect(
         None => SocketAddr::new(unspecified(dest), 0),
     };
     let socket =
-        transport::udp_bind_addr(local, false).map_err(|source| transport::Error::Bind {
+        transport::udp_bind_addr(local, false).map_err(|error| transport::Error::Bind {
             what: "bind",
             addr: local,
-            source,
+            error,
         })?;
     socket
         .connect(dest)
         .await
-        .map_err(|source| transport::Error::Connect {
+        .map_err(|error| transport::Error::Connect {
             addr: dest.to_string(),
-            source,
+            error,
         })?;
     term.events.emit(Event::UdpReady {
         local: socket.local_addr()?,

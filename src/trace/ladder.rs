@@ -2,10 +2,11 @@
 //!
 //! A [`Tracker`] keys connections by their 4-tuple. Each [`Conn`] keeps, per direction, the
 //! initial sequence number (so seq and ack are shown relative to it, as Wireshark does), the
-//! highest sequence seen (to label retransmissions, out-of-order segments, duplicate ACKs) and
-//! the modelled RFC 9293 state of the end that sends in that direction. Every state change goes
-//! through `Conn::set_state`, which records a [`Transition`]. When both ends are finished the
-//! connection's [`Summary`] says how the handshake and the close really went.
+//! highest sequence seen (to label retransmissions, out-of-order segments, duplicate ACKs,
+//! zero-window probes and their ACKs, by Wireshark's rules) and the modelled RFC 9293 state of
+//! the end that sends in that direction. Every state change goes through `Conn::set_state`,
+//! which records a [`Transition`]. When both ends are finished the connection's [`Summary`]
+//! says how the handshake and the close really went.
 
 use super::decode::{Packet, Transport};
 use super::state::State;
@@ -196,6 +197,12 @@ pub enum Label {
     ZeroWindow,
     /// One byte (or none) below the next sequence number: a keep-alive probe.
     KeepAlive,
+    /// One byte sent into a zero window to learn when it opens (RFC 9293 §3.8.6.1; Wireshark:
+    /// TCP ZeroWindowProbe).
+    ZeroWindowProbe,
+    /// The receiver's reply to a zero-window probe: the same ACK and still no room. Not a
+    /// duplicate ACK (Wireshark: TCP ZeroWindowProbeAck).
+    ZeroWindowProbeAck,
 }
 
 impl fmt::Display for Label {
@@ -207,6 +214,8 @@ impl fmt::Display for Label {
             Label::DupAck(n) => write!(f, "dup ACK #{n}"),
             Label::ZeroWindow => f.write_str("zero window"),
             Label::KeepAlive => f.write_str("keep-alive"),
+            Label::ZeroWindowProbe => f.write_str("zero window probe"),
+            Label::ZeroWindowProbeAck => f.write_str("zero window probe ACK"),
         }
     }
 }
@@ -412,6 +421,11 @@ struct Half {
     last_ack: Option<u32>,
     last_win: u16,
     dup_acks: u32,
+    /// Sequence number of this end's last zero-window probe while the window stays shut: a
+    /// byte sent but not yet counted (`next_seq` stays before it).
+    probe: Option<u32>,
+    /// The last segment this end sent was a zero-window probe.
+    probed: bool,
     wscale: Option<u8>,
     /// Sequence number of this end's FIN.
     fin_seq: Option<u32>,
@@ -431,6 +445,8 @@ impl Half {
             last_ack: None,
             last_win: 0,
             dup_acks: 0,
+            probe: None,
+            probed: false,
             wscale: None,
             fin_seq: None,
             fin_acked: false,
@@ -699,11 +715,34 @@ impl Conn {
     /// Labels a segment by comparing it with what its sender sent before.
     fn analyse(&mut self, s: Side, t: &TcpHeader, payload: usize, seg_len: u32) -> Vec<Label> {
         let mut labels = Vec::new();
-        let other_next = self.half[s.other().idx()].next_seq;
+        let other = &self.half[s.other().idx()];
+        let other_next = other.next_seq;
+        // The receiver's last word was a zero window.
+        let window_shut = other.last_ack.is_some() && other.last_win == 0;
+        let other_probed = other.probed;
         let h = &mut self.half[s.idx()];
         let seq = t.sequence_number;
         let pure_ack = seg_len == 0 && t.ack && !t.rst;
-        if let Some(next) = h.next_seq {
+        if let (Some(next), Some(p)) = (h.next_seq, h.probe) {
+            // The receiver took the probe's byte and the sender went on after it.
+            if p == next && seq == next.wrapping_add(1) {
+                h.next_seq = Some(seq);
+                h.bytes += 1;
+            }
+        }
+        if !window_shut {
+            h.probe = None;
+        }
+        // Wireshark's rule: one byte at the next sequence number into a zero window. Like
+        // Wireshark, the probe does not move the next sequence number: the receiver has not
+        // taken its byte, which comes again (as the next probe, or as data later).
+        let probe =
+            payload == 1 && !t.syn && !t.fin && !t.rst && window_shut && h.next_seq == Some(seq);
+        h.probed = probe;
+        if probe {
+            labels.push(Label::ZeroWindowProbe);
+            h.probe = Some(seq);
+        } else if let Some(next) = h.next_seq {
             let keep_alive =
                 payload <= 1 && !t.syn && !t.fin && !t.rst && seq == next.wrapping_sub(1);
             if keep_alive {
@@ -729,6 +768,7 @@ impl Conn {
         }
         let end = seq.wrapping_add(seg_len);
         match h.next_seq {
+            _ if probe => {}
             Some(n) if !seq_lt(n, end) => {}
             _ => {
                 // New sequence space: count its payload once.
@@ -743,7 +783,17 @@ impl Conn {
         if t.ack && !t.rst {
             let ack = t.acknowledgment_number;
             let outstanding = other_next.is_some_and(|n| seq_lt(ack, n));
-            if pure_ack
+            // Wireshark's rule: no data, still no room, the same ACK, just after a probe.
+            let probe_ack = pure_ack
+                && !t.syn
+                && !t.fin
+                && t.window_size == 0
+                && other_probed
+                && h.last_ack == Some(ack)
+                && h.next_seq.is_none_or(|n| n == seq);
+            if probe_ack {
+                labels.push(Label::ZeroWindowProbeAck);
+            } else if pure_ack
                 && !t.syn
                 && !t.fin
                 && h.last_ack == Some(ack)
@@ -1174,6 +1224,70 @@ mod tests {
         s.push(seg(true, "A", 100, 901, 1000, b"")); // seq = next - 1, no data
         let r = run(&s);
         assert_eq!(rows(&r)[3].labels, [Label::KeepAlive]);
+    }
+
+    /// A sender facing a zero window probes it with one byte; the receiver's replies repeat
+    /// its ACK and zero window, and are not duplicate ACKs (Wireshark: TCP ZeroWindowProbe,
+    /// TCP ZeroWindowProbeAck).
+    #[test]
+    fn zero_window_probes_and_their_acks_are_not_dup_acks() {
+        let mut s = handshake();
+        s.push(seg(true, "PA", 101, 901, 1000, b"aaaa")); // 1..5
+        s.push(seg(false, "A", 901, 105, 0, b"")); // all taken, no room left
+        s.push(seg(true, "A", 105, 901, 1000, b"b")); // probe: the next byte
+        s.push(seg(false, "A", 901, 105, 0, b"")); // still no room: the byte is not taken
+        s.push(seg(true, "A", 105, 901, 1000, b"b")); // the same probe again
+        s.push(seg(false, "A", 901, 105, 0, b""));
+        s.push(seg(false, "A", 901, 105, 500, b"")); // room again: a window update
+        s.push(seg(true, "PA", 105, 901, 1000, b"bcd")); // the probe byte and more
+        s.push(seg(false, "A", 901, 108, 500, b""));
+        let mut t = Tracker::new();
+        let mut recs = Vec::new();
+        for (i, p) in s.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut recs);
+        }
+        t.finish(&mut recs);
+        let r = rows(&recs);
+        assert_eq!(r[4].labels, [Label::ZeroWindow]);
+        assert_eq!(r[5].labels, [Label::ZeroWindowProbe]);
+        assert_eq!(r[6].labels, [Label::ZeroWindowProbeAck, Label::ZeroWindow]);
+        assert_eq!(r[7].labels, [Label::ZeroWindowProbe]);
+        assert_eq!(r[8].labels, [Label::ZeroWindowProbeAck, Label::ZeroWindow]);
+        assert!(r[9].labels.is_empty(), "{:?}", r[9].labels);
+        // The probe's byte was not taken, so here it is new data (as in Wireshark).
+        assert!(r[10].labels.is_empty(), "{:?}", r[10].labels);
+        assert!(r[11].labels.is_empty(), "{:?}", r[11].labels);
+        assert_eq!(
+            r[6].labels
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>(),
+            ["zero window probe ACK", "zero window"]
+        );
+        let sum = summary(&recs).expect("summary at the end");
+        assert_eq!(sum.dup_acks, 0);
+        assert_eq!(sum.bytes, [7, 0]);
+
+        // A probe whose byte the receiver takes once it has room: the data after it follows
+        // on, with no segment missing in between.
+        let mut s = handshake();
+        s.push(seg(true, "PA", 101, 901, 1000, b"aaaa"));
+        s.push(seg(false, "A", 901, 105, 0, b""));
+        s.push(seg(true, "A", 105, 901, 1000, b"b")); // probe
+        s.push(seg(false, "A", 901, 106, 500, b"")); // taken
+        s.push(seg(true, "PA", 106, 901, 1000, b"cd"));
+        let mut t = Tracker::new();
+        let mut recs = Vec::new();
+        for (i, p) in s.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut recs);
+        }
+        t.finish(&mut recs);
+        let r = rows(&recs);
+        assert_eq!(r[5].labels, [Label::ZeroWindowProbe]);
+        assert!(r[6].labels.is_empty(), "{:?}", r[6].labels);
+        assert!(r[7].labels.is_empty(), "{:?}", r[7].labels);
+        assert_eq!((r[7].seq, r[7].len), (6, 2));
+        assert_eq!(summary(&recs).expect("summary").bytes, [7, 0]);
     }
 
     #[test]

@@ -22,21 +22,24 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 pub const BACKLOG: i32 = 4096;
 
 /// What can go wrong opening a socket. Each variant names the address involved.
+///
+/// The I/O error of `Bind` and `Connect` is part of the message, in the words of [`describe`],
+/// and is not the error's `source()`: a chain printed in full (`{:#}`) would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The host name did not resolve.
     #[error("unknown host {host:?}: {reason}")]
     UnknownHost { host: String, reason: String },
     /// Binding a local address failed.
-    #[error("cannot {what} {addr}: {}", describe(.source))]
+    #[error("cannot {what} {addr}: {}", describe(.error))]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        source: io::Error,
+        error: io::Error,
     },
     /// Connecting failed on every address the host resolved to.
-    #[error("cannot connect to {addr}: {}", describe(.source))]
-    Connect { addr: String, source: io::Error },
+    #[error("cannot connect to {addr}: {}", describe(.error))]
+    Connect { addr: String, error: io::Error },
     /// The connect timeout expired.
     #[error("connecting to {addr} timed out after {secs:.1} s")]
     ConnectTimeout { addr: String, secs: f64 },
@@ -48,19 +51,23 @@ impl Error {
         match self {
             Error::UnknownHost { .. } => Some(Status::UnknownHost),
             Error::ConnectTimeout { .. } => Some(Status::TimedOut),
-            Error::Bind { source, .. } | Error::Connect { source, .. } => {
-                Status::from_io(source.kind())
+            Error::Bind { error, .. } | Error::Connect { error, .. } => {
+                Status::from_io(error.kind())
             }
         }
     }
 }
 
-/// An I/O error in words a user can act on.
+/// An I/O error in words a user can act on: what happened and, where it helps, what to check.
+/// It replaces the system's text for the same error; a kind without words of its own keeps the
+/// system's text, which says more than the kind.
 pub fn describe(err: &io::Error) -> String {
     use io::ErrorKind as K;
     match err.kind() {
         K::AddrInUse => "address already in use (another program is bound to it)".into(),
-        K::ConnectionRefused => "connection refused (nothing is listening there)".into(),
+        K::ConnectionRefused => {
+            "connection refused (nothing is listening on that port; is the server running?)".into()
+        }
         K::PermissionDenied => {
             "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into()
         }
@@ -159,13 +166,13 @@ async fn bind_first<T>(
             Ok(t) => return Ok(t),
             // Without IPv6 in this kernel, fall back to the IPv4 wildcard.
             Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => last = Some(e),
-            Err(source) => return Err(Error::Bind { what, addr, source }),
+            Err(error) => return Err(Error::Bind { what, addr, error }),
         }
     }
     Err(Error::Bind {
         what,
         addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), spec.port),
-        source: last.unwrap_or_else(|| io::Error::other("no address to bind")),
+        error: last.unwrap_or_else(|| io::Error::other("no address to bind")),
     })
 }
 
@@ -204,11 +211,11 @@ pub async fn tcp_connect(
                 Err(e) => last = Some((addr, e)),
             }
         }
-        let (addr, source) = match last {
+        let (addr, error) = match last {
             Some((addr, e)) => (addr.to_string(), e),
             None => (target.to_string(), io::Error::other("no address")),
         };
-        Err(Error::Connect { addr, source })
+        Err(Error::Connect { addr, error })
     };
     match timeout {
         None => attempt.await,
@@ -258,5 +265,41 @@ pub fn display_addr(addr: SocketAddr) -> SocketAddr {
             None => addr,
         },
         v4 => v4,
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+
+    /// The error as `main` prints it, with its whole chain: one clause per thing that happened.
+    #[test]
+    fn a_refused_connect_is_described_once() {
+        let e = Error::Connect {
+            addr: "127.0.0.1:9".into(),
+            error: io::Error::from_raw_os_error(Errno::ECONNREFUSED as i32),
+        };
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(e)),
+            "cannot connect to 127.0.0.1:9: connection refused (nothing is listening on that \
+             port; is the server running?)"
+        );
+    }
+
+    /// A kind without words of its own keeps the system's text, without the error number.
+    #[test]
+    fn an_uncategorised_error_keeps_the_system_text() {
+        let e = io::Error::from_raw_os_error(Errno::ENOPROTOOPT as i32);
+        assert_eq!(describe(&e), "protocol not available");
+        let e = Error::Bind {
+            what: "bind",
+            addr: ([127, 0, 0, 1], 9).into(),
+            error: e,
+        };
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(e)),
+            "cannot bind 127.0.0.1:9: protocol not available"
+        );
     }
 }

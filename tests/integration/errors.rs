@@ -30,22 +30,30 @@ fn expect_error(args: &[&str], code: i32, needles: &[&str]) -> String {
     line
 }
 
+/// `line` names `what` once: the OS's own words for the same error are not appended.
+fn says_once(line: &str, what: &str) {
+    assert_eq!(line.to_lowercase().matches(what).count(), 1, "{line}");
+    assert!(!line.contains("os error"), "{line}");
+}
+
 #[test]
 fn port_in_use_is_status_3() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    expect_error(
+    let line = expect_error(
         &["tcp", "listen", &addr],
         3,
         &["address already in use", &addr],
     );
+    says_once(&line, "address already in use");
 }
 
 #[test]
 fn udp_port_in_use_is_status_3() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    expect_error(&["udp", "listen", &addr], 3, &["address already in use"]);
+    let line = expect_error(&["udp", "listen", &addr], 3, &["address already in use"]);
+    says_once(&line, "address already in use");
 }
 
 #[test]
@@ -54,11 +62,13 @@ fn connection_refused_is_status_4() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    expect_error(
+    let line = expect_error(
         &["tcp", "connect", &addr],
         4,
         &["connection refused", &addr],
     );
+    says_once(&line, "refused");
+    assert!(line.contains("nothing is listening"), "{line}");
 }
 
 #[test]
@@ -168,7 +178,12 @@ fn reset_by_peer_is_status_1() {
     let code = p.wait_exit();
     let err = p.stderr.text();
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("connection reset by peer"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("wirechat: error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("connection reset by peer"), "{line}");
+    says_once(line, "reset");
 }
 
 #[test]

@@ -244,3 +244,35 @@ fn the_last_events_are_on_screen_before_wirechat_exits() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_at_the_prompt_exits_130_at_once_without_a_fin_event() {
+    // Ctrl-C interrupts: it is not the end of input, so wirechat must not report that it sent
+    // FIN, and it must exit at once (the exit waits up to a second for the editor's output,
+    // which the editor must keep taking). The old report depended on timing: five rounds.
+    if !have("tmux") {
+        return;
+    }
+    for round in 0..5 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (tmux, _peer) = connect_in_tmux(&listener, "");
+        tmux.wait("the connection", |s| s.contains("connected to"));
+        let pressed = Instant::now();
+        let ok = tmux
+            .command()
+            .args(["send-keys", "-t", &tmux.0, "C-c"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux send-keys failed");
+        let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+        let took = pressed.elapsed();
+        assert!(screen.contains("EXITED=130"), "round {round}:\n{screen}");
+        assert!(!screen.contains("sent FIN"), "round {round}:\n{screen}");
+        // Well under the one second that a stalled editor would cost.
+        assert!(
+            took < std::time::Duration::from_millis(800),
+            "round {round}: exit took {took:?}\n{screen}"
+        );
+    }
+}

@@ -832,3 +832,92 @@ fn a_record_with_a_bad_header_field_does_not_end_the_reading() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A receiver with no room left is probed with one byte at a time (as Windows and the BSDs
+/// probe); its replies repeat the ACK and the zero window. The ladder labels them as Wireshark
+/// does (TCP ZeroWindowProbe, TCP ZeroWindowProbeAck), not as duplicate ACKs.
+#[test]
+fn zero_window_probes_are_labelled_and_their_acks_are_not_dup_acks() {
+    use etherparse::PacketBuilder;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+
+    // (from A?, flags, seq, ack, window, payload)
+    type Seg = (bool, &'static str, u32, u32, u16, &'static [u8]);
+    let segs: [Seg; 13] = [
+        (true, "S", 1000, 0, 65535, b""),
+        (false, "SA", 5000, 1001, 65535, b""),
+        (true, "A", 1001, 5001, 65535, b""),
+        (true, "PA", 1001, 5001, 65535, b"fill"),
+        (false, "A", 5001, 1005, 0, b""),
+        (true, "A", 1005, 5001, 65535, b"m"),
+        (false, "A", 5001, 1005, 0, b""),
+        (true, "A", 1005, 5001, 65535, b"m"),
+        (false, "A", 5001, 1005, 0, b""),
+        (false, "A", 5001, 1005, 4096, b""),
+        (true, "PA", 1005, 5001, 65535, b"more"),
+        (false, "A", 5001, 1009, 4096, b""),
+        (true, "R", 1009, 0, 0, b""),
+    ];
+    let frame = |s: &Seg| {
+        let ((src, sp), (dst, dp)) = if s.0 {
+            (([127, 0, 0, 1], 40200), ([127, 0, 0, 1], 8899))
+        } else {
+            (([127, 0, 0, 1], 8899), ([127, 0, 0, 1], 40200))
+        };
+        let mut bld = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, s.2, s.4);
+        for c in s.1.chars() {
+            bld = match c {
+                'S' => bld.syn(),
+                'A' => bld.ack(s.3),
+                'P' => bld.psh(),
+                'R' => bld.rst(),
+                _ => bld,
+            };
+        }
+        let mut out = Vec::new();
+        bld.write(&mut out, s.5).unwrap();
+        out
+    };
+    let dir = std::env::temp_dir().join(format!("wirechat-zwp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("zero-window-probes.pcap");
+    {
+        let mut w = PcapWriter::new(std::fs::File::create(&file).unwrap()).unwrap();
+        let t0 = Duration::from_secs(1_764_000_000);
+        for (i, s) in segs.iter().enumerate() {
+            let f = frame(s);
+            let at = t0 + Duration::from_millis(i as u64);
+            w.write_packet(&PcapPacket::new(at, f.len() as u32, &f))
+                .unwrap();
+        }
+    }
+    let out = wirechat()
+        .args(["trace", "--read"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("#1   +")).collect();
+    assert_eq!(rows.len(), segs.len(), "{stdout}");
+    assert!(!stdout.contains("dup ACK"), "{stdout}");
+    for i in [5, 7] {
+        assert!(
+            rows[i].contains("[zero window probe]"),
+            "row {i}:\n{stdout}"
+        );
+        assert!(!rows[i].contains("keep-alive"), "row {i}:\n{stdout}");
+    }
+    for i in [6, 8] {
+        assert!(
+            rows[i].contains("[zero window probe ACK]  [zero window]"),
+            "row {i}:\n{stdout}"
+        );
+    }
+    // The probed byte, sent again with more once there is room, is new data.
+    assert!(!rows[10].contains('['), "{stdout}");
+    assert!(stdout.contains("data: A->B 8 bytes"), "{stdout}");
+}
