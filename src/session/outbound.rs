@@ -330,14 +330,10 @@ mod tests {
             hex: true,
             ..Options::default()
         };
-        let (out, flow) = run(&opts, false, &[b"88
-"]);
+        let (out, flow) = run(&opts, false, &[b"88\n"]);
         assert_eq!(out.concat(), b"\x88");
         assert_eq!(flow, Flow::Continue);
-        let (out, flow) = run(&opts, false, &[b"41
-38 38
-42
-"]);
+        let (out, flow) = run(&opts, false, &[b"41\n38 38\n42\n"]);
         assert_eq!(out.concat(), b"A88");
         assert_eq!(flow, Flow::Quit);
 
@@ -347,8 +343,7 @@ mod tests {
             encoding: Encoding::from_label("gbk").ok(),
             ..Options::default()
         };
-        let (out, flow) = run(&gbk, false, &[b"d4 d9 bc fb
-"]);
+        let (out, flow) = run(&gbk, false, &[b"d4 d9 bc fb\n"]);
         assert_eq!(out.concat(), b"\xd4\xd9\xbc\xfb");
         assert_eq!(flow, Flow::Quit);
 
@@ -357,9 +352,7 @@ mod tests {
             hex: true,
             ..Options::default()
         };
-        let (out, flow) = run(&end, false, &[b"0a
-end
-"]);
+        let (out, flow) = run(&end, false, &[b"0a\nend\n"]);
         assert_eq!(out.concat(), b"\nend");
         assert_eq!(flow, Flow::Quit);
     }
