@@ -468,7 +468,7 @@ impl Room {
         self.len() == 0
     }
 
-    /// Up to [`CATCH_UP_MAX`] log entries from `from`, for a member catching up on its own.
+    /// Up to `CATCH_UP_MAX` log entries from `from`, for a member catching up on its own.
     pub fn snapshot(&self, from: u64) -> Snapshot {
         self.lock().log.snapshot(from, CATCH_UP_MAX)
     }

@@ -142,9 +142,9 @@ impl<E: fmt::Display + 'static> Events<E> {
 impl<E: fmt::Display + 'static> Events<E> {
     /// Like [`Events::stderr_when`], but the lines are written by a thread of their own, so
     /// whoever emits them never waits for stderr: a stderr that nobody reads (a pager left
-    /// open, a terminal stopped with Ctrl-S) must not stop a server. Up to [`DETACHED_LINES`]
+    /// open, a terminal stopped with Ctrl-S) must not stop a server. Up to `DETACHED_LINES`
     /// lines wait; beyond that they are counted, and the count is written once stderr moves
-    /// again. The returned [`StderrDrain`] waits for what is queued, and for the count of lines
+    /// again. The returned `StderrDrain` waits for what is queued, and for the count of lines
     /// not shown, for the last lines at exit.
     pub fn stderr_detached(quiet: bool, shown_when_quiet: fn(&E) -> bool) -> (Self, StderrDrain) {
         match Events::detached(std::io::stderr(), quiet, shown_when_quiet) {
