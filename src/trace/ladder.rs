@@ -798,6 +798,7 @@ impl Conn {
                 && !t.fin
                 && h.last_ack == Some(ack)
                 && h.last_win == t.window_size
+                && t.window_size != 0
                 && outstanding
             {
                 h.dup_acks += 1;
@@ -1224,6 +1225,27 @@ mod tests {
         s.push(seg(true, "A", 100, 901, 1000, b"")); // seq = next - 1, no data
         let r = run(&s);
         assert_eq!(rows(&r)[3].labels, [Label::KeepAlive]);
+    }
+
+    /// A receiver with no room that repeats its ACK is not asking for a retransmission: as in
+    /// Wireshark, an ACK advertising a zero window is never a duplicate ACK.
+    #[test]
+    fn repeated_zero_window_acks_are_not_dup_acks() {
+        let mut s = handshake();
+        s.push(seg(true, "PA", 101, 901, 1000, b"aaaabbbb")); // 1..9
+        s.push(seg(false, "A", 901, 105, 0, b"")); // 4 taken, no room left
+        s.push(seg(false, "A", 901, 105, 0, b"")); // the same, again
+        s.push(seg(false, "A", 901, 105, 0, b""));
+        let mut t = Tracker::new();
+        let mut recs = Vec::new();
+        for (i, p) in s.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut recs);
+        }
+        t.finish(&mut recs);
+        for row in &rows(&recs)[4..7] {
+            assert_eq!(row.labels, [Label::ZeroWindow]);
+        }
+        assert_eq!(summary(&recs).expect("summary").dup_acks, 0);
     }
 
     /// A sender facing a zero window probes it with one byte; the receiver's replies repeat
