@@ -67,6 +67,11 @@ impl Status {
                     return s;
                 }
             }
+            if let Some(crate::room::Error::Listen(t)) = cause.downcast_ref::<crate::room::Error>()
+                && let Some(s) = t.status()
+            {
+                return s;
+            }
             if let Some(s) = cause.downcast_ref::<crate::session::Error>() {
                 if let Some(s) = s.status() {
                     return s;
@@ -123,6 +128,27 @@ pub async fn interrupted() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statuses of errors whose I/O error is part of the message rather than the source.
+    #[cfg(unix)]
+    #[test]
+    fn errors_that_describe_their_cause_still_name_the_status() {
+        let os = |e: nix::errno::Errno| io::Error::from_raw_os_error(e as i32);
+        let socket = crate::session::Error::Socket(os(nix::errno::Errno::EHOSTUNREACH));
+        assert_eq!(
+            Status::classify(&anyhow::Error::new(socket).context("sending")),
+            Status::Unreachable
+        );
+        let listen = crate::room::Error::Listen(crate::transport::Error::Bind {
+            what: "listen on",
+            addr: ([127, 0, 0, 1], 9).into(),
+            error: os(nix::errno::Errno::EADDRINUSE),
+        });
+        assert_eq!(
+            Status::classify(&anyhow::Error::new(listen)),
+            Status::AddrInUse
+        );
+    }
 
     /// The README's table of exit statuses is this table.
     #[test]

@@ -149,9 +149,26 @@ impl LineSink {
                 }
                 let mut msg = if self.hex {
                     match parse_hex(&String::from_utf8_lossy(text)) {
-                        // `38 38` is the quit word 88 on the wire; `88` is the byte 0x88.
+                        // `38 38` is the quit word 88 on the wire (with or without a line
+                        // ending after it, as the peer's check takes it); `88` is the byte 0x88.
                         Ok(bytes) => {
-                            self.quit_seen = whole && self.quit_wire().is_some_and(|q| q == bytes);
+                            let line = bytes
+                                .strip_suffix(b"\n")
+                                .map(|b| b.strip_suffix(b"\r").unwrap_or(b))
+                                .unwrap_or(&bytes);
+                            self.quit_seen = whole && self.quit_wire().is_some_and(|q| q == line);
+                            if !self.quit_seen
+                                && let Some(q) =
+                                    self.quit.as_deref().filter(|q| q.as_bytes() == text)
+                            {
+                                let wire = self.quit_wire().unwrap_or_default();
+                                let hex: Vec<String> =
+                                    wire.iter().map(|b| format!("{b:02x}")).collect();
+                                self.events.warn(format!(
+                                    "{q:?} was sent as hex; to send the quit word, type {}",
+                                    hex.join(" ")
+                                ));
+                            }
                             bytes
                         }
                         // A quit word that is not hex (`end`) may be typed as it is.
@@ -336,6 +353,25 @@ mod tests {
         let (out, flow) = run(&opts, false, &[b"41\n38 38\n42\n"]);
         assert_eq!(out.concat(), b"A88");
         assert_eq!(flow, Flow::Quit);
+        // The word with a line ending is still the word, as the peer's check takes it.
+        let (out, flow) = run(&opts, false, &[b"38 38 0d 0a\n"]);
+        assert_eq!(out.concat(), b"88\r\n");
+        assert_eq!(flow, Flow::Quit);
+        // Typing the word itself, which is hex too, says how to send the word.
+        let warned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = warned.clone();
+        let mut o = Outbound::new(
+            &opts,
+            false,
+            Events::new(move |e: &super::super::Event| w.lock().unwrap().push(e.to_string())),
+        );
+        let mut out = Vec::new();
+        assert_eq!(o.feed(b"88\n", &mut out), Flow::Continue);
+        let warned = warned.lock().unwrap();
+        assert!(
+            warned.iter().any(|w| w.contains("type 38 38")),
+            "{warned:?}"
+        );
 
         let gbk = Options {
             quit: Some("再见".into()),

@@ -199,8 +199,17 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                 }
                 Err(rustyline::error::ReadlineError::Interrupted) => {
                     // Ctrl-C at the prompt means what it means elsewhere: stop wirechat.
+                    // The signal goes to this thread, unblocked here in case wirechat was
+                    // started with SIGINT blocked: it would stay pending, and nothing would
+                    // end the conversation.
                     #[cfg(unix)]
-                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT);
+                    {
+                        use nix::sys::signal::{SigSet, Signal};
+                        let mut int = SigSet::empty();
+                        int.add(Signal::SIGINT);
+                        let _ = int.thread_unblock();
+                        let _ = nix::sys::signal::raise(Signal::SIGINT);
+                    }
                     #[cfg(not(unix))]
                     std::process::exit(130);
                     // The input has not ended, so `line_tx` stays open: dropping it would let

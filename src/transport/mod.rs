@@ -31,7 +31,7 @@ pub enum Error {
     #[error("unknown host {host:?}: {reason}")]
     UnknownHost { host: String, reason: String },
     /// Binding a local address failed.
-    #[error("cannot {what} {addr}: {}", describe(.error))]
+    #[error("cannot {what} {addr}: {}", describe_bind(.error))]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -64,14 +64,9 @@ impl Error {
 pub fn describe(err: &io::Error) -> String {
     use io::ErrorKind as K;
     match err.kind() {
-        K::AddrInUse => "address already in use (another program is bound to it)".into(),
         K::ConnectionRefused => {
             "connection refused (nothing is listening on that port; is the server running?)".into()
         }
-        K::PermissionDenied => {
-            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into()
-        }
-        K::AddrNotAvailable => "address not available on this machine".into(),
         K::HostUnreachable => "no route to host".into(),
         K::NetworkUnreachable => "network unreachable".into(),
         K::TimedOut => "timed out".into(),
@@ -84,6 +79,20 @@ pub fn describe(err: &io::Error) -> String {
                 None => s,
             }
         }
+    }
+}
+
+/// [`describe`] for an error binding a local address, where some errors have a likely cause
+/// that the system's words do not give.
+pub fn describe_bind(err: &io::Error) -> String {
+    use io::ErrorKind as K;
+    match err.kind() {
+        K::AddrInUse => "address already in use (another program is bound to it)".into(),
+        K::PermissionDenied => {
+            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".into()
+        }
+        K::AddrNotAvailable => "address not available on this machine".into(),
+        _ => describe(err),
     }
 }
 
@@ -301,5 +310,30 @@ mod tests {
             format!("{:#}", anyhow::Error::new(e)),
             "cannot bind 127.0.0.1:9: protocol not available"
         );
+    }
+
+    /// The hints about ports below 1024 and addresses of this machine are about binding; a
+    /// connect refused by a firewall (EPERM) or out of local ports (EADDRNOTAVAIL) keeps the
+    /// system's words.
+    #[test]
+    fn bind_hints_are_given_only_for_binding() {
+        let eperm = || io::Error::from_raw_os_error(Errno::EPERM as i32);
+        let connect = Error::Connect {
+            addr: "10.0.0.1:80".into(),
+            error: eperm(),
+        };
+        assert_eq!(
+            connect.to_string(),
+            "cannot connect to 10.0.0.1:80: operation not permitted"
+        );
+        let bind = Error::Bind {
+            what: "listen on",
+            addr: ([0, 0, 0, 0], 80).into(),
+            error: io::Error::from_raw_os_error(Errno::EACCES as i32),
+        };
+        assert!(bind.to_string().contains("ports below 1024"), "{bind}");
+        let e = io::Error::from_raw_os_error(Errno::EADDRNOTAVAIL as i32);
+        assert_eq!(describe(&e), "cannot assign requested address");
+        assert_eq!(describe_bind(&e), "address not available on this machine");
     }
 }

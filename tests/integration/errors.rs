@@ -48,6 +48,20 @@ fn port_in_use_is_status_3() {
     says_once(&line, "address already in use");
 }
 
+/// The room's listening errors carry the same statuses as the conversations'.
+#[test]
+fn room_port_in_use_is_status_3_and_unknown_host_5() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let line = expect_error(&["room", &addr], 3, &["address already in use", &addr]);
+    says_once(&line, "address already in use");
+    expect_error(
+        &["room", "no-such-host.invalid:80"],
+        5,
+        &["unknown host", "no-such-host.invalid"],
+    );
+}
+
 #[test]
 fn udp_port_in_use_is_status_3() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -101,9 +101,18 @@ impl Tmux {
 /// `wirechat tcp connect` to `listener` with `options`, running in tmux: the session, and the
 /// peer's end of the connection once wirechat's prompt is showing.
 fn connect_in_tmux(listener: &TcpListener, options: &str) -> (Tmux, std::net::TcpStream) {
+    connect_in_tmux_via(listener, "", options)
+}
+
+/// [`connect_in_tmux`], with wirechat started by the command `via` (empty: by the shell).
+fn connect_in_tmux_via(
+    listener: &TcpListener,
+    via: &str,
+    options: &str,
+) -> (Tmux, std::net::TcpStream) {
     let addr = listener.local_addr().unwrap();
     let tmux = Tmux::start(&format!(
-        "{} tcp connect {addr} {options}; echo EXITED=$?; sleep 60",
+        "{via} {} tcp connect {addr} {options}; echo EXITED=$?; sleep 60",
         env!("CARGO_BIN_EXE_wirechat")
     ));
     let peer = crate::util::accept(listener);
@@ -275,4 +284,28 @@ fn ctrl_c_at_the_prompt_exits_130_at_once_without_a_fin_event() {
             "round {round}: exit took {took:?}\n{screen}"
         );
     }
+}
+
+#[test]
+fn ctrl_c_at_the_prompt_exits_130_even_when_sigint_was_blocked() {
+    // A parent may start wirechat with SIGINT blocked (the mask is inherited through exec).
+    // Ctrl-C at the prompt must still end it, not leave it with its input stopped for good.
+    if !have("tmux") || !have("python3") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let blocked = "python3 -c 'import os, signal, sys; \
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}); \
+        os.execv(sys.argv[1], sys.argv[1:])'";
+    let (tmux, _peer) = connect_in_tmux_via(&listener, blocked, "");
+    tmux.wait("the connection", |s| s.contains("connected to"));
+    let ok = tmux
+        .command()
+        .args(["send-keys", "-t", &tmux.0, "C-c"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tmux send-keys failed");
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=130"), "{screen}");
 }
