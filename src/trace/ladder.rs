@@ -1142,6 +1142,17 @@ mod tests {
         out
     }
 
+    /// [`run`], then the end of the capture (which adds the summary).
+    fn run_to_end(segs: &[Packet]) -> Vec<Record> {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for (i, p) in segs.iter().enumerate() {
+            t.observe(Duration::from_millis(i as u64), p, &mut out);
+        }
+        t.finish(&mut out);
+        out
+    }
+
     fn rows(recs: &[Record]) -> Vec<&Segment> {
         recs.iter()
             .filter_map(|r| match r {
@@ -1204,12 +1215,7 @@ mod tests {
         assert_eq!(r[9].labels, [Label::Retransmission]);
         assert_eq!(r[10].labels, [Label::ZeroWindow]);
         // Data counted once: aaaa, bbbb, cccc.
-        let mut t = Tracker::new();
-        let mut out = Vec::new();
-        for (i, p) in s.iter().enumerate() {
-            t.observe(Duration::from_millis(i as u64), p, &mut out);
-        }
-        t.finish(&mut out);
+        let out = run_to_end(&s);
         let sum = summary(&out).expect("summary at the end");
         assert_eq!(sum.bytes, [12, 0]);
         assert_eq!(
@@ -1236,12 +1242,7 @@ mod tests {
         s.push(seg(false, "A", 901, 105, 0, b"")); // 4 taken, no room left
         s.push(seg(false, "A", 901, 105, 0, b"")); // the same, again
         s.push(seg(false, "A", 901, 105, 0, b""));
-        let mut t = Tracker::new();
-        let mut recs = Vec::new();
-        for (i, p) in s.iter().enumerate() {
-            t.observe(Duration::from_millis(i as u64), p, &mut recs);
-        }
-        t.finish(&mut recs);
+        let recs = run_to_end(&s);
         for row in &rows(&recs)[4..7] {
             assert_eq!(row.labels, [Label::ZeroWindow]);
         }
@@ -1263,12 +1264,7 @@ mod tests {
         s.push(seg(false, "A", 901, 105, 500, b"")); // room again: a window update
         s.push(seg(true, "PA", 105, 901, 1000, b"bcd")); // the probe byte and more
         s.push(seg(false, "A", 901, 108, 500, b""));
-        let mut t = Tracker::new();
-        let mut recs = Vec::new();
-        for (i, p) in s.iter().enumerate() {
-            t.observe(Duration::from_millis(i as u64), p, &mut recs);
-        }
-        t.finish(&mut recs);
+        let recs = run_to_end(&s);
         let r = rows(&recs);
         assert_eq!(r[4].labels, [Label::ZeroWindow]);
         assert_eq!(r[5].labels, [Label::ZeroWindowProbe]);
@@ -1298,12 +1294,7 @@ mod tests {
         s.push(seg(true, "A", 105, 901, 1000, b"b")); // probe
         s.push(seg(false, "A", 901, 106, 500, b"")); // taken
         s.push(seg(true, "PA", 106, 901, 1000, b"cd"));
-        let mut t = Tracker::new();
-        let mut recs = Vec::new();
-        for (i, p) in s.iter().enumerate() {
-            t.observe(Duration::from_millis(i as u64), p, &mut recs);
-        }
-        t.finish(&mut recs);
+        let recs = run_to_end(&s);
         let r = rows(&recs);
         assert_eq!(r[5].labels, [Label::ZeroWindowProbe]);
         assert!(r[6].labels.is_empty(), "{:?}", r[6].labels);

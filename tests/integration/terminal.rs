@@ -91,10 +91,18 @@ impl Tmux {
     }
 
     fn enter(&self) {
-        self.command()
-            .args(["send-keys", "-t", &self.0, "Enter"])
+        self.press("Enter");
+    }
+
+    /// Presses a key by its tmux name (`Enter`, `C-c`).
+    fn press(&self, key: &str) {
+        let ok = self
+            .command()
+            .args(["send-keys", "-t", &self.0, key])
             .status()
-            .unwrap();
+            .unwrap()
+            .success();
+        assert!(ok, "tmux send-keys {key} failed");
     }
 }
 
@@ -267,13 +275,7 @@ fn ctrl_c_at_the_prompt_exits_130_at_once_without_a_fin_event() {
         let (tmux, _peer) = connect_in_tmux(&listener, "");
         tmux.wait("the connection", |s| s.contains("connected to"));
         let pressed = Instant::now();
-        let ok = tmux
-            .command()
-            .args(["send-keys", "-t", &tmux.0, "C-c"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux send-keys failed");
+        tmux.press("C-c");
         let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
         let took = pressed.elapsed();
         assert!(screen.contains("EXITED=130"), "round {round}:\n{screen}");
@@ -299,13 +301,7 @@ fn ctrl_c_at_the_prompt_exits_130_even_when_sigint_was_blocked() {
         os.execv(sys.argv[1], sys.argv[1:])'";
     let (tmux, _peer) = connect_in_tmux_via(&listener, blocked, "");
     tmux.wait("the connection", |s| s.contains("connected to"));
-    let ok = tmux
-        .command()
-        .args(["send-keys", "-t", &tmux.0, "C-c"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "tmux send-keys failed");
+    tmux.press("C-c");
     let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
     assert!(screen.contains("EXITED=130"), "{screen}");
 }
