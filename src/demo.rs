@@ -16,18 +16,44 @@ fn loopback() -> HostPort {
     }
 }
 
+/// Prints a line of the walkthrough. Once stdout is closed (`wirechat demo | head`) nobody is
+/// reading: the demo ends there, quietly. Any other write error ends it with that error.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))
+    };
+}
+
+fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!(
+            "wirechat: error: cannot write the demo: {}",
+            crate::transport::describe(&e)
+        );
+        std::process::exit(1);
+    }
+}
+
 fn say(who: &str, what: impl AsRef<str>) {
     let mut lines = what.as_ref().lines();
     if let Some(first) = lines.next() {
-        println!("{who:>8}  {first}");
+        out!("{who:>8}  {first}");
     }
     for more in lines {
-        println!("{:>8}  {more}", "");
+        out!("{:>8}  {more}", "");
     }
 }
 
 fn heading(title: &str) {
-    println!("\n── {title} ──");
+    out!("\n── {title} ──");
 }
 
 fn wire(bytes: &[u8]) -> String {
@@ -50,15 +76,13 @@ fn from_gbk(bytes: &[u8]) -> String {
 
 /// Runs the walkthrough.
 pub async fn run() -> anyhow::Result<()> {
-    println!("wirechat demo: the tutorial's TCP and UDP conversations, live on 127.0.0.1");
+    out!("wirechat demo: the tutorial's TCP and UDP conversations, live on 127.0.0.1");
     tcp_steps().await?;
     tcp_chat().await?;
     udp_steps().await?;
-    println!("\nDone: every step above used real sockets. Try it between two terminals:");
-    println!("  wirechat tcp listen 8899                 wirechat tcp connect 127.0.0.1:8899");
-    println!(
-        "  wirechat udp listen 8888 -e gbk          wirechat udp connect 127.0.0.1:8888 -e gbk"
-    );
+    out!("\nDone: every step above used real sockets. Try it between two terminals:");
+    out!("  wirechat tcp listen 8899                 wirechat tcp connect 127.0.0.1:8899");
+    out!("  wirechat udp listen 8888 -e gbk          wirechat udp connect 127.0.0.1:8888 -e gbk");
     Ok(())
 }
 
