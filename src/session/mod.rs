@@ -157,8 +157,10 @@ pub enum Side {
 /// How a conversation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
-    /// Both directions finished (or the output was closed, like `| head`).
+    /// Both directions finished.
     Closed,
+    /// Our output was closed (`| head`): nobody reads any more.
+    OutputClosed,
     /// The quit word was typed or received.
     Quit(Side),
     /// Nothing moved for the idle timeout.
@@ -282,7 +284,7 @@ where
                     }
                 }
                 RecvEnd::Quit => return Ok(End::Quit(Side::Peer)),
-                RecvEnd::OutputClosed => return Ok(End::Closed),
+                RecvEnd::OutputClosed => return Ok(End::OutputClosed),
             },
             () = idle => {
                 if let Some(t) = idle_timeout {

@@ -199,7 +199,7 @@ pub async fn connect(
 }
 
 /// `wirechat tcp listen`: accept a client and converse; with `keep_open`, one client after
-/// another until the quit word is typed or the process is stopped.
+/// another until the quit word is typed, the output is closed, or the process is stopped.
 pub async fn listen(
     spec: &HostPort,
     keep_open: bool,
@@ -226,7 +226,8 @@ pub async fn listen(
     loop {
         let stream = accept(&listener, &term.events).await;
         match talk(stream, term, &mut outbound, &opts, false).await {
-            Ok(End::Quit(super::Side::Local)) => return Ok(End::Quit(super::Side::Local)),
+            // The quit word typed, or nobody left to show the next client's data to.
+            Ok(end @ (End::Quit(super::Side::Local) | End::OutputClosed)) => return Ok(end),
             Ok(_) => {}
             // With its causes, as main shows an error that ends wirechat.
             Err(e) => term.events.warn(format!("{:#}", anyhow::Error::new(e))),

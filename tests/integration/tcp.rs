@@ -440,6 +440,26 @@ fn ipv6_loopback() {
     assert!(server.stderr.text().contains("connection from [::1]:"));
 }
 
+/// `tcp listen -k | head -1`: once nobody reads the output, the listener ends (status 0)
+/// instead of taking the next clients' data and dropping it.
+#[test]
+fn keep_open_ends_when_its_output_is_closed() {
+    // The reading end is gone before the first client's data arrives.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["tcp", "listen", "127.0.0.1:0", "-k"])
+        .stdin(Stdio::null())
+        .stdout(writer);
+    let mut server = Proc::spawn_stderr(cmd);
+    let port = server.port();
+    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    first.write_all(b"nobody reads this\n").unwrap();
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
+    // Nothing listens any more: a second client is refused, not silently swallowed.
+    assert!(TcpStream::connect(format!("127.0.0.1:{port}")).is_err());
+}
+
 /// Listening without a host takes both IPv4 and IPv6 clients; --keep-open serves one after
 /// another, and a line typed half before a client leaves is finished for the next one.
 #[test]
