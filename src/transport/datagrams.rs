@@ -4,12 +4,16 @@
 
 use std::io;
 use std::net::SocketAddr;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Datagrams taken per system call.
 pub const BATCH: usize = 64;
 /// The largest UDP payload (IPv6 jumbograms aside), and so the size of each receive buffer.
 pub const MAX_DATAGRAM: usize = 65_536;
+
+/// What a receive waits for: data, or an error to report.
+const WAIT: Interest = Interest::READABLE.add(Interest::ERROR);
 
 /// Preallocated buffers for one batch of received datagrams.
 pub struct Batch {
@@ -41,9 +45,25 @@ impl Batch {
     }
 
     /// Waits for at least one datagram and takes as many as are queued (up to [`BATCH`]).
+    /// A pending socket error (an ICMP port unreachable for what was sent) comes back as the
+    /// error: the kernel signals it as an error event alone, which waiting for readable data
+    /// would never see.
     pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         loop {
-            socket.readable().await?;
+            let ready = socket.ready(WAIT).await?;
+            if ready.is_error() {
+                // tokio's `try_io` runs its closure only for a single interest, and clears
+                // that interest's readiness when the closure says `WouldBlock`: so the error
+                // is taken inside one, which then clears the error readiness too.
+                let mut pending = None;
+                let _ = socket.try_io(Interest::ERROR, || {
+                    pending = socket.take_error()?;
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
+                if let Some(e) = pending {
+                    return Err(e);
+                }
+            }
             match self.try_recv(socket) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return r,
@@ -53,7 +73,7 @@ impl Batch {
 
     /// Takes what is queued without waiting; `WouldBlock` when nothing is.
     pub fn try_recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
-        let n = socket.try_io(tokio::io::Interest::READABLE, || self.take(socket))?;
+        let n = socket.try_io(Interest::READABLE, || self.take(socket))?;
         self.count = n;
         Ok(n)
     }

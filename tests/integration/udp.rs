@@ -200,6 +200,21 @@ fn ipv6_datagrams() {
     assert_eq!(recv_text(&s).0, "v6 reply");
 }
 
+/// The refusal of the only datagram is reported too: the kernel signals it as an error event
+/// alone, with no later send to pick it up.
+#[test]
+fn a_refused_only_datagram_is_reported() {
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap();
+    drop(gone);
+    let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
+    w.send(b"hi\n");
+    w.close_stdin();
+    assert_eq!(w.wait_exit(), 0);
+    let err = w.stderr.text();
+    assert_eq!(err.matches("refused a datagram").count(), 1, "{err}");
+}
+
 /// A refused datagram (nothing listening) is reported and the conversation goes on: a later
 /// line still goes out once something listens there.
 #[test]
