@@ -10,6 +10,12 @@ use crate::codec::{Encoding, LineSplitter, Piece, TextDecoder, parse_hex};
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
+/// The longest typed line kept for one datagram. What counts is the datagram's size after
+/// encoding or hex parsing, which the kernel checks when it is sent (65,507 bytes over IPv4,
+/// 65,527 over IPv6); a typed line can be up to three times that (`41 ` per byte in hex). Any
+/// line longer than this is too long in every encoding.
+const DATAGRAM_LINE_MAX: usize = 4 * MAX_UDP_PAYLOAD + 2;
+
 /// Whether the conversation goes on after this input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -50,7 +56,7 @@ impl Outbound {
             && opts.quit.is_none()
             && opts.eol == Eol::AsTyped;
         let max = if datagram {
-            MAX_UDP_PAYLOAD
+            DATAGRAM_LINE_MAX
         } else {
             opts.max_line
         };
@@ -507,8 +513,36 @@ mod tests {
 
     #[test]
     fn oversized_datagram_is_refused_not_split() {
-        let long = vec![b'x'; MAX_UDP_PAYLOAD + 10];
+        let long = vec![b'x'; DATAGRAM_LINE_MAX + 10];
         let (out, _) = run(&Options::default(), true, &[&long, b"\nok\n"]);
         assert_eq!(out, vec![b"ok".to_vec()]);
+    }
+
+    /// A datagram's limit is on what goes on the wire: a GBK line of 43,672 bytes typed as
+    /// 65,508 bytes of UTF-8, a hex line of 30,000 bytes typed as 90,000 characters, and a
+    /// line of 65,507 bytes typed with CRLF all fit.
+    #[test]
+    fn the_datagram_limit_is_on_the_wire_bytes() {
+        let gbk = Options {
+            encoding: Encoding::from_label("gbk").ok(),
+            ..Options::default()
+        };
+        let typed = format!("{}\n", "你".repeat(21_836));
+        let (out, _) = run(&gbk, true, &[typed.as_bytes()]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 43_672);
+
+        let hex = Options {
+            hex: true,
+            ..Options::default()
+        };
+        let typed = format!("{}\n", "41 ".repeat(30_000));
+        let (out, _) = run(&hex, true, &[typed.as_bytes()]);
+        assert_eq!(out, vec![vec![b'A'; 30_000]]);
+
+        let mut typed = vec![b'a'; MAX_UDP_PAYLOAD];
+        typed.extend_from_slice(b"\r\n");
+        let (out, _) = run(&Options::default(), true, &[&typed]);
+        assert_eq!(out, vec![vec![b'a'; MAX_UDP_PAYLOAD]]);
     }
 }
