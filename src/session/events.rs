@@ -35,6 +35,8 @@ pub enum Event {
     PeerClosed,
     /// The quit word ended the conversation.
     Quit { by_peer: bool, word: String },
+    /// The quit word was typed, but not sent: it had nowhere to go.
+    QuitUnsent { word: String },
     /// Nothing moved for this long.
     Idle(Duration),
     /// The conversation is over.
@@ -88,6 +90,7 @@ impl fmt::Display for Event {
                 by_peer: false,
                 word,
             } => write!(f, "sent {word:?}: ending"),
+            Event::QuitUnsent { word } => write!(f, "typed {word:?}: ending (it was not sent)"),
             Event::Idle(t) => write!(f, "idle for {:.1} s: closing", t.as_secs_f64()),
             Event::Closed { sent, received } => {
                 write!(f, "closed: sent {sent} bytes, received {received} bytes")

@@ -163,6 +163,8 @@ pub enum End {
     OutputClosed,
     /// The quit word was typed or received.
     Quit(Side),
+    /// The quit word was typed but had nowhere to go (UDP, before anyone sent a datagram).
+    QuitUnsent,
     /// Nothing moved for the idle timeout.
     Idle,
 }
@@ -174,6 +176,8 @@ pub enum SendEnd {
     Eof,
     /// The quit word was typed and sent.
     Quit,
+    /// The quit word was typed, and had nowhere to go.
+    QuitUnsent,
 }
 
 /// How the receiving direction ended.
@@ -274,6 +278,7 @@ where
                     }
                 }
                 SendEnd::Quit => return Ok(End::Quit(Side::Local)),
+                SendEnd::QuitUnsent => return Ok(End::QuitUnsent),
             },
             r = &mut recv, if receiving => match r? {
                 RecvEnd::PeerClosed => {
@@ -306,11 +311,14 @@ fn report_end(
     events: &Events,
 ) -> Result<End, Error> {
     let end = end?;
-    if let End::Quit(side) = end {
-        events.emit(Event::Quit {
+    let word = || opts.quit.clone().unwrap_or_default();
+    match end {
+        End::Quit(side) => events.emit(Event::Quit {
             by_peer: side == Side::Peer,
-            word: opts.quit.clone().unwrap_or_default(),
-        });
+            word: word(),
+        }),
+        End::QuitUnsent => events.emit(Event::QuitUnsent { word: word() }),
+        _ => {}
     }
     let (sent, received) = activity.totals();
     events.emit(Event::Closed { sent, received });

@@ -65,7 +65,9 @@ where
                 0 => outbound.finish(&mut msgs),
                 n => outbound.feed(&buf[..n], &mut msgs),
             };
+            let mut unsent = false;
             for m in msgs.drain(..) {
+                unsent = false;
                 let dest = match policy {
                     PeerPolicy::Connected => connected_peer,
                     PeerPolicy::Fixed(a) => Some(a),
@@ -76,13 +78,19 @@ where
                         "nobody has sent a datagram yet, so this line has nowhere to go \
                          (use --peer HOST:PORT); not sent",
                     );
+                    unsent = true;
                     continue;
                 };
                 send_one(socket, policy, dest, &m, events).await?;
                 activity.sent(m.len());
             }
             if flow == Flow::Quit {
-                return Ok(SendEnd::Quit);
+                // The quit word is the last message.
+                return Ok(if unsent {
+                    SendEnd::QuitUnsent
+                } else {
+                    SendEnd::Quit
+                });
             }
             if n == 0 {
                 return Ok(SendEnd::Eof);

@@ -392,3 +392,19 @@ fn raw_with_nc() {
     nc.stdout
         .wait_for("the reply", |b| b == b"\x01\x02 reply\n");
 }
+
+/// A quit word typed before anyone has sent a datagram has nowhere to go: wirechat ends, and
+/// says the word was not sent rather than that it was.
+#[test]
+fn a_quit_word_with_nowhere_to_go_is_not_reported_sent() {
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "--quit", "88"]);
+    l.listening();
+    l.send(b"88\n");
+    assert_eq!(l.wait_exit(), 0);
+    let err = l.stderr.text();
+    assert!(
+        err.contains("typed \"88\": ending (it was not sent)"),
+        "{err}"
+    );
+    assert!(!err.contains("sent \"88\""), "{err}");
+}
