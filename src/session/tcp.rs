@@ -154,7 +154,29 @@ async fn converse_spliced(
 
 /// Holds a conversation on `stream` with the process's terminal side, choosing the
 /// pass-through when nothing needs to look at the bytes.
+/// Converses over `stream`; a socket error names the peer (`connection with ADDR: connection
+/// reset by peer`), which a message about the socket alone would not.
 async fn talk(
+    stream: TcpStream,
+    term: &mut Terminal,
+    outbound: &mut Outbound,
+    opts: &Options,
+    single: bool,
+) -> anyhow::Result<End> {
+    let peer = stream.peer_addr().ok();
+    match talk_with(stream, term, outbound, opts, single).await {
+        Err(e @ Error::Socket(_)) => {
+            let e = anyhow::Error::new(e);
+            Err(match peer {
+                Some(p) => e.context(format!("connection with {}", transport::display_addr(p))),
+                None => e,
+            })
+        }
+        r => Ok(r?),
+    }
+}
+
+async fn talk_with(
     stream: TcpStream,
     term: &mut Terminal,
     outbound: &mut Outbound,
@@ -195,7 +217,7 @@ pub async fn connect(
     let local = stream.local_addr().unwrap_or(super::UNKNOWN_PEER);
     term.events.emit(Event::Connected { peer, local });
     let mut outbound = Outbound::new(opts, false, term.events.clone());
-    Ok(talk(stream, term, &mut outbound, opts, true).await?)
+    talk(stream, term, &mut outbound, opts, true).await
 }
 
 /// `wirechat tcp listen`: accept a client and converse; with `keep_open`, one client after
@@ -221,7 +243,7 @@ pub async fn listen(
         let stream = accept(&listener, &term.events).await;
         // One conversation: stop listening so nobody else queues up behind it.
         drop(listener);
-        return Ok(talk(stream, term, &mut outbound, &opts, true).await?);
+        return talk(stream, term, &mut outbound, &opts, true).await;
     }
     loop {
         let stream = accept(&listener, &term.events).await;
@@ -230,7 +252,7 @@ pub async fn listen(
             Ok(end @ (End::Quit(super::Side::Local) | End::OutputClosed)) => return Ok(end),
             Ok(_) => {}
             // With its causes, as main shows an error that ends wirechat.
-            Err(e) => term.events.warn(format!("{:#}", anyhow::Error::new(e))),
+            Err(e) => term.events.warn(format!("{e:#}")),
         }
     }
 }

@@ -184,6 +184,8 @@ fn reset_by_peer_is_status_1() {
     let addr = listener.local_addr().unwrap().to_string();
     let mut p = Proc::wirechat(&["tcp", "connect", &addr]);
     let stream = crate::util::accept(&listener);
+    // Reset once connected, so the reset ends the conversation, not the connect.
+    p.stderr.wait_text("connected to");
     // SO_LINGER 0 turns close into RST.
     socket2::SockRef::from(&stream)
         .set_linger(Some(std::time::Duration::ZERO))
@@ -197,6 +199,8 @@ fn reset_by_peer_is_status_1() {
         .find(|l| l.starts_with("wirechat: error:"))
         .unwrap_or_else(|| panic!("no error line: {err}"));
     assert!(line.contains("connection reset by peer"), "{line}");
+    // Which connection: the peer's address.
+    assert!(line.contains(&format!("connection with {addr}")), "{line}");
     says_once(line, "reset");
 }
 
