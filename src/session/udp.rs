@@ -240,7 +240,11 @@ pub async fn listen(
     let socket = transport::udp_bind(spec).await?;
     let local = socket.local_addr()?;
     let policy = match peer {
-        Some(p) => PeerPolicy::Fixed(map_family(first(p).await?, local)),
+        Some(p) => {
+            let p = first(p).await?;
+            transport::check_family(local, p)?;
+            PeerPolicy::Fixed(map_family(p, local))
+        }
         None => PeerPolicy::LastSender,
     };
     term.events.emit(Event::Listening {
@@ -270,6 +274,7 @@ pub async fn connect(
         Some(b) => SocketAddr::new(unspecified(dest), b.port),
         None => SocketAddr::new(unspecified(dest), 0),
     };
+    transport::check_family(local, dest)?;
     let socket =
         transport::udp_bind_addr(local, false).map_err(|error| transport::Error::Bind {
             what: "bind",

@@ -40,6 +40,17 @@ pub enum Error {
     /// Connecting failed on every address the host resolved to.
     #[error("cannot connect to {addr}: {}", describe(.error))]
     Connect { addr: String, error: io::Error },
+    /// A local address of one IP version and a peer of the other: no datagram can go between
+    /// them.
+    #[error(
+        "cannot reach {peer} from {local}: an {local_version} address reaches only {local_version} \
+         addresses (bind without a host, or to [::], to reach both)"
+    )]
+    Family {
+        local: SocketAddr,
+        peer: SocketAddr,
+        local_version: &'static str,
+    },
     /// The connect timeout expired.
     #[error("connecting to {addr} timed out after {secs:.1} s")]
     ConnectTimeout { addr: String, secs: f64 },
@@ -51,11 +62,33 @@ impl Error {
         match self {
             Error::UnknownHost { .. } => Some(Status::UnknownHost),
             Error::ConnectTimeout { .. } => Some(Status::TimedOut),
+            Error::Family { .. } => Some(Status::Usage),
             Error::Bind { error, .. } | Error::Connect { error, .. } => {
                 Status::from_io(error.kind())
             }
         }
     }
+}
+
+/// Checks that a socket bound to `local` can send to `peer`: an IPv4 socket cannot reach an
+/// IPv6 address, and an IPv6 address other than `::` cannot reach an IPv4 one (a socket on
+/// `::` reaches IPv4 through mapped addresses).
+pub fn check_family(local: SocketAddr, peer: SocketAddr) -> Result<(), Error> {
+    let mismatch = match (local, peer) {
+        (SocketAddr::V4(_), SocketAddr::V6(p)) => p.ip().to_ipv4_mapped().is_none(),
+        (SocketAddr::V6(l), SocketAddr::V4(_)) => {
+            !l.ip().is_unspecified() && l.ip().to_ipv4_mapped().is_none()
+        }
+        _ => false,
+    };
+    if mismatch {
+        return Err(Error::Family {
+            local: display_addr(local),
+            peer,
+            local_version: if local.is_ipv4() { "IPv4" } else { "IPv6" },
+        });
+    }
+    Ok(())
 }
 
 /// An I/O error in words a user can act on: what happened and, where it helps, what to check.

@@ -408,3 +408,28 @@ fn a_quit_word_with_nowhere_to_go_is_not_reported_sent() {
     );
     assert!(!err.contains("sent \"88\""), "{err}");
 }
+
+/// A peer of the other IP version than the local address is a usage error at the start, with
+/// both addresses named, not a socket error at the first line typed.
+#[test]
+fn a_peer_of_the_other_ip_version_is_refused_at_the_start() {
+    let cases: &[&[&str]] = &[
+        &["udp", "listen", "127.0.0.1:0", "--peer", "[::1]:9"],
+        &["udp", "connect", "[::1]:9", "--bind", "127.0.0.1:0"],
+        &["udp", "listen", "[::1]:0", "--peer", "127.0.0.1:9"],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        if i == 2 && !crate::util::have_ipv6() {
+            return;
+        }
+        let out = crate::util::wirechat()
+            .args(*args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("cannot reach"), "{args:?}: {err}");
+        assert!(err.contains(":9 from "), "{args:?}: {err}");
+    }
+}
