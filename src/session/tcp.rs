@@ -8,6 +8,7 @@ use super::{
     is_closed_output,
 };
 use crate::transport::{self, HostPort};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -157,21 +158,15 @@ async fn converse_spliced(
 /// Converses over `stream`; a socket error names the peer (`connection with ADDR: connection
 /// reset by peer`), which a message about the socket alone would not.
 async fn talk(
-    stream: TcpStream,
+    (stream, peer): (TcpStream, SocketAddr),
     term: &mut Terminal,
     outbound: &mut Outbound,
     opts: &Options,
     single: bool,
 ) -> anyhow::Result<End> {
-    let peer = stream.peer_addr().ok();
     match talk_with(stream, term, outbound, opts, single).await {
-        Err(e @ Error::Socket(_)) => {
-            let e = anyhow::Error::new(e);
-            Err(match peer {
-                Some(p) => e.context(format!("connection with {}", transport::display_addr(p))),
-                None => e,
-            })
-        }
+        Err(e @ Error::Socket(_)) => Err(anyhow::Error::new(e)
+            .context(format!("connection with {}", transport::display_addr(peer)))),
         r => Ok(r?),
     }
 }
@@ -217,7 +212,7 @@ pub async fn connect(
     let local = stream.local_addr().unwrap_or(super::UNKNOWN_PEER);
     term.events.emit(Event::Connected { peer, local });
     let mut outbound = Outbound::new(opts, false, term.events.clone());
-    talk(stream, term, &mut outbound, opts, true).await
+    talk((stream, peer), term, &mut outbound, opts, true).await
 }
 
 /// `wirechat tcp listen`: accept a client and converse; with `keep_open`, one client after
@@ -258,13 +253,13 @@ pub async fn listen(
 }
 
 /// Accepts the next client, reporting it; passing accept errors back off instead of spinning.
-async fn accept(listener: &tokio::net::TcpListener, events: &Events) -> TcpStream {
+async fn accept(listener: &tokio::net::TcpListener, events: &Events) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 events.emit(Event::Accepted { peer });
-                return stream;
+                return (stream, peer);
             }
             Err(e) => {
                 // EMFILE, ECONNABORTED and friends pass; a short pause keeps this from spinning.
