@@ -123,12 +123,13 @@ impl Options {
 /// What can end a conversation with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading the terminal side failed.
-    #[error("reading input")]
-    Input(#[source] io::Error),
+    /// Reading the terminal side failed. Like [`Error::Socket`], the I/O error is in the
+    /// message, in words and once.
+    #[error("reading input: {}", crate::transport::describe(.0))]
+    Input(io::Error),
     /// Writing the terminal side failed.
-    #[error("writing output")]
-    Output(#[source] io::Error),
+    #[error("writing output: {}", crate::transport::describe(.0))]
+    Output(io::Error),
     /// The socket failed (reset by the peer, unreachable). The message is the I/O error in
     /// words, so the error is not also given as the source (a full chain would say it twice).
     #[error("{}", crate::transport::describe(.0))]

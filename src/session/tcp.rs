@@ -119,6 +119,7 @@ async fn converse_spliced(
 ) -> Result<End, Error> {
     use std::os::fd::AsFd;
     use tokio::sync::oneshot;
+    use transport::splice::Blame;
 
     // The socket stays non-blocking; the copy threads wait in poll (see transport::splice).
     let sock = stream.into_std().map_err(Error::Socket)?;
@@ -129,12 +130,18 @@ async fn converse_spliced(
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let r = transport::splice::send(stdin.as_fd(), &sock, &|n| act.sent(n))
-            .and_then(|_| sock.shutdown(std::net::Shutdown::Write))
+            .map_err(|f| match f.blame {
+                Blame::Local => Error::Input(f.error),
+                Blame::Socket => Error::Socket(f.error),
+            })
+            .and_then(|_| {
+                sock.shutdown(std::net::Shutdown::Write)
+                    .map_err(Error::Socket)
+            })
             .map(|()| {
                 ev.emit(Event::SentFin);
                 SendEnd::Eof
-            })
-            .map_err(Error::Socket);
+            });
         let _ = send_tx.send(r);
     });
     let act = activity.clone();
@@ -142,8 +149,11 @@ async fn converse_spliced(
         let stdout = std::io::stdout();
         let r = match transport::splice::receive(&reader, stdout.as_fd(), &|n| act.received(n)) {
             Ok(_) => Ok(RecvEnd::PeerClosed),
-            Err(e) if is_closed_output(&e) => Ok(RecvEnd::OutputClosed),
-            Err(e) => Err(Error::Socket(e)),
+            Err(f) => match f.blame {
+                Blame::Local if is_closed_output(&f.error) => Ok(RecvEnd::OutputClosed),
+                Blame::Local => Err(Error::Output(f.error)),
+                Blame::Socket => Err(Error::Socket(f.error)),
+            },
         };
         let _ = recv_tx.send(r);
     });

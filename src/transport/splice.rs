@@ -20,6 +20,62 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// Bytes moved per system call.
 const CHUNK: usize = 1 << 20;
 
+/// Which end of a copy failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// Our own side: stdin, stdout, or a pipe of our own.
+    Local,
+    /// The TCP socket.
+    Socket,
+}
+
+/// A failed copy: the error and the side it came from.
+#[derive(Debug)]
+pub struct Failure {
+    /// The side that failed.
+    pub blame: Blame,
+    /// What the system said.
+    pub error: io::Error,
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+fn on(blame: Blame) -> impl Fn(io::Error) -> Failure {
+    move |error| Failure { blame, error }
+}
+
+fn local(e: impl Into<io::Error>) -> Failure {
+    on(Blame::Local)(e.into())
+}
+
+fn socket(e: impl Into<io::Error>) -> Failure {
+    on(Blame::Socket)(e.into())
+}
+
+/// Blames an error of a call that moves bytes between the socket and our side (splice,
+/// sendfile), where the errno alone says which end it was: connection errors are the socket's,
+/// a broken pipe belongs to the destination `dest`, anything else (EIO, ENOSPC) to our side.
+fn between(e: Errno, dest: Blame) -> Failure {
+    let blame = match e {
+        Errno::EPIPE => dest,
+        Errno::ECONNRESET
+        | Errno::ECONNABORTED
+        | Errno::ECONNREFUSED
+        | Errno::ETIMEDOUT
+        | Errno::ENOTCONN
+        | Errno::ENETRESET
+        | Errno::ENETDOWN
+        | Errno::ENETUNREACH
+        | Errno::EHOSTDOWN
+        | Errno::EHOSTUNREACH => Blame::Socket,
+        _ => Blame::Local,
+    };
+    Failure {
+        blame,
+        error: e.into(),
+    }
+}
+
 fn kind(fd: BorrowedFd<'_>) -> Option<SFlag> {
     fstat(fd)
         .ok()
@@ -28,7 +84,7 @@ fn kind(fd: BorrowedFd<'_>) -> Option<SFlag> {
 
 /// Copies `input` (stdin) to `sock` until EOF; returns the byte count. `progress` is told of
 /// each step, so an idle timer can see progress.
-pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -> io::Result<u64> {
+pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -> Result<u64> {
     let mut total = 0u64;
     match kind(input) {
         Some(SFlag::S_IFREG) => loop {
@@ -36,10 +92,10 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 Ok(0) => return Ok(total),
                 Ok(n) => advance(&mut total, progress, n),
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => wait_writable(sock.as_fd())?,
+                Err(Errno::EAGAIN) => wait_writable(sock.as_fd()).map_err(socket)?,
                 // Not every file system supports sendfile: copy what is left by hand.
                 Err(Errno::EINVAL | Errno::ENOSYS) if total == 0 => break,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(between(e, Blame::Socket)),
             }
         },
         Some(SFlag::S_IFIFO) => loop {
@@ -56,21 +112,21 @@ pub fn send(input: BorrowedFd<'_>, sock: &TcpStream, progress: &dyn Fn(usize)) -
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => wait_send(input, sock.as_fd())?,
                 Err(Errno::EINVAL) if total == 0 => break,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(between(e, Blame::Socket)),
             }
         },
         _ => {}
     }
-    total += copy(input, sock.as_fd(), progress)?;
+    total += copy(
+        (input, Blame::Local),
+        (sock.as_fd(), Blame::Socket),
+        progress,
+    )?;
     Ok(total)
 }
 
 /// Copies from `sock` to `output` (stdout) until the peer's EOF; returns the byte count.
-pub fn receive(
-    sock: &TcpStream,
-    output: BorrowedFd<'_>,
-    progress: &dyn Fn(usize),
-) -> io::Result<u64> {
+pub fn receive(sock: &TcpStream, output: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> Result<u64> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     if kind(output) == Some(SFlag::S_IFIFO) {
@@ -81,9 +137,9 @@ pub fn receive(
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
                     if !ready_now(sock.as_fd(), PollFlags::POLLIN) {
-                        wait_readable(sock.as_fd())?;
+                        wait_readable(sock.as_fd()).map_err(socket)?;
                     } else if !ready_now(output, PollFlags::POLLOUT) {
-                        wait_writable(output)?;
+                        wait_writable(output).map_err(local)?;
                     } else {
                         // Readable and writable, yet splice refuses: the urgent mark.
                         match read_once(sock, output)? {
@@ -93,12 +149,12 @@ pub fn receive(
                     }
                 }
                 Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(between(e, Blame::Local)),
             }
         }
     }
     // A file, /dev/null or a device: go through a pipe of our own.
-    let (pipe_r, pipe_w) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let (pipe_r, pipe_w) = nix::unistd::pipe().map_err(local)?;
     let _ = fcntl(&pipe_w, FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
     loop {
         let n = match splice(sock.as_fd(), None, &pipe_w, None, CHUNK, flags) {
@@ -113,14 +169,14 @@ pub fn receive(
                         n => advance(&mut total, progress, n),
                     }
                 } else {
-                    wait_readable(sock.as_fd())?;
+                    wait_readable(sock.as_fd()).map_err(socket)?;
                 }
                 continue;
             }
             Err(Errno::EINVAL) if total == 0 => return fallback(sock, output, progress),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(between(e, Blame::Local)),
         };
-        drain(&pipe_r, output, n)?;
+        drain(&pipe_r, output, n).map_err(local)?;
         advance(&mut total, progress, n);
     }
 }
@@ -128,17 +184,17 @@ pub fn receive(
 /// Moves one read's worth from the socket to `output` the ordinary way. splice(2) stops at a
 /// TCP urgent mark (a peer's MSG_OOB byte) and keeps saying EAGAIN while the socket polls
 /// readable; a plain read steps past it. Returns 0 at EOF.
-fn read_once(sock: &TcpStream, output: BorrowedFd<'_>) -> io::Result<usize> {
+fn read_once(sock: &TcpStream, output: BorrowedFd<'_>) -> Result<usize> {
     let mut buf = vec![0u8; 64 * 1024];
     let n = loop {
         match nix::unistd::read(sock.as_fd(), &mut buf) {
             Ok(n) => break n,
             Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) => wait_readable(sock.as_fd())?,
-            Err(e) => return Err(e.into()),
+            Err(Errno::EAGAIN) => wait_readable(sock.as_fd()).map_err(socket)?,
+            Err(e) => return Err(socket(e)),
         }
     };
-    write_all(output, &buf[..n])?;
+    write_all(output, &buf[..n]).map_err(local)?;
     Ok(n)
 }
 
@@ -183,13 +239,21 @@ fn drain(pipe_r: &OwnedFd, output: BorrowedFd<'_>, mut n: usize) -> io::Result<(
     Ok(())
 }
 
-fn fallback(sock: &TcpStream, output: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> io::Result<u64> {
-    copy(sock.as_fd(), output, progress)
+fn fallback(sock: &TcpStream, output: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> Result<u64> {
+    copy(
+        (sock.as_fd(), Blame::Socket),
+        (output, Blame::Local),
+        progress,
+    )
 }
 
 /// A plain copy with a large buffer, for inputs and outputs that splice cannot serve; either
-/// descriptor may be non-blocking.
-pub fn copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, progress: &dyn Fn(usize)) -> io::Result<u64> {
+/// descriptor may be non-blocking. Each descriptor comes with the side it stands for.
+fn copy(
+    (src, src_side): (BorrowedFd<'_>, Blame),
+    (dst, dst_side): (BorrowedFd<'_>, Blame),
+    progress: &dyn Fn(usize),
+) -> Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
@@ -198,12 +262,12 @@ pub fn copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, progress: &dyn Fn(usize)) 
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => {
-                wait_readable(src)?;
+                wait_readable(src).map_err(on(src_side))?;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(on(src_side)(e.into())),
         };
-        write_all(dst, &buf[..n])?;
+        write_all(dst, &buf[..n]).map_err(on(dst_side))?;
         advance(&mut total, progress, n);
     }
 }
@@ -223,11 +287,11 @@ fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// After EAGAIN on the way out: wait for the socket to take more, or, if it already can, for
 /// input (a pipe somebody left non-blocking) to have some.
-fn wait_send(input: BorrowedFd<'_>, sock: BorrowedFd<'_>) -> io::Result<()> {
+fn wait_send(input: BorrowedFd<'_>, sock: BorrowedFd<'_>) -> Result<()> {
     if ready_now(sock, PollFlags::POLLOUT) {
-        wait_readable(input)
+        wait_readable(input).map_err(local)
     } else {
-        wait_writable(sock)
+        wait_writable(sock).map_err(socket)
     }
 }
 

@@ -10,6 +10,13 @@ fn one_line(stderr: &str) -> String {
     lines[0].to_string()
 }
 
+/// The one `error:` line of a run that also printed progress.
+fn error_line(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got {stderr:?}");
+    errors[0].to_string()
+}
+
 /// Runs wirechat with no input to its end (within the deadline): its status and stderr.
 fn run(args: &[&str]) -> (i32, String) {
     let mut p = Proc::wirechat(args);
@@ -246,4 +253,54 @@ fn trace_write_errors_say_write() {
         "{line}"
     );
     assert!(!line.to_lowercase().contains("reading"), "{line}");
+}
+
+/// With plain files on both sides wirechat moves bytes inside the kernel; a failure of stdin or
+/// stdout there is reported as such, not as the connection's error.
+#[test]
+fn pass_through_blames_stdin_and_stdout_not_the_connection() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+
+    // stdin is a directory: reading it fails with EISDIR.
+    let mut cmd = wirechat();
+    cmd.args(["tcp", "connect", &addr])
+        .stdin(std::fs::File::open("tests").unwrap())
+        .stdout(Stdio::null());
+    let mut p = Proc::spawn_stderr(cmd);
+    let _peer = crate::util::accept(&listener);
+    let code = p.wait_exit();
+    let err = p.stderr.text();
+    let line = error_line(&err);
+    assert_eq!(code, 1, "{err}");
+    assert!(line.contains("reading input"), "{line}");
+    says_once(&line, "is a directory");
+    assert!(!line.contains("connection with"), "{line}");
+
+    if !std::path::Path::new("/dev/full").exists() {
+        crate::util::cannot_run("no /dev/full on this machine");
+        return;
+    }
+    // stdout is /dev/full: writing what the peer sent fails with ENOSPC.
+    let mut cmd = wirechat();
+    cmd.args(["tcp", "connect", &addr])
+        .stdin(Stdio::null())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+    let mut p = Proc::spawn_stderr(cmd);
+    let mut peer = crate::util::accept(&listener);
+    peer.write_all(b"hello\n").unwrap();
+    let code = p.wait_exit();
+    let err = p.stderr.text();
+    let line = error_line(&err);
+    assert_eq!(code, 1, "{err}");
+    assert!(line.contains("writing output"), "{line}");
+    says_once(&line, "no space left on device");
+    assert!(!line.contains("connection with"), "{line}");
 }
