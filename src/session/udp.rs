@@ -81,8 +81,11 @@ where
                     unsent = true;
                     continue;
                 };
-                send_one(socket, policy, dest, &m, events).await?;
-                activity.sent(m.len());
+                if send_one(socket, policy, dest, &m, events).await? {
+                    activity.sent(m.len());
+                } else {
+                    unsent = true;
+                }
             }
             if flow == Flow::Quit {
                 // The quit word is the last message.
@@ -167,13 +170,15 @@ async fn write_out<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Sends one datagram; false if it was not sent (too long, or refused twice), which has been
+/// reported.
 async fn send_one(
     socket: &UdpSocket,
     policy: PeerPolicy,
     dest: SocketAddr,
     msg: &[u8],
     events: &Events,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     // A refusal reported here belongs to an earlier datagram; this one was not sent, so retry.
     for _ in 0..2 {
         let r = match policy {
@@ -181,7 +186,7 @@ async fn send_one(
             _ => socket.send_to(msg, dest).await,
         };
         match r {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 refused(events, Some(dest));
             }
@@ -190,12 +195,12 @@ async fn send_one(
                     "{} bytes is too long for one datagram; not sent",
                     msg.len()
                 ));
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(Error::Socket(e)),
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn refused(events: &Events, peer: Option<SocketAddr>) {

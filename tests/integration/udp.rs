@@ -433,3 +433,24 @@ fn a_peer_of_the_other_ip_version_is_refused_at_the_start() {
         assert!(err.contains(":9 from "), "{args:?}: {err}");
     }
 }
+
+/// A line too long for one datagram is refused with a warning and is not counted as sent.
+#[test]
+fn a_datagram_too_long_is_not_counted_as_sent() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = peer.local_addr().unwrap().to_string();
+    let mut w = Proc::wirechat(&["udp", "connect", &addr]);
+    let mut long = vec![b'a'; 70_000];
+    long.push(b'\n');
+    w.send(&long);
+    w.send(b"ok\n");
+    w.close_stdin();
+    assert_eq!(recv_text(&peer).0, "ok");
+    assert_eq!(w.wait_exit(), 0);
+    let err = w.stderr.text();
+    assert!(
+        err.contains("70000 bytes is too long for one datagram; not sent"),
+        "{err}"
+    );
+    assert!(err.contains("closed: sent 2 bytes"), "{err}");
+}
