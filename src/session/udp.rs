@@ -245,11 +245,7 @@ pub async fn listen(
     let socket = transport::udp_bind(spec).await?;
     let local = socket.local_addr()?;
     let policy = match peer {
-        Some(p) => {
-            let p = first(p).await?;
-            transport::check_family(local, p)?;
-            PeerPolicy::Fixed(map_family(p, local))
-        }
+        Some(p) => PeerPolicy::Fixed(transport::reachable(local, &resolve(p).await?)?),
         None => PeerPolicy::LastSender,
     };
     term.events.emit(Event::Listening {
@@ -273,13 +269,18 @@ pub async fn connect(
     opts: &Options,
     term: &mut Terminal,
 ) -> anyhow::Result<End> {
-    let dest = first(target).await?;
-    let local = match bind {
-        Some(b) if b.host.is_some() => first(b).await?,
-        Some(b) => SocketAddr::new(unspecified(dest), b.port),
-        None => SocketAddr::new(unspecified(dest), 0),
+    let dests = resolve(target).await?;
+    // Without a local host the socket takes the family of the peer's first address.
+    let (local, dest) = match bind {
+        Some(b) if b.host.is_some() => {
+            let local = resolve(b).await?[0];
+            (local, transport::reachable(local, &dests)?)
+        }
+        _ => (
+            SocketAddr::new(unspecified(dests[0]), bind.map_or(0, |b| b.port)),
+            dests[0],
+        ),
     };
-    transport::check_family(local, dest)?;
     let socket =
         transport::udp_bind_addr(local, false).map_err(|error| transport::Error::Bind {
             what: "bind",
@@ -300,30 +301,21 @@ pub async fn connect(
     run(socket, PeerPolicy::Connected, term, opts).await
 }
 
-async fn first(spec: &HostPort) -> Result<SocketAddr, transport::Error> {
+/// The addresses `spec` resolves to; never empty.
+async fn resolve(spec: &HostPort) -> Result<Vec<SocketAddr>, transport::Error> {
     let addrs = transport::resolve(spec).await?;
-    addrs
-        .first()
-        .copied()
-        .ok_or_else(|| transport::Error::UnknownHost {
+    if addrs.is_empty() {
+        return Err(transport::Error::UnknownHost {
             host: spec.to_string(),
             reason: "no addresses".into(),
-        })
+        });
+    }
+    Ok(addrs)
 }
 
 fn unspecified(like: SocketAddr) -> IpAddr {
     match like {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    }
-}
-
-/// A dual-stack IPv6 socket reaches IPv4 peers through their mapped address.
-fn map_family(peer: SocketAddr, local: SocketAddr) -> SocketAddr {
-    match (peer, local) {
-        (SocketAddr::V4(v4), SocketAddr::V6(_)) => {
-            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
-        }
-        _ => peer,
     }
 }

@@ -70,25 +70,40 @@ impl Error {
     }
 }
 
-/// Checks that a socket bound to `local` can send to `peer`: an IPv4 socket cannot reach an
-/// IPv6 address, and an IPv6 address other than `::` cannot reach an IPv4 one (a socket on
-/// `::` reaches IPv4 through mapped addresses).
-pub fn check_family(local: SocketAddr, peer: SocketAddr) -> Result<(), Error> {
-    let mismatch = match (local, peer) {
-        (SocketAddr::V4(_), SocketAddr::V6(p)) => p.ip().to_ipv4_mapped().is_none(),
-        (SocketAddr::V6(l), SocketAddr::V4(_)) => {
-            !l.ip().is_unspecified() && l.ip().to_ipv4_mapped().is_none()
-        }
-        _ => false,
-    };
-    if mismatch {
-        return Err(Error::Family {
-            local: display_addr(local),
-            peer,
-            local_version: if local.is_ipv4() { "IPv4" } else { "IPv6" },
-        });
+/// The first of `candidates` (the addresses a peer's name resolved to) that a socket bound to
+/// `local` can send to, written as that socket needs it: an IPv4-mapped address becomes plain
+/// IPv4 for an IPv4 socket, and an IPv4 address becomes mapped for a socket on `::`. An IPv4
+/// socket cannot reach an IPv6 address, nor an IPv6 address other than `::` an IPv4 one; when
+/// no candidate fits, the error names the first.
+pub fn reachable(local: SocketAddr, candidates: &[SocketAddr]) -> Result<SocketAddr, Error> {
+    if let Some(peer) = candidates.iter().find_map(|&p| seen_from(local, p)) {
+        return Ok(peer);
     }
-    Ok(())
+    Err(Error::Family {
+        local: display_addr(local),
+        peer: candidates.first().copied().map_or(local, display_addr),
+        local_version: if local.is_ipv4() { "IPv4" } else { "IPv6" },
+    })
+}
+
+/// `peer` as a socket bound to `local` must write it, if that socket can reach it at all.
+fn seen_from(local: SocketAddr, peer: SocketAddr) -> Option<SocketAddr> {
+    // A socket on `::` (or on a mapped address) reaches IPv4 through mapped addresses.
+    let reaches_v4 =
+        |l: &std::net::SocketAddrV6| l.ip().is_unspecified() || l.ip().to_ipv4_mapped().is_some();
+    match (local, peer) {
+        (SocketAddr::V4(_), SocketAddr::V4(_)) => Some(peer),
+        (SocketAddr::V4(_), SocketAddr::V6(p)) => p
+            .ip()
+            .to_ipv4_mapped()
+            .map(|v4| SocketAddr::new(IpAddr::V4(v4), p.port())),
+        (SocketAddr::V6(l), SocketAddr::V4(p)) => {
+            reaches_v4(&l).then(|| SocketAddr::new(IpAddr::V6(p.ip().to_ipv6_mapped()), p.port()))
+        }
+        (SocketAddr::V6(l), SocketAddr::V6(p)) => {
+            (p.ip().to_ipv4_mapped().is_none() || reaches_v4(&l)).then_some(peer)
+        }
+    }
 }
 
 /// An I/O error in words a user can act on: what happened and, where it helps, what to check.
@@ -314,6 +329,35 @@ pub fn display_addr(addr: SocketAddr) -> SocketAddr {
 mod tests {
     use super::*;
     use nix::errno::Errno;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Each resolved address is tried against the local one, and the one chosen is written
+    /// the way the socket needs it.
+    #[test]
+    fn the_reachable_address_is_chosen_and_written_for_the_socket() {
+        let v4 = a("127.0.0.1:5");
+        let v6 = a("[::1]:5");
+        let mapped = a("[::ffff:127.0.0.1]:5");
+        // A name that resolves to both families: the one the local address can reach.
+        assert_eq!(reachable(a("127.0.0.1:0"), &[v6, v4]).unwrap(), v4);
+        assert_eq!(reachable(a("[::1]:0"), &[v4, v6]).unwrap(), v6);
+        // A mapped address is IPv4 for an IPv4 socket; IPv4 is mapped for a socket on `::`.
+        assert_eq!(reachable(a("127.0.0.1:0"), &[mapped]).unwrap(), v4);
+        assert_eq!(reachable(a("[::]:0"), &[v4]).unwrap(), mapped);
+        assert_eq!(reachable(a("[::]:0"), &[v6]).unwrap(), v6);
+        // Nothing fits: the error names the first address, as people write it.
+        for (local, peers) in [("127.0.0.1:0", vec![v6]), ("[::1]:0", vec![v4, mapped])] {
+            let e = reachable(a(local), &peers).unwrap_err();
+            assert!(
+                matches!(e, Error::Family { peer, .. } if peer == v4 || peer == v6),
+                "{e}"
+            );
+            assert_eq!(e.status(), Some(Status::Usage));
+        }
+    }
 
     /// The error as `main` prints it, with its whole chain: one clause per thing that happened.
     #[test]

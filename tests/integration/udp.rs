@@ -434,6 +434,32 @@ fn a_peer_of_the_other_ip_version_is_refused_at_the_start() {
     }
 }
 
+/// An IPv4-mapped IPv6 peer is an IPv4 peer to an IPv4 socket, whichever way it is named.
+#[test]
+fn a_mapped_peer_is_reached_from_an_ipv4_socket() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mapped = format!("[::ffff:127.0.0.1]:{}", peer.local_addr().unwrap().port());
+    let cases: &[&[&str]] = &[
+        &["udp", "connect", &mapped, "--bind", "127.0.0.1:0"],
+        &["udp", "listen", "127.0.0.1:0", "--peer", &mapped],
+    ];
+    for args in cases {
+        let mut w = Proc::wirechat(args);
+        w.send(b"mapped\n");
+        assert_eq!(recv_text(&peer).0, "mapped", "{args:?}");
+        let err = w.stderr.text();
+        assert!(
+            !err.contains("warning") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+        // The listener goes on listening after its input ends; the sender finishes.
+        if args[1] == "connect" {
+            w.close_stdin();
+            assert_eq!(w.wait_exit(), 0, "{}", w.stderr.text());
+        }
+    }
+}
+
 /// A line too long for one datagram is refused with a warning and is not counted as sent.
 #[test]
 fn a_datagram_too_long_is_not_counted_as_sent() {
