@@ -12,9 +12,10 @@ pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// The longest typed line kept for one datagram. What counts is the datagram's size after
 /// encoding or hex parsing, which the kernel checks when it is sent (65,507 bytes over IPv4,
-/// 65,527 over IPv6); a typed line can be up to three times that (`41 ` per byte in hex). Any
-/// line longer than this is too long in every encoding.
-const DATAGRAM_LINE_MAX: usize = 4 * MAX_UDP_PAYLOAD + 2;
+/// 65,527 over IPv6); a typed line can be several times that: up to six characters per byte
+/// in hex as network assistants write it (`0x41, `), at most 1.5 bytes per byte in text (CJK
+/// typed in UTF-8, sent in GBK). A line longer than this is too long however it is written.
+const DATAGRAM_LINE_MAX: usize = 8 * MAX_UDP_PAYLOAD + 2;
 
 /// Whether the conversation goes on after this input.
 #[derive(Debug, PartialEq, Eq)]
@@ -519,8 +520,8 @@ mod tests {
     }
 
     /// A datagram's limit is on what goes on the wire: a GBK line of 43,672 bytes typed as
-    /// 65,508 bytes of UTF-8, a hex line of 30,000 bytes typed as 90,000 characters, and a
-    /// line of 65,507 bytes typed with CRLF all fit.
+    /// 65,508 bytes of UTF-8, a hex line of 30,000 bytes typed as 90,000 characters, a full
+    /// datagram typed as `0x41, ` per byte, and a line of 65,507 bytes typed with CRLF all fit.
     #[test]
     fn the_datagram_limit_is_on_the_wire_bytes() {
         let gbk = Options {
@@ -539,6 +540,12 @@ mod tests {
         let typed = format!("{}\n", "41 ".repeat(30_000));
         let (out, _) = run(&hex, true, &[typed.as_bytes()]);
         assert_eq!(out, vec![vec![b'A'; 30_000]]);
+        // A full datagram in the longest common hex spelling.
+        let typed = format!("{}\n", "0x41, ".repeat(MAX_UDP_PAYLOAD));
+        let (out, _) = run(&hex, true, &[typed.as_bytes()]);
+        let lens: Vec<usize> = out.iter().map(Vec::len).collect();
+        assert_eq!(lens, [MAX_UDP_PAYLOAD]);
+        assert!(out[0].iter().all(|&b| b == b'A'));
 
         let mut typed = vec![b'a'; MAX_UDP_PAYLOAD];
         typed.extend_from_slice(b"\r\n");
