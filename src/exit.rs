@@ -125,6 +125,92 @@ pub async fn interrupted() {
     }
 }
 
+/// How long a conversation has, after Ctrl-C or SIGTERM, to end in order before
+/// [`watch_interrupts`] ends the process itself.
+pub const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Watches for Ctrl-C and SIGTERM on a thread of its own, so that they work even when the
+/// thread running the conversation is stuck (writing to a stderr nobody reads, or a bug that
+/// never yields). The returned future completes at the first signal; the caller then ends in
+/// order. If the process is still running [`INTERRUPT_GRACE`] later, or at a second signal,
+/// the watching thread calls `before_exit` (put the terminal back) and exits with
+/// [`Status::Interrupted`] itself, writing nothing (stderr may be what is stuck).
+pub fn watch_interrupts(
+    before_exit: impl FnOnce() + Send + 'static,
+) -> impl Future<Output = ()> + Send {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let watching = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                // Dropping `tx` hands the signals back to the caller's runtime.
+                return;
+            };
+            rt.block_on(async {
+                let mut signals = Interrupts::new();
+                signals.next().await;
+                let _ = tx.send(());
+                let _ = tokio::time::timeout(INTERRUPT_GRACE, signals.next()).await;
+            });
+            before_exit();
+            std::process::exit(Status::Interrupted.code());
+        })
+        .is_ok();
+    async move {
+        if !watching || rx.await.is_err() {
+            interrupted().await;
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM, registered once so that a second one is seen too.
+struct Interrupts {
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Interrupts {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Interrupts {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = one(&mut self.int) => {}
+                () = one(&mut self.term) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

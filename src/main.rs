@@ -27,6 +27,12 @@ fn main() {
     // The room shuts down in order on Ctrl-C/SIGTERM and exits 0; it listens for them itself.
     let own_signals = matches!(cli.command, Command::Room(_));
     let tty = TtyGuard::save();
+    // Signals are watched on a thread of their own, which ends the process if the
+    // conversation does not end in time (see exit::watch_interrupts).
+    let interrupted = (!own_signals).then(|| {
+        let saved = tty.clone();
+        wirechat::exit::watch_interrupts(move || saved.restore(None))
+    });
     // A conversation is one task: a single-threaded runtime wakes it without cross-thread hops.
     // (The room builds a runtime of its own with a worker per core; see room::serve.)
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -43,7 +49,12 @@ fn main() {
                             Status::classify(&e)
                         }
                     },
-                    () = wirechat::exit::interrupted(), if !own_signals => Status::Interrupted,
+                    () = async {
+                        match interrupted {
+                            Some(signal) => signal.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Status::Interrupted,
                 }
             });
             // Do not wait for threads still blocked reading stdin: the conversation is over.

@@ -278,6 +278,7 @@ impl AsyncWrite for PrinterWriter {
 
 /// The terminal's mode when wirechat started, put back on the way out: the editor may be in
 /// the middle of reading a line (raw mode) when a conversation ends.
+#[derive(Clone)]
 pub struct TtyGuard(#[cfg(unix)] Option<nix::sys::termios::Termios>);
 
 #[cfg(not(unix))]

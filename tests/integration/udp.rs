@@ -480,3 +480,89 @@ fn a_datagram_too_long_is_not_counted_as_sent() {
     );
     assert!(err.contains("closed: sent 2 bytes"), "{err}");
 }
+
+/// SIGTERM ends wirechat even while the thread running the conversation cannot move: here it
+/// is blocked writing an event line to a stderr that nobody reads.
+#[cfg(target_os = "linux")]
+#[test]
+fn sigterm_ends_a_listener_stuck_writing_to_stderr() {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let write_syscall = if cfg!(target_arch = "x86_64") {
+        "1"
+    } else if cfg!(target_arch = "aarch64") {
+        "64"
+    } else {
+        crate::util::cannot_run("write(2)'s syscall number is not known for this architecture");
+        return;
+    };
+    let mut child = crate::util::wirechat()
+        .args(["udp", "listen", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut p = Proc {
+        stdin: child.stdin.take(),
+        stdout: crate::util::Collected::empty(),
+        stderr: crate::util::Collected::empty(),
+        child,
+    };
+    // Read stderr up to the "listening on" line, then never again (but keep it open).
+    let mut stderr = p.child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8];
+    while !String::from_utf8_lossy(&seen).contains(" (udp)\n") {
+        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "{seen:?}");
+        seen.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let addr = text
+        .split("listening on ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    // Two senders taking turns: each datagram is a "datagram from" line on stderr.
+    let senders = [
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    ];
+    let pid = p.child.id();
+    let stuck = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("syscall"))
+                .is_ok_and(|s| s.starts_with(&format!("{write_syscall} 0x2 ")))
+        })
+    };
+    let end = Instant::now() + crate::util::DEADLINE;
+    let mut sent = 0u64;
+    while !stuck() {
+        assert!(
+            Instant::now() < end,
+            "never blocked on stderr ({sent} datagrams)"
+        );
+        for s in &senders {
+            s.send_to(b"x", &addr).unwrap();
+            sent += 1;
+        }
+        if sent % 200 == 0 {
+            // Let the listener take what is queued before sending more.
+            std::thread::yield_now();
+        }
+    }
+    let signalled = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(p.wait_exit(), 130);
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    drop(stderr);
+}
