@@ -30,6 +30,11 @@ pub enum Flow {
 pub struct Outbound {
     lines: Option<LineSplitter>,
     sink: LineSink,
+    /// Messages made while there was no peer to send them to (`tcp listen -k` between
+    /// clients), for the next peer.
+    held: Vec<Vec<u8>>,
+    /// Bytes in `held`.
+    held_bytes: usize,
 }
 
 struct LineSink {
@@ -75,7 +80,34 @@ impl Outbound {
                 quit_seen: false,
                 events,
             },
+            held: Vec::new(),
+            held_bytes: 0,
         }
+    }
+
+    /// Like [`Outbound::feed`] (or [`Outbound::finish`] when `input` is empty), but the
+    /// messages are kept for the next peer, which gets them from [`Outbound::take_held`].
+    pub fn hold(&mut self, input: &[u8]) -> Flow {
+        let mut msgs = Vec::new();
+        let flow = if input.is_empty() {
+            self.finish(&mut msgs)
+        } else {
+            self.feed(input, &mut msgs)
+        };
+        self.held_bytes += msgs.iter().map(Vec::len).sum::<usize>();
+        self.held.append(&mut msgs);
+        flow
+    }
+
+    /// Bytes kept by [`Outbound::hold`] and not yet taken.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// The messages [`Outbound::hold`] kept, in order.
+    pub fn take_held(&mut self) -> Vec<Vec<u8>> {
+        self.held_bytes = 0;
+        std::mem::take(&mut self.held)
     }
 
     /// Turns `input` into messages appended to `out` (TCP: write them in order; UDP: one

@@ -34,6 +34,11 @@ where
     let peer = stream.peer_addr().unwrap_or(super::UNKNOWN_PEER);
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
+        // What was typed while nobody was connected goes first.
+        for m in outbound.take_held() {
+            wr.write_all(&m).await.map_err(Error::Socket)?;
+            activity.sent(m.len());
+        }
         let mut buf = vec![0u8; 64 * 1024];
         let mut msgs = Vec::new();
         loop {
@@ -250,17 +255,45 @@ pub async fn listen(
         drop(listener);
         return talk(stream, term, &mut outbound, &opts, true).await;
     }
+    // Input keeps being read between clients, so that the quit word typed then ends the
+    // listener at once; what else is typed is held for the next client.
+    let mut input_ended = false;
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let stream = accept(&listener, &term.events).await;
+        let stream = loop {
+            let read_more = !input_ended && outbound.held_bytes() < HELD_MAX;
+            tokio::select! {
+                stream = accept(&listener, &term.events) => break stream,
+                n = term.input.read(&mut buf), if read_more => {
+                    let n = n.map_err(Error::Input)?;
+                    input_ended = n == 0;
+                    if outbound.hold(&buf[..n]) == Flow::Quit {
+                        term.events.emit(Event::QuitUnsent {
+                            word: opts.quit.clone().unwrap_or_default(),
+                        });
+                        return Ok(End::QuitUnsent);
+                    }
+                }
+            }
+        };
         match talk(stream, term, &mut outbound, &opts, false).await {
             // The quit word typed, or nobody left to show the next client's data to.
             Ok(end @ (End::Quit(super::Side::Local) | End::OutputClosed)) => return Ok(end),
             Ok(_) => {}
-            // With its causes, as main shows an error that ends wirechat.
+            // Our own input or output failed: every later client would meet the same.
+            Err(e) if matches!(e.downcast_ref(), Some(Error::Input(_) | Error::Output(_))) => {
+                return Err(e);
+            }
+            // The client's connection failed: with its causes, as main shows an error that
+            // ends wirechat, and on to the next client.
             Err(e) => term.events.warn(format!("{e:#}")),
         }
     }
 }
+
+/// The most typed bytes `tcp listen -k` holds for the next client; beyond that it stops reading
+/// its input until one connects.
+const HELD_MAX: usize = 1 << 20;
 
 /// Accepts the next client, reporting it; passing accept errors back off instead of spinning.
 async fn accept(listener: &tokio::net::TcpListener, events: &Events) -> (TcpStream, SocketAddr) {

@@ -460,6 +460,57 @@ fn keep_open_ends_when_its_output_is_closed() {
     assert!(TcpStream::connect(format!("127.0.0.1:{port}")).is_err());
 }
 
+/// `tcp listen -k` between clients: what is typed waits for the next client, and the quit word
+/// ends the listener at once rather than when someone connects.
+#[test]
+fn keep_open_quit_between_clients_ends_at_once() {
+    let mut server = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0", "-k", "--quit", "end"]);
+    let port = server.port();
+    server.send(b"early\n");
+    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    let mut got = [0u8; 6];
+    first.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early\n");
+    drop(first);
+    server.stderr.wait_text("closed:");
+    server.send(b"end\n");
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
+    let err = server.stderr.text();
+    assert!(
+        err.contains("typed \"end\": ending (it was not sent)"),
+        "{err}"
+    );
+    assert!(TcpStream::connect(format!("127.0.0.1:{port}")).is_err());
+}
+
+/// `tcp listen -k` whose output cannot be written (a full disk) ends with the error: every
+/// later client's data would be lost the same way.
+#[test]
+fn keep_open_ends_when_its_output_fails() {
+    if !std::path::Path::new("/dev/full").exists() {
+        crate::util::cannot_run("no /dev/full on this machine");
+        return;
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["tcp", "listen", "127.0.0.1:0", "-k"])
+        .stdin(Stdio::null())
+        .stdout(full);
+    let mut server = Proc::spawn_stderr(cmd);
+    let port = server.port();
+    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    first.write_all(b"lost\n").unwrap();
+    assert_eq!(server.wait_exit(), 1, "{}", server.stderr.text());
+    let err = server.stderr.text();
+    assert!(
+        err.contains("error: writing output: no space left on device"),
+        "{err}"
+    );
+}
+
 /// Listening without a host takes both IPv4 and IPv6 clients; --keep-open serves one after
 /// another, and a line typed half before a client leaves is finished for the next one.
 #[test]
