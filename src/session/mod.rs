@@ -198,6 +198,8 @@ pub struct Activity {
     last_ms: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
+    /// The peer refused a datagram since we last sent or received one (UDP).
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Activity {
@@ -207,6 +209,7 @@ impl Default for Activity {
             last_ms: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            refused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -220,13 +223,26 @@ impl Activity {
     /// Records `n` bytes sent.
     pub fn sent(&self, n: usize) {
         self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        self.refused.store(false, Ordering::Relaxed);
         self.touch();
     }
 
     /// Records `n` bytes received.
     pub fn received(&self, n: usize) {
         self.received.fetch_add(n as u64, Ordering::Relaxed);
+        self.refused.store(false, Ordering::Relaxed);
         self.touch();
+    }
+
+    /// Records that the peer refused a datagram (ICMP port unreachable).
+    pub fn refused(&self) {
+        self.refused.store(true, Ordering::Relaxed);
+    }
+
+    /// True if the last news of the peer was a refusal that came after the last datagram sent:
+    /// nothing is listening there, as far as anyone can tell.
+    pub fn ended_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Bytes (sent, received) so far.

@@ -81,7 +81,7 @@ where
                     unsent = true;
                     continue;
                 };
-                if send_one(socket, policy, dest, &m, events).await? {
+                if send_one(socket, policy, dest, &m, events, activity).await? {
                     activity.sent(m.len());
                 } else {
                     unsent = true;
@@ -114,6 +114,7 @@ where
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         refused(events, connected_peer);
+                        activity.refused();
                         break;
                     }
                     Err(e) => return Err(Error::Socket(e)),
@@ -178,6 +179,7 @@ async fn send_one(
     dest: SocketAddr,
     msg: &[u8],
     events: &Events,
+    activity: &Activity,
 ) -> Result<bool, Error> {
     // A refusal reported here belongs to an earlier datagram; this one was not sent, so retry.
     for _ in 0..2 {
@@ -189,6 +191,7 @@ async fn send_one(
             Ok(_) => return Ok(true),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 refused(events, Some(dest));
+                activity.refused();
             }
             Err(e) if e.raw_os_error() == Some(transport::EMSGSIZE) => {
                 events.warn(format!(
@@ -231,7 +234,15 @@ async fn run(
     )
     .await;
     let _ = term.output.flush().await;
-    Ok(super::report_end(end, &activity, opts, &events)?)
+    let end = super::report_end(end, &activity, opts, &events)?;
+    if activity.ended_refused() {
+        // Only a connected socket hears of refusals, so it has a peer address.
+        let peer = socket.peer_addr().unwrap_or(super::UNKNOWN_PEER);
+        let refused = Error::Socket(io::ErrorKind::ConnectionRefused.into());
+        return Err(anyhow::Error::new(refused)
+            .context(format!("sending to {}", transport::display_addr(peer))));
+    }
+    Ok(end)
 }
 
 /// `wirechat udp listen`: bind, show each datagram and its sender, send typed lines to `--peer`

@@ -201,7 +201,8 @@ fn ipv6_datagrams() {
 }
 
 /// The refusal of the only datagram is reported too: the kernel signals it as an error event
-/// alone, with no later send to pick it up.
+/// alone, with no later send to pick it up. A sender whose last datagram was refused ends with
+/// the refused status, so a script can tell that nothing was listening.
 #[test]
 fn a_refused_only_datagram_is_reported() {
     let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -210,9 +211,38 @@ fn a_refused_only_datagram_is_reported() {
     let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
     w.send(b"hi\n");
     w.close_stdin();
-    assert_eq!(w.wait_exit(), 0);
+    assert_eq!(w.wait_exit(), 4);
     let err = w.stderr.text();
     assert_eq!(err.matches("refused a datagram").count(), 1, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "wirechat: error: sending to {addr}: connection refused"
+        )),
+        "{err}"
+    );
+}
+
+/// Refusals that a later datagram or a reply outdates do not make the end an error.
+#[test]
+fn a_refusal_followed_by_a_reply_ends_normally() {
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap();
+    drop(gone);
+    let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
+    w.send(b"one\n");
+    w.stderr.wait_text("refused a datagram");
+    let Ok(back) = UdpSocket::bind(addr) else {
+        eprintln!("SKIPPED: the port was taken meanwhile");
+        return;
+    };
+    w.send(b"two\n");
+    let (got, from) = recv_text(&back);
+    assert_eq!(got, "two");
+    back.send_to(b"reply", from).unwrap();
+    w.stdout.wait_text("reply");
+    w.close_stdin();
+    assert_eq!(w.wait_exit(), 0, "{}", w.stderr.text());
 }
 
 /// A refused datagram (nothing listening) is reported and the conversation goes on: a later
