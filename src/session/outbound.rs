@@ -35,6 +35,8 @@ pub struct Outbound {
     held: Vec<Vec<u8>>,
     /// Bytes in `held`.
     held_bytes: usize,
+    /// The input ended while nobody was connected.
+    held_end: bool,
 }
 
 struct LineSink {
@@ -82,11 +84,13 @@ impl Outbound {
             },
             held: Vec::new(),
             held_bytes: 0,
+            held_end: false,
         }
     }
 
     /// Like [`Outbound::feed`] (or [`Outbound::finish`] when `input` is empty), but the
-    /// messages are kept for the next peer, which gets them from [`Outbound::take_held`].
+    /// messages are kept for the next peer, which gets them from [`Outbound::take_held`]
+    /// (`tcp listen -k` between clients).
     pub fn hold(&mut self, input: &[u8]) -> Flow {
         let mut msgs = Vec::new();
         let flow = if input.is_empty() {
@@ -97,6 +101,18 @@ impl Outbound {
         self.held_bytes += msgs.iter().map(Vec::len).sum::<usize>();
         self.held.append(&mut msgs);
         flow
+    }
+
+    /// Records that the input ended while nobody was connected: the next peer is sent what
+    /// is held and then our FIN, as if the input had ended during its conversation.
+    pub fn hold_end(&mut self) -> Flow {
+        self.held_end = true;
+        self.hold(&[])
+    }
+
+    /// True once after [`Outbound::hold_end`]: the input ended before this conversation.
+    pub fn take_held_end(&mut self) -> bool {
+        std::mem::take(&mut self.held_end)
     }
 
     /// Bytes kept by [`Outbound::hold`] and not yet taken.
@@ -204,7 +220,7 @@ impl LineSink {
                                 let hex: Vec<String> =
                                     wire.iter().map(|b| format!("{b:02x}")).collect();
                                 self.events.warn(format!(
-                                    "{q:?} was sent as hex; to send the quit word, type {}",
+                                    "{q:?} was taken as hex; to type the quit word, type {}",
                                     hex.join(" ")
                                 ));
                             }

@@ -39,10 +39,15 @@ where
             wr.write_all(&m).await.map_err(Error::Socket)?;
             activity.sent(m.len());
         }
+        let mut ended_before = outbound.take_held_end();
         let mut buf = vec![0u8; 64 * 1024];
         let mut msgs = Vec::new();
         loop {
-            let n = input.read(&mut buf).await.map_err(Error::Input)?;
+            let n = if std::mem::take(&mut ended_before) {
+                0
+            } else {
+                input.read(&mut buf).await.map_err(Error::Input)?
+            };
             let flow = match n {
                 0 => outbound.finish(&mut msgs),
                 n => outbound.feed(&buf[..n], &mut msgs),
@@ -255,19 +260,28 @@ pub async fn listen(
         drop(listener);
         return talk(stream, term, &mut outbound, &opts, true).await;
     }
-    // Input keeps being read between clients, so that the quit word typed then ends the
-    // listener at once; what else is typed is held for the next client.
-    let mut input_ended = false;
+    // At a terminal, input keeps being read between clients, so that the quit word typed then
+    // ends the listener at once; what else is typed, and the end of input (Ctrl-D), is held
+    // for the next client. Piped input is read only in a conversation: a script's quit word
+    // is for a client.
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        // A terminal's end of input is read once per wait: it does not repeat for a plain
+        // terminal, and repeats at once for the line editor.
+        let mut input_ended = !term.stdin_is_tty;
         let stream = loop {
             let read_more = !input_ended && outbound.held_bytes() < HELD_MAX;
             tokio::select! {
                 stream = accept(&listener, &term.events) => break stream,
                 n = term.input.read(&mut buf), if read_more => {
                     let n = n.map_err(Error::Input)?;
-                    input_ended = n == 0;
-                    if outbound.hold(&buf[..n]) == Flow::Quit {
+                    let flow = if n == 0 {
+                        input_ended = true;
+                        outbound.hold_end()
+                    } else {
+                        outbound.hold(&buf[..n])
+                    };
+                    if flow == Flow::Quit {
                         term.events.emit(Event::QuitUnsent {
                             word: opts.quit.clone().unwrap_or_default(),
                         });

@@ -283,10 +283,7 @@ pub async fn connect(
     let dests = resolve(target).await?;
     // Without a local host the socket takes the family of the peer's first address.
     let (local, dest) = match bind {
-        Some(b) if b.host.is_some() => {
-            let local = resolve(b).await?[0];
-            (local, transport::reachable(local, &dests)?)
-        }
+        Some(b) if b.host.is_some() => transport::reachable_pair(&resolve(b).await?, &dests)?,
         _ => (
             SocketAddr::new(unspecified(dests[0]), bind.map_or(0, |b| b.port)),
             dests[0],

@@ -76,9 +76,25 @@ impl Error {
 /// socket cannot reach an IPv6 address, nor an IPv6 address other than `::` an IPv4 one; when
 /// no candidate fits, the error names the first.
 pub fn reachable(local: SocketAddr, candidates: &[SocketAddr]) -> Result<SocketAddr, Error> {
-    if let Some(peer) = candidates.iter().find_map(|&p| seen_from(local, p)) {
-        return Ok(peer);
+    reachable_pair(&[local], candidates).map(|(_, peer)| peer)
+}
+
+/// [`reachable`] when the local address is a name too (`--bind HOST:PORT`): the first local
+/// address that reaches one of `candidates`, and that one. When none does, the error names the
+/// first of each.
+pub fn reachable_pair(
+    locals: &[SocketAddr],
+    candidates: &[SocketAddr],
+) -> Result<(SocketAddr, SocketAddr), Error> {
+    for &local in locals {
+        if let Some(peer) = candidates.iter().find_map(|&p| seen_from(local, p)) {
+            return Ok((local, peer));
+        }
     }
+    let local = locals.first().copied().unwrap_or(SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        0,
+    ));
     Err(Error::Family {
         local: display_addr(local),
         peer: candidates.first().copied().map_or(local, display_addr),
@@ -348,6 +364,11 @@ mod tests {
         assert_eq!(reachable(a("127.0.0.1:0"), &[mapped]).unwrap(), v4);
         assert_eq!(reachable(a("[::]:0"), &[v4]).unwrap(), mapped);
         assert_eq!(reachable(a("[::]:0"), &[v6]).unwrap(), v6);
+        // A local name with addresses of both versions: the pair that fits.
+        assert_eq!(
+            reachable_pair(&[a("127.0.0.1:7"), a("[::1]:7")], &[v6]).unwrap(),
+            (a("[::1]:7"), v6)
+        );
         // Nothing fits: the error names the first address, as people write it.
         for (local, peers) in [("127.0.0.1:0", vec![v6]), ("[::1]:0", vec![v4, mapped])] {
             let e = reachable(a(local), &peers).unwrap_err();

@@ -67,7 +67,8 @@ fn between(e: Errno, dest: Blame) -> Failure {
         | Errno::ENETDOWN
         | Errno::ENETUNREACH
         | Errno::EHOSTDOWN
-        | Errno::EHOSTUNREACH => Blame::Socket,
+        | Errno::EHOSTUNREACH
+        | Errno::ENOBUFS => Blame::Socket,
         _ => Blame::Local,
     };
     Failure {

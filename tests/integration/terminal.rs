@@ -305,3 +305,68 @@ fn ctrl_c_at_the_prompt_exits_130_even_when_sigint_was_blocked() {
     let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
     assert!(screen.contains("EXITED=130"), "{screen}");
 }
+
+/// `tcp listen -k` running in tmux with `options`: the session and the listening address.
+fn listen_in_tmux(options: &str) -> (Tmux, String) {
+    let tmux = Tmux::start(&format!(
+        "{} tcp listen 127.0.0.1:0 -k {options}; echo EXITED=$?; sleep 60",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    let screen = tmux.wait("the listening line", |s| s.contains(" (tcp)"));
+    let addr = screen
+        .split("listening on ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    (tmux, addr)
+}
+
+/// At a terminal, `tcp listen -k` reads what is typed between clients: a line waits for the
+/// next client, and the quit word ends the listener at once.
+#[test]
+fn keep_open_at_a_terminal_acts_on_the_quit_word_between_clients() {
+    use std::io::Read;
+    if !have("tmux") {
+        return;
+    }
+    let (tmux, addr) = listen_in_tmux("--quit end");
+    tmux.keys("early");
+    tmux.enter();
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    let mut got = [0u8; 6];
+    first.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early\n");
+    drop(first);
+    tmux.wait("the first client's end", |s| s.contains("closed:"));
+    tmux.keys("end");
+    tmux.enter();
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=0"), "{screen}");
+    assert!(screen.contains("ending (it was not sent)"), "{screen}");
+}
+
+/// Without the line editor, Ctrl-D typed between clients ends the next client's turn (it gets
+/// our FIN at once), and typing goes on after it.
+#[test]
+fn keep_open_at_a_plain_terminal_gives_ctrl_d_to_the_next_client() {
+    use std::io::Read;
+    if !have("tmux") {
+        return;
+    }
+    let (tmux, addr) = listen_in_tmux("--no-editor --quit end");
+    tmux.press("C-d");
+    let mut second = std::net::TcpStream::connect(&addr).unwrap();
+    second.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    second
+        .read_to_end(&mut rest)
+        .expect("our FIN before the deadline");
+    assert!(rest.is_empty(), "{rest:?}");
+    drop(second);
+    tmux.wait("the client's end", |s| s.contains("closed:"));
+    tmux.keys("end");
+    tmux.enter();
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=0"), "{screen}");
+}
