@@ -626,13 +626,7 @@ fn a_stderr_nobody_reads_does_not_stop_the_room() {
     let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
     let mut first = String::new();
     stderr.read_line(&mut first).unwrap();
-    let port = first
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .port();
+    let port = crate::util::listening_addr(&first).port();
     // Every join and leave is an event line: 2,000 of them are far more than a pipe holds.
     for _ in 0..1000 {
         drop(TcpStream::connect(("127.0.0.1", port)).unwrap());

@@ -313,13 +313,7 @@ fn listen_in_tmux(options: &str) -> (Tmux, String) {
         env!("CARGO_BIN_EXE_wirechat")
     ));
     let screen = tmux.wait("the listening line", |s| s.contains(" (tcp)"));
-    let addr = screen
-        .split("listening on ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
-    (tmux, addr)
+    (tmux, crate::util::listening_addr(&screen).to_string())
 }
 
 /// At a terminal, `tcp listen -k` reads what is typed between clients: a line waits for the

@@ -548,13 +548,7 @@ fn sigterm_ends_a_listener_stuck_writing_to_stderr() {
         assert_eq!(stderr.read(&mut byte).unwrap(), 1, "{seen:?}");
         seen.push(byte[0]);
     }
-    let text = String::from_utf8_lossy(&seen).into_owned();
-    let addr = text
-        .split("listening on ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let addr = crate::util::listening_addr(&String::from_utf8_lossy(&seen));
     // Two senders taking turns: each datagram is a "datagram from" line on stderr.
     let senders = [
         UdpSocket::bind("127.0.0.1:0").unwrap(),
@@ -583,7 +577,7 @@ fn sigterm_ends_a_listener_stuck_writing_to_stderr() {
             "never blocked on stderr ({sent} datagrams)"
         );
         for s in &senders {
-            s.send_to(b"x", &addr).unwrap();
+            s.send_to(b"x", addr).unwrap();
             sent += 1;
         }
         if sent % 200 == 0 {

@@ -170,6 +170,25 @@ impl Collected {
     }
 }
 
+/// `/dev/full` opened for writing (every write fails with ENOSPC); `None`, after
+/// [`cannot_run`], on a machine without it.
+pub fn dev_full() -> Option<std::fs::File> {
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
+    if full.is_err() {
+        cannot_run("no /dev/full on this machine");
+    }
+    full.ok()
+}
+
+/// The address of the "listening on ADDR" line in `text`; panics, showing `text`, without one.
+pub fn listening_addr(text: &str) -> SocketAddr {
+    text.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no \"listening on ADDR\" in {text:?}"))
+}
+
 /// A running child process, killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -223,11 +242,7 @@ impl Proc {
             t.find("listening on ")
                 .is_some_and(|i| t[i..].contains('\n'))
         });
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let after = &text[text.find("listening on ").unwrap() + "listening on ".len()..];
-        let addr = after.split_whitespace().next().unwrap();
-        addr.parse()
-            .unwrap_or_else(|_| panic!("bad address in {text:?}"))
+        listening_addr(&String::from_utf8_lossy(&out))
     }
 
     /// The port a peer written here prints on stdout as `listening on HOST:PORT`.
