@@ -42,6 +42,11 @@ impl Encoding {
         self.0.name()
     }
 
+    /// True for the encodings with one byte per character (ISO-8859-x, windows-125x, KOI8).
+    pub fn is_single_byte(self) -> bool {
+        self.0.is_single_byte()
+    }
+
     /// True for UTF-8, where the local and wire sides agree and no transcoding is needed.
     pub fn is_utf8(self) -> bool {
         self.0 == encoding_rs::UTF_8

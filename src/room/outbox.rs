@@ -92,36 +92,36 @@ impl Entry {
 
 /// `text` in `enc`.
 ///
-/// windows-1252 (what `latin1`, `iso-8859-1` and `ascii` mean to encoding_rs, after WHATWG)
-/// puts its characters above U+00FF (`€`, `“`, `›`, ...) on bytes 0x80-0x9F, which a terminal
-/// set to ISO-8859-1 takes as C1 controls: `›` is 0x9B, CSI. Such a client gets those
-/// characters escaped (`\u{203a}`), like any other control sequence from a peer. The same goes
-/// for x-user-defined, which puts U+F780-U+F79F on those bytes.
+/// A single-byte encoding may put characters on bytes 0x80-0x9F, which a terminal set to the
+/// matching ISO-8859 charset takes as C1 controls: windows-1252 (what `latin1`, `iso-8859-1`
+/// and `ascii` mean to encoding_rs, after WHATWG) puts `€`, `“` and `›` there, and `›` is
+/// 0x9B, CSI; windows-1254 (`latin5`, `iso-8859-9`) and windows-874 (`tis-620`,
+/// `iso-8859-11`) do the same, x-user-defined puts U+F780-U+F79F there. In a single-byte
+/// encoding, a character that would land on those bytes, or that has no byte at all, is sent
+/// escaped (`\u{203a}`), like any other control sequence from a peer.
 pub fn encode(text: &str, enc: Encoding) -> Chunk {
     if enc.is_utf8() {
         return Arc::from(text.as_bytes());
     }
-    // Which characters would land on 0x80-0x9F, for the encodings where any do.
-    let c1: Option<fn(char) -> bool> = match enc.name() {
-        "windows-1252" => Some(|c| u32::from(c) > 0xff),
-        "x-user-defined" => Some(|c| ('\u{f780}'..='\u{f79f}').contains(&c)),
-        _ => None,
-    };
     let mut out = Vec::with_capacity(text.len());
-    if let Some(c1) = c1
-        && text.chars().any(c1)
-    {
-        let mut safe = String::with_capacity(text.len() + 8);
-        for c in text.chars() {
-            if c1(c) {
-                safe.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-            } else {
-                safe.push(c);
-            }
-        }
-        enc.encode_message(&safe, &mut out);
-    } else {
+    if !enc.is_single_byte() || text.is_ascii() {
         enc.encode_message(text, &mut out);
+        return Arc::from(out);
+    }
+    let mut one = Vec::with_capacity(4);
+    let mut utf8 = [0u8; 4];
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c as u8);
+            continue;
+        }
+        one.clear();
+        let unmappable = enc.encode_message(c.encode_utf8(&mut utf8), &mut one) > 0;
+        if unmappable || one.iter().any(|b| (0x80..=0x9f).contains(b)) {
+            out.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
+        } else {
+            out.extend_from_slice(&one);
+        }
     }
     Arc::from(out)
 }
@@ -906,6 +906,15 @@ mod tests {
         assert!(!chunk.iter().any(|b| (0x80..=0x9f).contains(b)));
         let binary = Encoding::from_label("x-user-defined").unwrap();
         assert_eq!(&encode("\u{f79b}2J", binary)[..], b"\\u{f79b}2J");
+        // The other single-byte encodings that use 0x80-0x9F: Turkish and Thai.
+        for label in ["latin5", "iso-8859-9", "iso-8859-11", "tis-620", "koi8-r"] {
+            let enc = Encoding::from_label(label).unwrap();
+            let chunk = encode("\u{203a}31m \u{2026} \u{20ac} x\u{e9}", enc);
+            assert!(!chunk.iter().any(|b| (0x80..=0x9f).contains(b)), "{label}");
+            assert!(chunk.starts_with(b"\\u{203a}31m "), "{label}");
+        }
+        let latin5 = Encoding::from_label("latin5").unwrap();
+        assert_eq!(&encode("\u{11f}", latin5)[..], b"\xf0", "ğ stays a letter");
         // Other encodings are untouched by this.
         assert_eq!(&encode("\u{4f60}", Encoding::GBK)[..], b"\xc4\xe3");
     }
