@@ -45,6 +45,9 @@ pub async fn serve(
             return;
         }
     };
+    // Should this task panic (a bug), the member still leaves, instead of staying on /who
+    // with nobody serving it.
+    let _unwinding = LeaveIfPanicking { room: &room, id };
     let reason = tokio::select! {
         reason = read_loop(&room, &config, &conn, &shutdown) => reason,
         reason = write_loop(&room, &conn) => reason,
@@ -61,6 +64,21 @@ pub async fn serve(
     }
     let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
     room.gone(id);
+}
+
+/// Makes a member leave when its task unwinds from a panic.
+struct LeaveIfPanicking<'a> {
+    room: &'a Room,
+    id: ClientId,
+}
+
+impl Drop for LeaveIfPanicking<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.room.leave(self.id, "server error");
+            self.room.gone(self.id);
+        }
+    }
 }
 
 /// Writes `bytes` whenever the socket has room, until done or it fails.

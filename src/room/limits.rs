@@ -38,7 +38,9 @@ impl RateLimit {
             self.tokens -= 1.0;
             None
         } else {
-            Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            // At most an hour: a rate that small is refused at start-up anyway.
+            let wait = (1.0 - self.tokens) / self.rate;
+            Some(Duration::try_from_secs_f64(wait.min(3600.0)).unwrap_or(Duration::from_secs(3600)))
         }
     }
 }
@@ -109,6 +111,17 @@ mod tests {
             assert_eq!(r.take(), None);
         }
         assert!(r.take().is_some());
+    }
+
+    /// However small the rate, the wait is a duration (at most an hour), not a panic.
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_rate_waits_an_hour_at_most() {
+        for rate in [1e-20, f64::MIN_POSITIVE, 1e-3] {
+            let mut r = RateLimit::new(rate, 1);
+            assert_eq!(r.take(), None);
+            let wait = r.take().expect("bucket empty");
+            assert!(wait <= Duration::from_secs(3600), "{rate}: {wait:?}");
+        }
     }
 
     #[cfg(unix)]

@@ -51,7 +51,10 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A setting is out of range.
+    /// A setting is out of range (a usage error).
+    #[error("{0}")]
+    Setting(String),
+    /// The room could not start (no thread, no runtime).
     #[error("{0}")]
     Config(String),
 }
@@ -59,6 +62,12 @@ pub enum Error {
 /// The largest `--max-clients`: far above what one machine's descriptors allow, and within what
 /// the connection cap (a semaphore) can count.
 pub const MAX_CLIENTS: usize = 100_000_000;
+
+/// The largest `--history`: a joiner is sent at most this many lines first.
+pub const MAX_HISTORY: usize = 10_000;
+
+/// The smallest `--rate` other than 0 (off): one line in 1,000 seconds.
+pub const MIN_RATE: f64 = 0.001;
 
 /// The largest `--max-line`: each client may hold this much of an unfinished line.
 pub const MAX_LINE: usize = 1 << 20;
@@ -114,7 +123,7 @@ impl Default for Config {
 
 impl Config {
     fn check(&self) -> Result<(), Error> {
-        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        let bad = |m: &str| Err(Error::Setting(m.to_string()));
         if self.max_clients == 0 {
             return bad("--max-clients must be at least 1");
         }
@@ -127,12 +136,15 @@ impl Config {
         if self.max_line > MAX_LINE {
             return bad(&format!("--max-line must be at most {MAX_LINE} bytes"));
         }
+        if self.history > MAX_HISTORY {
+            return bad(&format!("--history must be at most {MAX_HISTORY} lines"));
+        }
         if self.queue < 16 {
             return bad("--queue must be at least 16 lines");
         }
         if let Some((rate, _)) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return bad("--rate must be a positive number (0 turns the limit off)");
+            if !(rate.is_finite() && rate >= MIN_RATE) {
+                return bad("--rate must be at least 0.001 lines a second (0 turns the limit off)");
             }
         }
         Ok(())

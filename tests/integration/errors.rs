@@ -69,6 +69,22 @@ fn room_port_in_use_is_status_3_and_unknown_host_5() {
     );
 }
 
+/// A room setting out of range is a usage error (status 2) that says what the range is.
+#[test]
+fn room_settings_out_of_range_are_status_2() {
+    for (setting, words) in [
+        (["--rate", "1e-20"], "--rate must be at least 0.001"),
+        (["--rate", "nan"], "--rate must be at least 0.001"),
+        (["--max-line", "15"], "--max-line must be at least 16"),
+        (["--max-clients", "0"], "--max-clients must be at least 1"),
+        (["--history", "100000"], "--history must be at most 10000"),
+    ] {
+        let mut args = vec!["room", "127.0.0.1:0"];
+        args.extend(setting);
+        expect_error(&args, 2, &[words]);
+    }
+}
+
 #[test]
 fn udp_port_in_use_is_status_3() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
