@@ -129,6 +129,47 @@ pub async fn interrupted() {
     }
 }
 
+/// Completes on Ctrl-C, SIGTERM, or SIGHUP (the terminal or ssh session that started wirechat
+/// went away): what ends a server. A SIGHUP that was ignored when wirechat started (`nohup`)
+/// stays ignored.
+pub async fn interrupted_or_hung_up() {
+    #[cfg(target_os = "linux")]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangup = async {
+            match (!hangup_ignored())
+                .then(|| signal(SignalKind::hangup()))
+                .and_then(Result::ok)
+            {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = interrupted() => {}
+            () = hangup => {}
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    interrupted().await;
+}
+
+/// True if SIGHUP is ignored, as `nohup` leaves it: the `SigIgn` mask in /proc/self/status
+/// (reading it needs no unsafe code, unlike asking sigaction).
+#[cfg(target_os = "linux")]
+fn hangup_ignored() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+}
+
 /// How long a conversation has, after Ctrl-C or SIGTERM, to end in order before
 /// [`watch_interrupts`] ends the process itself.
 pub const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);

@@ -14,7 +14,7 @@
 //! - [`commands`]: the slash commands and the nickname rules.
 //! - [`limits`]: the token bucket and the open-files limit.
 //!
-//! Shutdown: one `CancellationToken` is seen by every task. On Ctrl-C or SIGTERM everyone is
+//! Shutdown: one `CancellationToken` is seen by every task. On Ctrl-C, SIGTERM or SIGHUP everyone is
 //! sent `* server shutting down`, the writers drain, and the transcript is flushed last.
 
 pub mod client;
@@ -215,7 +215,7 @@ impl RoomEvent {
     }
 }
 
-/// Opens the room on `addr` and serves it until Ctrl-C or SIGTERM: the command line's entry.
+/// Opens the room on `addr` and serves it until Ctrl-C, SIGTERM or SIGHUP: the command line's entry.
 ///
 /// The room runs on a runtime of its own with `threads` workers (0: one per core) and as many
 /// flushers. One worker (a current-thread runtime) avoids cross-thread wake-ups and work
@@ -283,7 +283,7 @@ async fn serve_with(addr: &HostPort, config: Config, events: EventSink) -> Resul
         config,
         Some(stdin_reader()),
         events,
-        crate::exit::interrupted(),
+        crate::exit::interrupted_or_hung_up(),
     )
     .await
 }

@@ -565,6 +565,58 @@ fn sigterm_says_goodbye_flushes_the_log_and_exits_0() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// SIGHUP (the terminal or ssh session went away) shuts the room down in order, like SIGTERM;
+/// under `nohup`, which ignores it, the room goes on.
+#[test]
+fn sighup_shuts_down_in_order_unless_ignored() {
+    use nix::sys::signal::{Signal, kill};
+    let dir = std::env::temp_dir().join(format!("wirechat-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("room.log");
+    let (mut server, port) = room(&["--log", log.to_str().unwrap()]);
+    let mut a = Client::named(port, "a");
+    let mut b = Client::named(port, "b");
+    a.send("before the hangup");
+    b.wait("before the hangup");
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    kill(pid, Signal::SIGHUP).unwrap();
+    assert!(a.wait_closed().ends_with("* server shutting down\n"));
+    assert!(b.wait_closed().ends_with("* server shutting down\n"));
+    assert_eq!(server.wait_exit(), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" <a> before the hangup\n"), "{text}");
+    assert!(text.ends_with(" * server shutting down\n"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if !crate::util::have("nohup") {
+        return;
+    }
+    let mut cmd = std::process::Command::new("nohup");
+    cmd.arg(env!("CARGO_BIN_EXE_wirechat"))
+        .args(["room", "127.0.0.1:0", "-q"]);
+    let mut server = Proc::spawn(cmd);
+    let port = server.port();
+    let mut b = Client::named(port, "b");
+    b.send("/who");
+    b.wait("online");
+    // Serving, so its signals are set up: SIGHUP is still ignored, with no handler of ours.
+    let pid = server.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+    };
+    if let (Some(ignored), Some(caught)) = (mask("SigIgn:"), mask("SigCgt:")) {
+        assert_eq!((ignored & 1, caught & 1), (1, 0), "{status}");
+    }
+    kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGHUP).unwrap();
+    let _c = Client::named(port, "c");
+    b.wait("is now known as c");
+    assert!(server.child.try_wait().unwrap().is_none());
+}
+
 #[test]
 fn history_is_sent_to_joiners() {
     let (_server, port) = room(&["--history", "2"]);
