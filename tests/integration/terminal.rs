@@ -364,3 +364,39 @@ fn keep_open_at_a_plain_terminal_gives_ctrl_d_to_the_next_client() {
     let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
     assert!(screen.contains("EXITED=0"), "{screen}");
 }
+
+/// `wirechat room PORT &` from an interactive shell: in the background it serves (reading the
+/// terminal there would stop it with SIGTTIN), and after `fg` the keyboard is the server's.
+#[test]
+fn a_room_in_the_background_serves_and_takes_the_keyboard_after_fg() {
+    use std::io::{BufRead, BufReader};
+    if !have("tmux") || !have("bash") {
+        return;
+    }
+    let tmux = Tmux::start("bash --norc --noprofile");
+    tmux.keys(&format!(
+        "{} room 127.0.0.1:0 &",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    tmux.enter();
+    let screen = tmux.wait("the listening line", |s| s.contains(" (tcp)"));
+    let addr = crate::util::listening_addr(&screen);
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = BufReader::new(client);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .expect("a greeting while in the background");
+    assert!(line.contains("welcome"), "{line:?}");
+    tmux.keys("fg");
+    tmux.enter();
+    tmux.wait("the job in the foreground", |s| {
+        s.lines().any(|l| l.ends_with("room 127.0.0.1:0"))
+    });
+    tmux.keys("hello from the keyboard");
+    tmux.enter();
+    line.clear();
+    reader.read_line(&mut line).expect("the server's line");
+    assert_eq!(line, "<server> hello from the keyboard\n");
+}
