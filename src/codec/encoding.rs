@@ -84,7 +84,7 @@ pub struct TextDecoder(encoding_rs::Decoder);
 
 impl TextDecoder {
     /// Appends the text decoded from `bytes` to `out`; `last` flushes a pending partial character
-    /// (as U+FFFD) at the end of the stream.
+    /// (as U+FFFD) at the end of the stream, after which the decoder starts a new stream.
     pub fn decode(&mut self, bytes: &[u8], last: bool, out: &mut String) {
         let mut rest = bytes;
         loop {
@@ -96,9 +96,17 @@ impl TextDecoder {
             let (result, read, _) = self.0.decode_to_string(rest, out, last);
             rest = &rest[read..];
             match result {
-                CoderResult::InputEmpty => return,
+                CoderResult::InputEmpty => break,
                 CoderResult::OutputFull => continue,
             }
+        }
+        self.restart_after(last);
+    }
+
+    /// encoding_rs panics when a decoder is used after its last call: start afresh.
+    fn restart_after(&mut self, last: bool) {
+        if last {
+            self.0 = self.0.encoding().new_decoder_without_bom_handling();
         }
     }
 
@@ -121,7 +129,10 @@ impl TextDecoder {
             let (result, read) = self.0.decode_to_string_without_replacement(rest, out, last);
             rest = &rest[read..];
             match result {
-                DecoderResult::InputEmpty => return malformed,
+                DecoderResult::InputEmpty => {
+                    self.restart_after(last);
+                    return malformed;
+                }
                 DecoderResult::OutputFull => continue,
                 // What `decode` does in its place: one U+FFFD per malformed sequence.
                 DecoderResult::Malformed(..) => {
@@ -141,7 +152,8 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    /// Appends the encoding of `text` to `out`.
+    /// Appends the encoding of `text` to `out`; after `last`, the encoder starts a new stream
+    /// (encoding_rs panics when an encoder is used after its last call).
     pub fn encode(&mut self, text: &str, last: bool, out: &mut Vec<u8>) {
         let mut rest = text;
         loop {
@@ -155,7 +167,12 @@ impl TextEncoder {
                 .encode_from_utf8_to_vec_without_replacement(rest, out, last);
             rest = &rest[read..];
             match result {
-                EncoderResult::InputEmpty => return,
+                EncoderResult::InputEmpty => {
+                    if last {
+                        self.inner = self.inner.encoding().new_encoder();
+                    }
+                    return;
+                }
                 EncoderResult::OutputFull => continue,
                 EncoderResult::Unmappable(_) => {
                     out.push(b'?');
@@ -175,6 +192,26 @@ impl TextEncoder {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A decoder or encoder used again after its last call starts a new stream instead of
+    /// panicking (encoding_rs's own behaviour).
+    #[test]
+    fn coders_can_be_used_after_their_last_call() {
+        for enc in [Encoding::UTF8, Encoding::GBK] {
+            let mut dec = enc.decoder();
+            let mut text = String::new();
+            dec.decode(b"ab", true, &mut text);
+            dec.decode(b"cd", true, &mut text);
+            assert_eq!(dec.decode_counting_malformed(b"e", true, &mut text), 0);
+            dec.decode(b"f", false, &mut text);
+            assert_eq!(text, "abcdef");
+            let mut coder = enc.encoder();
+            let mut wire = Vec::new();
+            coder.encode("x", true, &mut wire);
+            coder.encode("y", true, &mut wire);
+            assert_eq!(wire, b"xy");
+        }
+    }
 
     #[test]
     fn labels() {

@@ -436,6 +436,22 @@ mod tests {
         line.clear();
         a.read_line(&mut line).await.unwrap();
         assert_eq!(line, "<server> hello from the keyboard\n");
+        // A long line goes out whole, not cut inside a character; a last line without a
+        // newline goes out when the input ends.
+        let long = "\u{4f60}".repeat(5000);
+        keys.write_all(format!("{long}\nthe last line").as_bytes())
+            .await
+            .unwrap();
+        drop(keys);
+        let deadline = std::time::Duration::from_secs(10);
+        line.clear();
+        let read = tokio::time::timeout(deadline, a.read_line(&mut line)).await;
+        assert!(matches!(read, Ok(Ok(_))), "no line");
+        assert_eq!(line, format!("<server> {long}\n"));
+        line.clear();
+        let read = tokio::time::timeout(deadline, a.read_line(&mut line)).await;
+        assert!(matches!(read, Ok(Ok(_))), "no last line");
+        assert_eq!(line, "<server> the last line\n");
         stop.send(()).unwrap();
         line.clear();
         a.read_line(&mut line).await.unwrap();

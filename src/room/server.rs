@@ -2,7 +2,7 @@
 
 use super::state::Room;
 use super::{Config, EventSink, RoomEvent, client};
-use crate::codec::{LineSplitter, Piece, sanitize_into};
+use crate::codec::{Encoding, LineSplitter, Piece, sanitize_into};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -115,27 +115,38 @@ async fn refuse(mut stream: TcpStream, reason: String) {
     .await;
 }
 
-/// The operator's keyboard: each line typed goes to everyone as `<server> text`. EOF only
-/// stops this; the room keeps running.
+/// The operator's keyboard: each line typed goes to everyone as `<server> text`; a last line
+/// without a newline too, when the input ends. A line longer than [`KEYBOARD_LINE`] goes out
+/// in parts, cut between characters. The end of input only stops this; the room keeps running.
 pub async fn keyboard(
     room: Arc<Room>,
     mut input: impl AsyncRead + Unpin,
     token: CancellationToken,
 ) {
-    let mut splitter = LineSplitter::new(4096);
+    let mut splitter = LineSplitter::new(KEYBOARD_LINE);
+    let mut decoder = Encoding::UTF8.decoder();
     let mut buf = vec![0u8; 4096];
     let mut lines: Vec<String> = Vec::new();
-    loop {
-        let n = match token.run_until_cancelled(input.read(&mut buf)).await {
-            Some(Ok(n)) if n > 0 => n,
-            _ => break,
-        };
-        splitter.push(&buf[..n], &mut |p| {
-            let (Piece::Line { text, .. } | Piece::Partial(text)) = p;
+    let mut ended = false;
+    while !ended {
+        let mut take = |p: Piece<'_>| {
+            let mut text = String::new();
+            match p {
+                Piece::Partial(bytes) => decoder.decode(bytes, false, &mut text),
+                Piece::Line { text: bytes, .. } => decoder.decode(bytes, true, &mut text),
+            }
             let mut clean = String::new();
-            sanitize_into(&String::from_utf8_lossy(text), &mut clean);
+            sanitize_into(&text, &mut clean);
             lines.push(clean);
-        });
+        };
+        match token.run_until_cancelled(input.read(&mut buf)).await {
+            Some(Ok(n)) if n > 0 => splitter.push(&buf[..n], &mut take),
+            Some(_) => {
+                splitter.finish(&mut take);
+                ended = true;
+            }
+            None => return,
+        }
         for line in lines.drain(..) {
             if !line.trim().is_empty() {
                 room.server_say(&line);
@@ -144,3 +155,6 @@ pub async fn keyboard(
         }
     }
 }
+
+/// The longest line from the operator's keyboard sent as one.
+pub const KEYBOARD_LINE: usize = 64 << 10;
