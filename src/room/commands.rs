@@ -223,7 +223,8 @@ mod tests {
             if check_nick(&s).is_ok() {
                 let mut clean = String::new();
                 crate::codec::sanitize_into(&s, &mut clean);
-                prop_assert_eq!(clean.replace("\\\\", "\\"), s.clone());
+                // Nothing escaped: at most a backslash doubled where it would start an escape.
+                prop_assert!(clean == s || clean.replace("\\\\", "\\") == s, "{:?}", clean);
                 prop_assert!(!s.contains(char::is_whitespace));
             }
         }
