@@ -414,6 +414,9 @@ impl Room {
         let Some(&target) = st.nicks.get(&to.to_lowercase()) else {
             return Err(format!("no one here is called {to:?} (/who lists who is)"));
         };
+        if target == id {
+            return Err("that is you: /msg is for someone else".into());
+        }
         let (Some(from), Some(dest)) = (st.members.get(&id), st.members.get(&target)) else {
             return Err(format!("{to} has just left"));
         };

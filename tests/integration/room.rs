@@ -162,6 +162,8 @@ fn three_kinds_of_client_and_every_command() {
     assert_eq!(alice.line(), "-> *py* just for you");
     py.stdout.wait_text("*alice* just for you\n");
     assert!(!wc.stdout.text().contains("just for you"));
+    alice.send("/msg ALICE note to self");
+    assert_eq!(alice.line(), "! that is you: /msg is for someone else");
     alice.send("/msg nobody hi");
     assert!(
         alice
