@@ -44,6 +44,10 @@ impl Listener {
 
     /// Accepts until `token` is cancelled. Client tasks are spawned on `tracker`.
     pub async fn run(self, token: CancellationToken, tracker: TaskTracker) {
+        // A descriptor kept in reserve: when the process runs out (EMFILE), giving it back lets
+        // one waiting connection be accepted and told why it cannot come in, rather than
+        // leaving every such client hanging in the backlog.
+        let mut spare = std::fs::File::open("/dev/null").ok();
         let mut next_id = 0u64;
         let mut backoff = Duration::from_millis(1);
         loop {
@@ -57,6 +61,26 @@ impl Listener {
                     a
                 }
                 Err(e) if is_connection_error(&e) => continue,
+                Err(e) if is_out_of_descriptors(&e) && spare.is_some() => {
+                    drop(spare.take());
+                    let next = tokio::select! {
+                        r = self.listener.accept() => r,
+                        () = token.cancelled() => return,
+                    };
+                    if let Ok((stream, peer)) = next {
+                        let reason = "room full (the server is out of file descriptors)";
+                        self.events.emit(RoomEvent::Refused {
+                            peer,
+                            reason: reason.into(),
+                        });
+                        // Best effort and at once: the descriptor is needed back.
+                        let _ =
+                            stream.try_write(format!("! {reason}; try again later\n").as_bytes());
+                        drop(stream);
+                    }
+                    spare = std::fs::File::open("/dev/null").ok();
+                    continue;
+                }
                 Err(e) => {
                     // Usually EMFILE: wait for clients to leave rather than spin.
                     self.events.emit(RoomEvent::Warning(format!(
@@ -92,6 +116,20 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+/// The process or the system has no descriptor left for a new connection.
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        use nix::errno::Errno;
+        matches!(e.raw_os_error(), Some(n) if n == Errno::EMFILE as i32 || n == Errno::ENFILE as i32)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }
 

@@ -619,6 +619,49 @@ fn sighup_shuts_down_in_order_unless_ignored() {
     assert!(server.child.try_wait().unwrap().is_none());
 }
 
+/// When the process runs out of descriptors (a hard limit below --max-clients), the next client
+/// is told so and closed, instead of hanging unanswered in the listen backlog.
+#[test]
+fn out_of_descriptors_is_told_not_left_hanging() {
+    if !have("sh") {
+        return;
+    }
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "ulimit -n 64 && exec {} room 127.0.0.1:0 --max-clients 1000",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    let server = Proc::spawn(cmd);
+    let port = server.port();
+    let mut clients = Vec::new();
+    let refused = loop {
+        assert!(clients.len() < 100, "never ran out with a limit of 64");
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut first = String::new();
+        reader.read_line(&mut first).expect("a first line");
+        if !first.starts_with("* welcome") {
+            break first;
+        }
+        clients.push(reader);
+    };
+    assert_eq!(
+        refused,
+        "! room full (the server is out of file descriptors); try again later\n"
+    );
+    // Those already in are still served.
+    let last = clients.len() - 1;
+    clients[0].get_mut().write_all(b"still here\n").unwrap();
+    let mut line = String::new();
+    while !line.contains("still here") {
+        line.clear();
+        clients[last]
+            .read_line(&mut line)
+            .expect("the first client's line");
+    }
+}
+
 #[test]
 fn history_is_sent_to_joiners() {
     let (_server, port) = room(&["--history", "2"]);
