@@ -66,6 +66,30 @@ pub async fn serve(
     room.gone(id);
 }
 
+/// Line ends as clients send them: LF, CRLF, or a bare CR (old Macs, serial terminals, some
+/// network assistants). Each becomes one LF, also when a CRLF is split across two reads.
+#[derive(Default)]
+struct LineEnds {
+    after_cr: bool,
+}
+
+impl LineEnds {
+    /// Rewrites `buf` in place; returns the length of what is left.
+    fn normalize(&mut self, buf: &mut [u8]) -> usize {
+        let mut w = 0;
+        for r in 0..buf.len() {
+            let b = buf[r];
+            let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
+            if b == b'\n' && after_cr {
+                continue;
+            }
+            buf[w] = if b == b'\r' { b'\n' } else { b };
+            w += 1;
+        }
+        w
+    }
+}
+
 /// Makes a member leave when its task unwinds from a panic.
 struct LeaveIfPanicking<'a> {
     room: &'a Room,
@@ -149,6 +173,7 @@ async fn read_loop(
     // One byte over the limit, for the '\r' of a CRLF line of exactly --max-line bytes; a line
     // that is longer without it is refused below.
     let mut splitter = LineSplitter::new(config.max_line + 1);
+    let mut ends = LineEnds::default();
     let mut framed: Vec<Framed> = Vec::new();
     let mut discarding = false;
     let mut encoding = config.encoding;
@@ -181,7 +206,12 @@ async fn read_loop(
         };
         let mut buf = [0u8; READ_SIZE];
         let n = match rd.try_read(&mut buf) {
-            Ok(n) => n,
+            Ok(0) => 0,
+            Ok(n) => match ends.normalize(&mut buf[..n]) {
+                // Only the LF of a CRLF split across reads: nothing new.
+                0 => continue,
+                n => n,
+            },
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return describe(&e),
         };
@@ -341,4 +371,22 @@ fn handle(
         ),
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_ends_lf_crlf_and_bare_cr_become_one_lf() {
+        let mut ends = LineEnds::default();
+        let mut all = Vec::new();
+        // A CRLF split across two reads, then bare CRs, then a read that is only the LF.
+        for piece in [&b"a\r\nb\r"[..], b"\nc\rd\r\re", b"\r", b"\n", b"f\n"] {
+            let mut buf = piece.to_vec();
+            let n = ends.normalize(&mut buf);
+            all.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(all, b"a\nb\nc\nd\n\ne\nf\n");
+    }
 }

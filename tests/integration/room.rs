@@ -304,6 +304,10 @@ fn long_lines_are_refused_and_memory_stays_bounded() {
     a.send_bytes(format!("{}\r", "v".repeat(64)).as_bytes());
     a.send_bytes(b"\n");
     assert_eq!(b.wait("vvv"), format!("<{}> {}", a.nick, "v".repeat(64)));
+    // A bare CR ends a line too (serial terminals, some network assistants).
+    a.send_bytes(b"cr one\rcr two\r");
+    assert_eq!(b.wait("cr one"), format!("<{}> cr one", a.nick));
+    assert_eq!(b.line(), format!("<{}> cr two", a.nick));
     // 64 MiB without a newline: refused once, and the server's memory does not follow.
     let chunk = vec![b'q'; 1 << 20];
     for _ in 0..64 {
