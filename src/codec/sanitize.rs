@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 
 /// Appends `text` to `out` with every character that could act on a terminal escaped. Tabs stay.
 /// A backslash stays as it is (`C:\Users`, `\o/`) unless what follows it would read as one of
-/// these escapes (`\x..`, `\u..`, or an escaped character): then it is doubled, so a peer
-/// cannot pass off plain text as an escape.
+/// these escapes (`\x..`, `\u..`, an escaped character) or as a doubled backslash: then it is
+/// doubled, so a peer cannot pass off plain text as an escape.
 pub fn sanitize_into(text: &str, out: &mut String) {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.peek() {
-                Some(&n) if n == 'x' || n == 'u' || escaped(n) => out.push_str("\\\\"),
+                Some(&n) if matches!(n, 'x' | 'u' | '\\') || escaped(n) => out.push_str("\\\\"),
                 _ => out.push(c),
             },
             c if (c as u32) < 0x20 && c != '\t' || c == '\u{7f}' => {
@@ -60,6 +60,9 @@ mod tests {
             (r"\x1b[31m", r"\\x1b[31m"),
             (r"\u{202e}", r"\\u{202e}"),
             ("\\\n", r"\\\x0a"),
+            // Plain `\\x1b` and a real `\` + ESC look different.
+            (r"\\x1b", r"\\\\x1b"),
+            ("\\\x1b", r"\\\x1b"),
         ] {
             let mut s = String::new();
             sanitize_into(text, &mut s);

@@ -66,8 +66,9 @@ pub async fn serve(
     room.gone(id);
 }
 
-/// Line ends as clients send them: LF, CRLF, or a bare CR (old Macs, serial terminals, some
-/// network assistants). Each becomes one LF, also when a CRLF is split across two reads.
+/// Line ends as clients send them: LF, CRLF, a bare CR (old Macs, serial terminals, some
+/// network assistants) or telnet's CR NUL. Each becomes one LF, also when it is split across two
+/// reads.
 #[derive(Default)]
 struct LineEnds {
     after_cr: bool,
@@ -80,7 +81,7 @@ impl LineEnds {
         for r in 0..buf.len() {
             let b = buf[r];
             let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
-            if b == b'\n' && after_cr {
+            if (b == b'\n' || b == 0) && after_cr {
                 continue;
             }
             buf[w] = if b == b'\r' { b'\n' } else { b };
@@ -382,11 +383,11 @@ mod tests {
         let mut ends = LineEnds::default();
         let mut all = Vec::new();
         // A CRLF split across two reads, then bare CRs, then a read that is only the LF.
-        for piece in [&b"a\r\nb\r"[..], b"\nc\rd\r\re", b"\r", b"\n", b"f\n"] {
+        for piece in [&b"a\r\nb\r"[..], b"\nc\rd\r\re", b"\r", b"\n", b"f\r\0g\n"] {
             let mut buf = piece.to_vec();
             let n = ends.normalize(&mut buf);
             all.extend_from_slice(&buf[..n]);
         }
-        assert_eq!(all, b"a\nb\nc\nd\n\ne\nf\n");
+        assert_eq!(all, b"a\nb\nc\nd\n\ne\nf\ng\n");
     }
 }

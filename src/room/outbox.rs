@@ -92,13 +92,15 @@ impl Entry {
 
 /// `text` in `enc`.
 ///
-/// A single-byte encoding may put characters on bytes 0x80-0x9F, which a terminal set to the
-/// matching ISO-8859 charset takes as C1 controls: windows-1252 (what `latin1`, `iso-8859-1`
-/// and `ascii` mean to encoding_rs, after WHATWG) puts `€`, `“` and `›` there, and `›` is
-/// 0x9B, CSI; windows-1254 (`latin5`, `iso-8859-9`) and windows-874 (`tis-620`,
-/// `iso-8859-11`) do the same, x-user-defined puts U+F780-U+F79F there. In a single-byte
-/// encoding, a character that would land on those bytes, or that has no byte at all, is sent
-/// escaped (`\u{203a}`), like any other control sequence from a peer.
+/// Some labels for ISO-8859 charsets mean a Windows code page to encoding_rs (after WHATWG),
+/// which puts characters on bytes 0x80-0x9F, where a terminal set to the ISO charset has C1
+/// controls: windows-1252 (`latin1`, `iso-8859-1`, `ascii`) puts `€`, `“` and `›` there, and
+/// `›` is 0x9B, CSI; windows-1254 (`latin5`, `iso-8859-9`) and windows-874 (`tis-620`,
+/// `iso-8859-11`) do the same, and x-user-defined puts U+F780-U+F79F there. For those, such
+/// characters are sent escaped (`\u{203a}`), like any other control sequence from a peer.
+/// Code pages whose own letters live there (windows-1250's `š`, ibm866's `А`-`Я`, macintosh's
+/// `é`) keep them. In any single-byte encoding, a character with no byte is sent escaped too,
+/// rather than as `?`.
 pub fn encode(text: &str, enc: Encoding) -> Chunk {
     if enc.is_utf8() {
         return Arc::from(text.as_bytes());
@@ -108,6 +110,10 @@ pub fn encode(text: &str, enc: Encoding) -> Chunk {
         enc.encode_message(text, &mut out);
         return Arc::from(out);
     }
+    let c1_risk = matches!(
+        enc.name(),
+        "windows-1252" | "windows-1254" | "windows-874" | "x-user-defined"
+    );
     let mut one = Vec::with_capacity(4);
     let mut utf8 = [0u8; 4];
     for c in text.chars() {
@@ -117,7 +123,7 @@ pub fn encode(text: &str, enc: Encoding) -> Chunk {
         }
         one.clear();
         let unmappable = enc.encode_message(c.encode_utf8(&mut utf8), &mut one) > 0;
-        if unmappable || one.iter().any(|b| (0x80..=0x9f).contains(b)) {
+        if unmappable || c1_risk && one.iter().any(|b| (0x80..=0x9f).contains(b)) {
             out.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
         } else {
             out.extend_from_slice(&one);
@@ -907,7 +913,7 @@ mod tests {
         let binary = Encoding::from_label("x-user-defined").unwrap();
         assert_eq!(&encode("\u{f79b}2J", binary)[..], b"\\u{f79b}2J");
         // The other single-byte encodings that use 0x80-0x9F: Turkish and Thai.
-        for label in ["latin5", "iso-8859-9", "iso-8859-11", "tis-620", "koi8-r"] {
+        for label in ["latin5", "iso-8859-9", "iso-8859-11", "tis-620"] {
             let enc = Encoding::from_label(label).unwrap();
             let chunk = encode("\u{203a}31m \u{2026} \u{20ac} x\u{e9}", enc);
             assert!(!chunk.iter().any(|b| (0x80..=0x9f).contains(b)), "{label}");
@@ -915,6 +921,16 @@ mod tests {
         }
         let latin5 = Encoding::from_label("latin5").unwrap();
         assert_eq!(&encode("\u{11f}", latin5)[..], b"\xf0", "ğ stays a letter");
+        // Code pages with letters on 0x80-0x9F keep them: Czech š in windows-1250, Cyrillic А
+        // and Я in ibm866, é in macintosh.
+        for (label, text, wire) in [
+            ("windows-1250", "\u{161}", &b"\x9a"[..]),
+            ("ibm866", "\u{410}\u{42f}", b"\x80\x9f"),
+            ("macintosh", "\u{e9}", b"\x8e"),
+        ] {
+            let enc = Encoding::from_label(label).unwrap();
+            assert_eq!(&encode(text, enc)[..], wire, "{label}");
+        }
         // Other encodings are untouched by this.
         assert_eq!(&encode("\u{4f60}", Encoding::GBK)[..], b"\xc4\xe3");
     }

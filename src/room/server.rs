@@ -63,11 +63,10 @@ impl Listener {
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) if is_out_of_descriptors(&e) && spare.is_some() => {
                     drop(spare.take());
-                    let next = tokio::select! {
-                        r = self.listener.accept() => r,
-                        () = token.cancelled() => return,
-                    };
-                    if let Ok((stream, peer)) = next {
+                    // Linux's accept4 fails with EMFILE before it looks at the backlog, so
+                    // there may be nobody waiting: try once, without waiting.
+                    let next = tokio::time::timeout(Duration::ZERO, self.listener.accept()).await;
+                    if let Ok(Ok((stream, peer))) = next {
                         let reason = "room full (the server is out of file descriptors)";
                         self.events.emit(RoomEvent::Refused {
                             peer,
@@ -82,6 +81,10 @@ impl Listener {
                     continue;
                 }
                 Err(e) => {
+                    // The reserve is put back as soon as a descriptor is free again.
+                    if spare.is_none() {
+                        spare = std::fs::File::open("/dev/null").ok();
+                    }
                     // Usually EMFILE: wait for clients to leave rather than spin.
                     self.events.emit(RoomEvent::Warning(format!(
                         "accept failed: {e}; retrying in {} ms",
