@@ -107,53 +107,14 @@ impl Status {
 /// Completes on Ctrl-C or SIGTERM, the signals that end wirechat ([`Status::Interrupted`] for a
 /// conversation; the room shuts down in order and exits 0).
 pub async fn interrupted() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let term = async {
-            match signal(SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    Interrupts::new().next().await;
 }
 
 /// Completes on Ctrl-C, SIGTERM, or SIGHUP (the terminal or ssh session that started wirechat
 /// went away): what ends a server. A SIGHUP that was ignored when wirechat started (`nohup`)
 /// stays ignored.
 pub async fn interrupted_or_hung_up() {
-    #[cfg(target_os = "linux")]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let hangup = async {
-            match (!hangup_ignored())
-                .then(|| signal(SignalKind::hangup()))
-                .and_then(Result::ok)
-            {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = interrupted() => {}
-            () = hangup => {}
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    interrupted().await;
+    Interrupts::with_hangup().next().await;
 }
 
 /// True if SIGHUP is ignored, as `nohup` leaves it: the `SigIgn` mask in /proc/self/status
@@ -211,12 +172,15 @@ pub fn watch_interrupts(
     }
 }
 
-/// Ctrl-C and SIGTERM, registered once so that a second one is seen too.
+/// Ctrl-C and SIGTERM (and SIGHUP, for a server), registered once so that a second one is
+/// seen too.
 struct Interrupts {
     #[cfg(unix)]
     int: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupts {
@@ -227,10 +191,23 @@ impl Interrupts {
             Interrupts {
                 int: signal(SignalKind::interrupt()).ok(),
                 term: signal(SignalKind::terminate()).ok(),
+                hup: None,
             }
         }
         #[cfg(not(unix))]
         Interrupts {}
+    }
+
+    /// With SIGHUP too, unless it was ignored at start-up (Linux only: see [`hangup_ignored`]).
+    fn with_hangup() -> Self {
+        #[allow(unused_mut)]
+        let mut signals = Interrupts::new();
+        #[cfg(target_os = "linux")]
+        if !hangup_ignored() {
+            use tokio::signal::unix::{SignalKind, signal};
+            signals.hup = signal(SignalKind::hangup()).ok();
+        }
+        signals
     }
 
     async fn next(&mut self) {
@@ -247,6 +224,7 @@ impl Interrupts {
             tokio::select! {
                 () = one(&mut self.int) => {}
                 () = one(&mut self.term) => {}
+                () = one(&mut self.hup) => {}
             }
         }
         #[cfg(not(unix))]

@@ -540,11 +540,11 @@ fn sigterm_says_goodbye_flushes_the_log_and_exits_0() {
     a.send("two");
     a.send("three");
     b.wait("three");
-    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(a.wait_closed().ends_with("* server shutting down\n"));
-    assert!(b.wait_closed().ends_with("* server shutting down\n"));
-    assert_eq!(server.wait_exit(), 0);
+    says_goodbye_on(
+        &mut server,
+        nix::sys::signal::Signal::SIGTERM,
+        [&mut a, &mut b],
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(" <a> three\n"), "{text}");
     assert!(text.ends_with(" * server shutting down\n"), "{text}");
@@ -571,6 +571,21 @@ fn sigterm_says_goodbye_flushes_the_log_and_exits_0() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Sends `signal` to the room: each of `clients` is told `* server shutting down` and closed,
+/// and the room exits 0.
+fn says_goodbye_on<const N: usize>(
+    server: &mut Proc,
+    signal: nix::sys::signal::Signal,
+    clients: [&mut Client; N],
+) {
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+    for c in clients {
+        assert!(c.wait_closed().ends_with("* server shutting down\n"));
+    }
+    assert_eq!(server.wait_exit(), 0);
+}
+
 /// SIGHUP (the terminal or ssh session went away) shuts the room down in order, like SIGTERM;
 /// under `nohup`, which ignores it, the room goes on.
 #[test]
@@ -584,11 +599,7 @@ fn sighup_shuts_down_in_order_unless_ignored() {
     let mut b = Client::named(port, "b");
     a.send("before the hangup");
     b.wait("before the hangup");
-    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
-    kill(pid, Signal::SIGHUP).unwrap();
-    assert!(a.wait_closed().ends_with("* server shutting down\n"));
-    assert!(b.wait_closed().ends_with("* server shutting down\n"));
-    assert_eq!(server.wait_exit(), 0);
+    says_goodbye_on(&mut server, Signal::SIGHUP, [&mut a, &mut b]);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(" <a> before the hangup\n"), "{text}");
     assert!(text.ends_with(" * server shutting down\n"), "{text}");

@@ -440,6 +440,20 @@ fn ipv6_loopback() {
     assert!(server.stderr.text().contains("connection from [::1]:"));
 }
 
+/// `tcp listen -k` with no input and `stdout` as its output; one client connects and sends
+/// `data`. Returns the server, its port and the client's connection (kept open by the caller).
+fn keep_open_with_one_client(stdout: Stdio, data: &[u8]) -> (Proc, u16, TcpStream) {
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["tcp", "listen", "127.0.0.1:0", "-k"])
+        .stdin(Stdio::null())
+        .stdout(stdout);
+    let server = Proc::spawn_stderr(cmd);
+    let port = server.port();
+    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    first.write_all(data).unwrap();
+    (server, port, first)
+}
+
 /// `tcp listen -k | head -1`: once nobody reads the output, the listener ends (status 0)
 /// instead of taking the next clients' data and dropping it.
 #[test]
@@ -447,14 +461,8 @@ fn keep_open_ends_when_its_output_is_closed() {
     // The reading end is gone before the first client's data arrives.
     let (reader, writer) = std::io::pipe().expect("pipe");
     drop(reader);
-    let mut cmd = crate::util::wirechat();
-    cmd.args(["tcp", "listen", "127.0.0.1:0", "-k"])
-        .stdin(Stdio::null())
-        .stdout(writer);
-    let mut server = Proc::spawn_stderr(cmd);
-    let port = server.port();
-    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    first.write_all(b"nobody reads this\n").unwrap();
+    let (mut server, port, _first) =
+        keep_open_with_one_client(writer.into(), b"nobody reads this\n");
     assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
     // Nothing listens any more: a second client is refused, not silently swallowed.
     assert!(TcpStream::connect(format!("127.0.0.1:{port}")).is_err());
@@ -485,14 +493,7 @@ fn keep_open_ends_when_its_output_fails() {
     let Some(full) = crate::util::dev_full() else {
         return;
     };
-    let mut cmd = crate::util::wirechat();
-    cmd.args(["tcp", "listen", "127.0.0.1:0", "-k"])
-        .stdin(Stdio::null())
-        .stdout(full);
-    let mut server = Proc::spawn_stderr(cmd);
-    let port = server.port();
-    let mut first = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    first.write_all(b"lost\n").unwrap();
+    let (mut server, _, _first) = keep_open_with_one_client(full.into(), b"lost\n");
     assert_eq!(server.wait_exit(), 1, "{}", server.stderr.text());
     let err = server.stderr.text();
     assert!(

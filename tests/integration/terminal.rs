@@ -316,6 +316,17 @@ fn listen_in_tmux(options: &str) -> (Tmux, String) {
     (tmux, crate::util::listening_addr(&screen).to_string())
 }
 
+/// Once the client is gone, types the quit word `end` and checks that the listener exits with
+/// status 0; returns the screen.
+fn quit_between_clients(tmux: &Tmux) -> String {
+    tmux.wait("the client's end", |s| s.contains("closed:"));
+    tmux.keys("end");
+    tmux.enter();
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=0"), "{screen}");
+    screen
+}
+
 /// At a terminal, `tcp listen -k` reads what is typed between clients: a line waits for the
 /// next client, and the quit word ends the listener at once.
 #[test]
@@ -332,11 +343,7 @@ fn keep_open_at_a_terminal_acts_on_the_quit_word_between_clients() {
     first.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"early\n");
     drop(first);
-    tmux.wait("the first client's end", |s| s.contains("closed:"));
-    tmux.keys("end");
-    tmux.enter();
-    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
-    assert!(screen.contains("EXITED=0"), "{screen}");
+    let screen = quit_between_clients(&tmux);
     assert!(screen.contains("ending (it was not sent)"), "{screen}");
 }
 
@@ -358,11 +365,7 @@ fn keep_open_at_a_plain_terminal_gives_ctrl_d_to_the_next_client() {
         .expect("our FIN before the deadline");
     assert!(rest.is_empty(), "{rest:?}");
     drop(second);
-    tmux.wait("the client's end", |s| s.contains("closed:"));
-    tmux.keys("end");
-    tmux.enter();
-    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
-    assert!(screen.contains("EXITED=0"), "{screen}");
+    quit_between_clients(&tmux);
 }
 
 /// `wirechat room PORT &` from an interactive shell: in the background it serves (reading the

@@ -200,14 +200,19 @@ fn ipv6_datagrams() {
     assert_eq!(recv_text(&s).0, "v6 reply");
 }
 
+/// A loopback UDP address where nothing listens (a socket bound and closed again), so datagrams
+/// sent there are refused.
+fn nothing_listening() -> std::net::SocketAddr {
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    gone.local_addr().unwrap()
+}
+
 /// The refusal of the only datagram is reported too: the kernel signals it as an error event
 /// alone, with no later send to pick it up. A sender whose last datagram was refused ends with
 /// the refused status, so a script can tell that nothing was listening.
 #[test]
 fn a_refused_only_datagram_is_reported() {
-    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = gone.local_addr().unwrap();
-    drop(gone);
+    let addr = nothing_listening();
     let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
     w.send(b"hi\n");
     w.close_stdin();
@@ -226,9 +231,7 @@ fn a_refused_only_datagram_is_reported() {
 /// Refusals that a later datagram or a reply outdates do not make the end an error.
 #[test]
 fn a_refusal_followed_by_a_reply_ends_normally() {
-    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = gone.local_addr().unwrap();
-    drop(gone);
+    let addr = nothing_listening();
     let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
     w.send(b"one\n");
     w.stderr.wait_text("refused a datagram");
@@ -249,9 +252,7 @@ fn a_refusal_followed_by_a_reply_ends_normally() {
 /// line still goes out once something listens there.
 #[test]
 fn refused_datagram_is_reported() {
-    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = gone.local_addr().unwrap();
-    drop(gone);
+    let addr = nothing_listening();
     let mut w = Proc::wirechat(&["udp", "connect", &addr.to_string()]);
     w.send(b"one\n");
     w.send(b"two\n");
