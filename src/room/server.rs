@@ -64,9 +64,17 @@ impl Listener {
                 Err(e) if is_out_of_descriptors(&e) && spare.is_some() => {
                     drop(spare.take());
                     // Linux's accept4 fails with EMFILE before it looks at the backlog, so
-                    // there may be nobody waiting: try once, without waiting.
-                    let next = tokio::time::timeout(Duration::ZERO, self.listener.accept()).await;
-                    if let Ok(Ok((stream, peer))) = next {
+                    // there may be nobody waiting: try once, without waiting. (Not a zero
+                    // timeout: that waits for the timer's next tick, and a client arriving in
+                    // that millisecond was refused even if others had left meanwhile.)
+                    let next = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(match self.listener.poll_accept(cx) {
+                            std::task::Poll::Ready(r) => r.ok(),
+                            std::task::Poll::Pending => None,
+                        })
+                    })
+                    .await;
+                    if let Some((stream, peer)) = next {
                         let reason = "room full (the server is out of file descriptors)";
                         self.events.emit(RoomEvent::Refused {
                             peer,
