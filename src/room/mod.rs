@@ -13,6 +13,7 @@
 //!   member's backlog in one gather write per pass (one flusher per worker thread).
 //! - [`commands`]: the slash commands and the nickname rules.
 //! - [`limits`]: the token bucket and the open-files limit.
+//! - [`transcript`]: the `--log` file, which survives a full disk.
 //!
 //! Shutdown: one `CancellationToken` is seen by every task. On Ctrl-C, SIGTERM or SIGHUP everyone is
 //! sent `* server shutting down`, the writers drain, and the transcript is flushed last.
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod outbox;
 pub mod server;
 pub mod state;
+pub mod transcript;
 
 use crate::session::Event;
 use crate::transport::{self, HostPort, display_addr};
@@ -365,6 +367,15 @@ pub async fn run(
         ),
         None => None,
     };
+    #[cfg(unix)]
+    if transcript.is_some() {
+        // A transcript that reaches the open-files size limit (`ulimit -f`) must not kill the
+        // room with SIGXFSZ: with the signal caught, the write fails with EFBIG instead and
+        // the transcript handles that like a full disk. (tokio's handler stays installed.)
+        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+            nix::sys::signal::Signal::SIGXFSZ as i32,
+        ));
+    }
     if let Ok(addr) = listener.local_addr() {
         events.emit(RoomEvent::Listening(addr));
     }

@@ -9,10 +9,10 @@
 
 use super::commands::check_nick;
 use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
+use super::transcript::{News, Transcript};
 use super::{Config, EventSink, RoomEvent};
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,9 +46,7 @@ struct State {
     log: Log,
     /// The last chat lines, in the room's encoding, each shared by the queues of joiners.
     history: VecDeque<Chunk>,
-    transcript: Option<BufWriter<File>>,
-    /// Why writing the transcript failed, until the next flush reports it.
-    transcript_failed: Option<String>,
+    transcript: Option<Transcript>,
     /// Whether joins and leaves are currently announced (see `Config::announce_max`).
     announcing: bool,
     closing: bool,
@@ -82,8 +80,7 @@ impl Room {
                 next_guest: 1,
                 log: Log::default(),
                 history: VecDeque::new(),
-                transcript: transcript.map(|f| BufWriter::with_capacity(64 << 10, f)),
-                transcript_failed: None,
+                transcript: transcript.map(Transcript::new),
                 announcing: true,
                 closing: false,
             }),
@@ -549,20 +546,20 @@ impl Room {
         }
     }
 
-    /// Writes buffered transcript lines to the file.
+    /// Writes buffered transcript lines to the file (or tries again, if writing failed).
     pub fn flush_transcript(&self) {
-        let mut st = self.lock();
-        if let Some(t) = st.transcript.as_mut() {
-            if let Err(e) = t.flush() {
-                st.transcript_failed = Some(e.to_string());
-                st.transcript = None;
+        let news = self.lock().transcript.as_mut().and_then(Transcript::flush);
+        let warning = match news {
+            None => return,
+            Some(News::Failed { error, missing }) => format!(
+                "cannot write the log: {error}; {missing} lines lost so far, and lines are \
+                 dropped (and counted) until it can be written again"
+            ),
+            Some(News::Resumed { missing }) => {
+                format!("the log is written again; {missing} lines are missing from it")
             }
-        }
-        if let Some(e) = st.transcript_failed.take() {
-            self.events.emit(RoomEvent::Warning(format!(
-                "cannot write the log: {e}; the transcript stops here"
-            )));
-        }
+        };
+        self.events.emit(RoomEvent::Warning(warning));
     }
 
     /// Tells everyone the server is shutting down; each member's lines end there, and its
@@ -589,12 +586,7 @@ impl Room {
 /// Appends a timestamped line to the transcript, if there is one.
 fn log(st: &mut State, line: &str) {
     if let Some(t) = st.transcript.as_mut() {
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        if let Err(e) = writeln!(t, "{now} {line}") {
-            // Reported by the next flush (within a second), outside the chat's path.
-            st.transcript_failed = Some(e.to_string());
-            st.transcript = None;
-        }
+        t.line(line);
     }
 }
 

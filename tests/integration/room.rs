@@ -634,6 +634,76 @@ fn sighup_shuts_down_in_order_unless_ignored() {
     assert!(server.child.try_wait().unwrap().is_none());
 }
 
+/// A transcript that reaches the file-size limit (as on a full disk) drops the lines it cannot
+/// write, says so once, and goes on as soon as it can write again, with a note in the file of
+/// how many lines are missing. The room is not killed by SIGXFSZ and the chat never stops.
+#[test]
+fn a_transcript_over_the_size_limit_resumes_with_a_count() {
+    if !have("sh") || !have("prlimit") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wirechat-fsize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("room.log");
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = std::process::Command::new("sh");
+    // A soft limit of 2 blocks (1 or 2 KiB, by shell), which prlimit can raise later.
+    cmd.arg("-c").arg(format!(
+        "ulimit -S -f 2 && exec {} room 127.0.0.1:0 --log {}",
+        env!("CARGO_BIN_EXE_wirechat"),
+        log.display()
+    ));
+    let mut server = Proc::spawn(cmd);
+    let port = server.port();
+    let mut a = Client::named(port, "a");
+    let mut b = Client::named(port, "b");
+    for i in 0..40 {
+        a.send(&format!("{i:02} {}", "x".repeat(100)));
+    }
+    b.wait("39 xxx");
+    server
+        .stderr
+        .wait_text("cannot write the log: file too large; ");
+    a.send("while it is full");
+    b.wait("while it is full");
+    let pid = server.child.id().to_string();
+    let raised = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:"])
+        .status()
+        .unwrap();
+    assert!(raised.success());
+    server.stderr.wait_text("the log is written again; ");
+    a.send("after");
+    b.wait("after");
+    says_goodbye_on(
+        &mut server,
+        nix::sys::signal::Signal::SIGTERM,
+        [&mut a, &mut b],
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let note = text
+        .lines()
+        .find(|l| l.contains(" lines missing from the transcript here (file too large)"))
+        .unwrap_or_else(|| panic!("no note of the missing lines:\n{text}"));
+    let stderr = server.stderr.text();
+    let missing = note.split(' ').nth(2).unwrap();
+    assert!(
+        stderr.contains(&format!("{missing} lines are missing from it")),
+        "{note}\n{stderr}"
+    );
+    assert!(text.contains(" <a> 00 xxx"), "{text}");
+    assert!(!text.contains("while it is full"), "{text}");
+    let after = text.split(note).nth(1).unwrap();
+    assert!(after.contains(" <a> after\n"), "{text}");
+    assert!(after.ends_with(" * server shutting down\n"), "{text}");
+    assert_eq!(
+        stderr.matches("cannot write the log").count(),
+        1,
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// When the process runs out of descriptors (a hard limit below --max-clients), the next client
 /// is told so and closed, instead of hanging unanswered in the listen backlog.
 #[test]
