@@ -104,11 +104,48 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
             c
         ));
     }
-    if nick.eq_ignore_ascii_case("server") {
-        return Err("\"server\" is reserved for the server's own messages".into());
+    if nick_id(nick) == "server" || nick_look(nick) == "server" {
+        return Err(if nick.eq_ignore_ascii_case("server") {
+            "\"server\" is reserved for the server's own messages".into()
+        } else {
+            format!("{nick} looks like \"server\", which is reserved for the server's own messages")
+        });
     }
     if nick.starts_with('/') {
         return Err("a nickname cannot start with '/'".into());
+    }
+    Ok(())
+}
+
+/// A nickname as typed, for telling names apart: lower case, Unicode-normalized (NFC), so
+/// `Bob` is `bob` and `e` + U+0301 is `é`. No two members share one.
+pub fn nick_id(nick: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    nick.nfc().flat_map(char::to_lowercase).collect()
+}
+
+/// What a nickname looks like: Unicode's confusable skeleton (UTS #39) in lower case, so
+/// `аlice` (a Cyrillic `а`) looks like `alice`, and `bi11` and `biII` look like `bill`. No two
+/// members share one either, so nobody can pass for someone else.
+pub fn nick_look(nick: &str) -> String {
+    unicode_security::skeleton(nick)
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Why a `/me` text is refused: one that begins like the room's own notices about a member
+/// (`* nick joined`, `* nick left (reason)`, `* nick is now known as other`) would let a
+/// member fake its leave or a new name.
+pub fn check_me(text: &str) -> Result<(), String> {
+    let lower = text.to_lowercase();
+    let first = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("");
+    if matches!(first, "joined" | "left") || lower.starts_with("is now known as") {
+        return Err(
+            "/me cannot begin like the room's notices (joined, left, is now known as)".into(),
+        );
     }
     Ok(())
 }
@@ -201,7 +238,60 @@ mod tests {
             assert!(check_nick(&format!("{c}")).is_err(), "{c:?}");
         }
         assert!(check_nick("Server").unwrap_err().contains("reserved"));
+        // Lookalikes of "server": Cyrillic ѕ and е, a digit for a letter.
+        assert!(
+            check_nick("ѕеrvеr")
+                .unwrap_err()
+                .contains("looks like \"server\"")
+        );
+        assert!(check_nick("SERVER").unwrap_err().contains("reserved"));
         assert!(check_nick("").is_err());
+    }
+
+    #[test]
+    fn names_and_lookalikes() {
+        for (a, b) in [
+            ("alice", "\u{430}lice"),
+            ("bill", "bi11"),
+            ("bill", "biII"),
+            ("modern", "rnodern"),
+            ("g0d", "GOD"),
+        ] {
+            assert_eq!(nick_look(a), nick_look(b), "{a:?} {b:?}");
+            assert_ne!(nick_id(a), nick_id(b), "{a:?} {b:?}");
+        }
+        for (a, b) in [
+            ("Bob", "bob"),
+            ("BILL", "bill"),
+            ("\u{e9}t\u{e9}", "e\u{301}te\u{301}"),
+        ] {
+            assert_eq!(nick_id(a), nick_id(b), "{a:?} {b:?}");
+        }
+        for (a, b) in [
+            ("alice", "alicia"),
+            ("张三", "张四"),
+            ("bob", "bop"),
+            ("é", "e"),
+        ] {
+            assert_ne!(nick_look(a), nick_look(b), "{a:?} {b:?}");
+            assert_ne!(nick_id(a), nick_id(b), "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn me_cannot_fake_the_rooms_notices() {
+        for t in [
+            "left (quit)",
+            "Left",
+            "joined",
+            "is now known as bob",
+            "left: bye",
+        ] {
+            assert!(check_me(t).is_err(), "{t}");
+        }
+        for t in ["waves", "leftover pizza", "joins in", "is happy"] {
+            assert!(check_me(t).is_ok(), "{t}");
+        }
     }
 
     proptest! {

@@ -7,7 +7,7 @@
 //! `Config::queue` lines behind while its socket is full is not reading, and is cut off
 //! (`send queue full`); nobody else waits for it.
 
-use super::commands::check_nick;
+use super::commands::{check_nick, nick_id, nick_look};
 use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
 use super::transcript::{News, Transcript};
 use super::{Config, EventSink, RoomEvent};
@@ -40,8 +40,10 @@ struct State {
     shards: Vec<Vec<Arc<Conn>>>,
     /// Members that left but whose task is still writing their last lines.
     draining: HashMap<ClientId, Arc<Conn>>,
-    /// Lower-cased nickname -> id, for uniqueness without regard to case.
+    /// [`nick_id`] -> id: names are unique without regard to case or normalization.
     nicks: HashMap<String, ClientId>,
+    /// [`nick_look`] -> id: no one may look like someone else.
+    looks: HashMap<String, ClientId>,
     next_guest: u64,
     log: Log,
     /// The last chat lines, in the room's encoding, each shared by the queues of joiners.
@@ -77,6 +79,7 @@ impl Room {
                 shards: vec![Vec::new(); n],
                 draining: HashMap::new(),
                 nicks: HashMap::new(),
+                looks: HashMap::new(),
                 next_guest: 1,
                 log: Log::default(),
                 history: VecDeque::new(),
@@ -113,7 +116,7 @@ impl Room {
         let nick = loop {
             let n = format!("guest-{}", st.next_guest);
             st.next_guest += 1;
-            if !st.nicks.contains_key(&n) {
+            if st.holder(&n).is_none() {
                 break n;
             }
         };
@@ -128,7 +131,7 @@ impl Room {
         if !self.config.encoding.is_utf8() {
             conn.set_encoding(self.config.encoding);
         }
-        st.nicks.insert(nick.clone(), id);
+        st.claim(&nick, id);
         let slot = st.shards[shard].len();
         st.shards[shard].push(conn.clone());
         st.members.insert(
@@ -207,7 +210,7 @@ impl Room {
             // It is owed lines up to here; a member cut off is owed nothing.
             st.draining.insert(id, m.conn);
         }
-        st.nicks.remove(&m.nick.to_lowercase());
+        st.release(&m.nick);
         if st.closing {
             return;
         }
@@ -356,23 +359,31 @@ impl Room {
     pub fn rename(&self, id: ClientId, new: &str) -> Result<(), String> {
         check_nick(new)?;
         let mut st = self.lock();
-        let key = new.to_lowercase();
-        match st.nicks.get(&key) {
-            // No change at all is not news.
-            Some(&other) if other == id && st.members.get(&id).is_some_and(|m| m.nick == new) => {
-                return Err(format!("you are already {new}"));
-            }
-            // Only the letter case changes: allowed.
-            Some(&other) if other == id => {}
-            Some(_) => return Err(format!("{new} is taken; pick another nickname")),
-            None => {}
+        let by_name = st.nicks.get(&nick_id(new)).copied();
+        let by_look = st.looks.get(&nick_look(new)).copied();
+        if by_name.is_some_and(|other| other != id) {
+            return Err(format!("{new} is taken; pick another nickname"));
+        }
+        if let Some(other) = by_look.filter(|&other| other != id) {
+            let like = st
+                .members
+                .get(&other)
+                .map_or("someone", |m| m.nick.as_str());
+            return Err(format!(
+                "{new} looks too much like {like}, who is here; pick another nickname"
+            ));
+        }
+        // No change at all is not news; a change of letter case, or to a look-alike of one's
+        // own name, is allowed.
+        if st.members.get(&id).is_some_and(|m| m.nick == new) {
+            return Err(format!("you are already {new}"));
         }
         let Some(m) = st.members.get_mut(&id) else {
             return Ok(());
         };
         let old = std::mem::replace(&mut m.nick, new.to_string());
-        st.nicks.remove(&old.to_lowercase());
-        st.nicks.insert(key, id);
+        st.release(&old);
+        st.claim(new, id);
         self.events.emit(RoomEvent::Renamed {
             old: old.clone(),
             new: new.to_string(),
@@ -408,8 +419,16 @@ impl Room {
     /// burst of private lines slows its senders down rather than cutting off a reader.
     pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Option<ClientId>, String> {
         let mut st = self.lock();
-        let Some(&target) = st.nicks.get(&to.to_lowercase()) else {
-            return Err(format!("no one here is called {to:?} (/who lists who is)"));
+        let Some(&target) = st.nicks.get(&nick_id(to)) else {
+            // A look-alike is someone else: the line is not given to it.
+            let like = st.looks.get(&nick_look(to)).and_then(|o| st.members.get(o));
+            return Err(match like {
+                Some(m) => format!(
+                    "no one here is called {to:?}; {} only looks like it (/who lists who is)",
+                    m.nick
+                ),
+                None => format!("no one here is called {to:?} (/who lists who is)"),
+            });
         };
         if target == id {
             return Err("that is you: /msg is for someone else".into());
@@ -580,6 +599,27 @@ impl Room {
             list.clear();
         }
         st.nicks.clear();
+        st.looks.clear();
+    }
+}
+
+impl State {
+    /// Who has `nick`, or a name that looks like it.
+    fn holder(&self, nick: &str) -> Option<ClientId> {
+        self.nicks
+            .get(&nick_id(nick))
+            .or_else(|| self.looks.get(&nick_look(nick)))
+            .copied()
+    }
+
+    fn claim(&mut self, nick: &str, id: ClientId) {
+        self.nicks.insert(nick_id(nick), id);
+        self.looks.insert(nick_look(nick), id);
+    }
+
+    fn release(&mut self, nick: &str) {
+        self.nicks.remove(&nick_id(nick));
+        self.looks.remove(&nick_look(nick));
     }
 }
 

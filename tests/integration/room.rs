@@ -260,6 +260,13 @@ fn nickname_rules() {
         ("server", "reserved"),
         ("a\x07b", "not allowed"),
         ("server\u{fe0f}", "not allowed"),
+        // Look-alikes: Cyrillic о for o, a zero for O, a decomposed accent.
+        (
+            "b\u{43e}b",
+            "b\u{43e}b looks too much like Bob, who is here",
+        ),
+        ("B0B", "looks too much like Bob"),
+        ("\u{455}erver", "looks like \"server\", which is reserved"),
     ] {
         b.send(&format!("/nick {nick}"));
         let l = b.line();
@@ -276,6 +283,31 @@ fn nickname_rules() {
     // No change at all is not announced.
     a.send("/nick BOB");
     assert_eq!(a.line(), "! cannot use that nickname: you are already BOB");
+    // The same name composed or decomposed is the same name.
+    let mut c = Client::named(port, "\u{e9}mile");
+    let mut d = Client::join(port);
+    d.send("/nick e\u{301}mile");
+    assert!(d.line().contains("e\u{301}mile is taken"));
+    // A private line goes to the name typed, never to a look-alike of it.
+    d.send("/msg BOB hi");
+    assert_eq!(d.line(), "-> *BOB* hi");
+    assert_eq!(a.wait("hi"), format!("*{}* hi", d.nick));
+    d.send("/msg B0B psst");
+    assert_eq!(
+        d.line(),
+        "! no one here is called \"B0B\"; BOB only looks like it (/who lists who is)"
+    );
+    d.send("/msg e\u{301}MILE hello");
+    assert_eq!(d.line(), "-> *\u{e9}mile* hello");
+    assert_eq!(c.wait("hello"), format!("*{}* hello", d.nick));
+    // /me cannot fake a leave or a new name.
+    d.send("/me left (quit)");
+    assert_eq!(
+        d.line(),
+        "! /me cannot begin like the room's notices (joined, left, is now known as)"
+    );
+    d.send("/me waves");
+    assert_eq!(a.wait("waves"), format!("* {} waves", d.nick));
 }
 
 #[test]
