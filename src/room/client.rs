@@ -3,7 +3,7 @@
 //! one task. At the end the task writes what the client is still owed, then closes.
 
 use super::Config;
-use super::commands::{HELP, Input, check_me, parse};
+use super::commands::{HELP, Input, parse};
 use super::limits::RateLimit;
 use super::outbox::{ClientId, Conn, Flushed};
 use super::state::Room;
@@ -323,10 +323,11 @@ fn handle(
     match parse(&text) {
         Input::Empty => {}
         Input::Say(t) => room.say(id, &clean(t)),
-        Input::Me(t) => match check_me(t) {
-            Ok(()) => room.me(id, &clean(t)),
-            Err(why) => room.tell(id, &format!("! {why}\n")),
-        },
+        Input::Me(t) => {
+            if let Err(why) = room.me(id, &clean(t)) {
+                room.tell(id, &format!("! {why}\n"));
+            }
+        }
         Input::Nick(n) => {
             if let Err(why) = room.rename(id, n) {
                 room.tell(id, &format!("! cannot use that nickname: {why}\n"));

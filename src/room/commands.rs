@@ -3,6 +3,9 @@
 //! Parsing is pure and total: any text yields an [`Input`], and an unusable command becomes
 //! [`Input::Unknown`] or [`Input::Usage`], which the client task answers with an error line.
 
+use caseless::Caseless;
+use unicode_normalization::UnicodeNormalization;
+
 /// The longest nickname, in characters.
 pub const MAX_NICK_CHARS: usize = 32;
 
@@ -104,7 +107,8 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
             c
         ));
     }
-    if nick_id(nick) == "server" || nick_look(nick) == "server" {
+    let keys = NickKeys::of(nick);
+    if keys.id == "server" || keys.looks.iter().any(|l| l == "server") {
         return Err(if nick.eq_ignore_ascii_case("server") {
             "\"server\" is reserved for the server's own messages".into()
         } else {
@@ -117,35 +121,81 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A nickname as typed, for telling names apart: lower case, Unicode-normalized (NFC), so
-/// `Bob` is `bob` and `e` + U+0301 is `é`. No two members share one.
-pub fn nick_id(nick: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    nick.nfc().flat_map(char::to_lowercase).collect()
+/// How nicknames are told apart: two members never share a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NickKeys {
+    /// The name up to letter case and Unicode normalization: Unicode's canonical caseless
+    /// form (NFD, case folding, NFD), so `Bob` is `bob`, `e` + U+0301 is `é`, `ΝΙΚΟΣ` is
+    /// `νικος` and `STRASSE` is `straße`.
+    pub id: String,
+    /// What the name looks like: Unicode's confusable skeletons (UTS #39) of the name as typed
+    /// and of its caseless form. So `biII` looks like `bill` (a capital I for an l), `аlice`
+    /// (a Cyrillic `а`) like `alice` and therefore `Alice`, and `B0B` like `BOB`; but `IAN`
+    /// is not `lan`, nor `b0b` `bob`.
+    pub looks: [String; 2],
 }
 
-/// What a nickname looks like: Unicode's confusable skeleton (UTS #39) in lower case, so
-/// `аlice` (a Cyrillic `а`) looks like `alice`, and `bi11` and `biII` look like `bill`. No two
-/// members share one either, so nobody can pass for someone else.
-pub fn nick_look(nick: &str) -> String {
-    unicode_security::skeleton(nick)
+impl NickKeys {
+    /// The keys of `nick`.
+    pub fn of(nick: &str) -> Self {
+        let id: String = nick.chars().nfd().default_case_fold().nfd().collect();
+        let skeleton = |s: &str| unicode_security::skeleton(s).collect::<String>();
+        NickKeys {
+            looks: [skeleton(nick), skeleton(&id)],
+            id,
+        }
+    }
+}
+
+/// Words as they look, for comparing text with the room's notices: confusable letters folded
+/// to their prototypes, invisible characters dropped, lower case, split at anything that is
+/// not a letter or digit (spaces of every kind, punctuation). Only the first few count.
+fn look_words(text: &str) -> Vec<String> {
+    let folded: String = unicode_security::skeleton(text)
+        .take(96)
         .flat_map(char::to_lowercase)
+        .collect();
+    folded
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .map(String::from)
         .collect()
 }
 
-/// Why a `/me` text is refused: one that begins like the room's own notices about a member
-/// (`* nick joined`, `* nick left (reason)`, `* nick is now known as other`) would let a
-/// member fake its leave or a new name.
-pub fn check_me(text: &str) -> Result<(), String> {
-    let lower = text.to_lowercase();
-    let first = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .next()
-        .unwrap_or("");
-    if matches!(first, "joined" | "left") || lower.starts_with("is now known as") {
-        return Err(
-            "/me cannot begin like the room's notices (joined, left, is now known as)".into(),
-        );
+/// The room's notices that begin with a fixed word or two (`* more than N members: ...`,
+/// `* welcome to the room, ...`).
+const NOTICES: [&str; 7] = [
+    "more than",
+    "welcome to",
+    "your encoding",
+    "server shutting",
+    "commands",
+    "any other line",
+    "bye",
+];
+
+/// Why `/me text` from `nick` is refused: the line `* nick text` must not read like one of
+/// the room's notices, or a member could fake its own leave (`/me left (quit)`), a new name
+/// (`/me is now known as alice`) or a count (nickname `3`, `/me members: ...`). The check
+/// sees through look-alike letters and invisible characters, as the nickname rules do.
+pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
+    let starts = |words: &[String], with: &str| {
+        let with = look_words(with);
+        words.len() >= with.len() && words.iter().zip(&with).all(|(w, p)| w == p)
+    };
+    let said = look_words(text);
+    let about_member = ["joined", "left", "is now known as"]
+        .iter()
+        .any(|p| starts(&said, p));
+    // A count: digits, or letters that pass for them.
+    let number = nick.chars().any(char::is_numeric)
+        && nick.chars().all(|c| c.is_numeric() || "lIoO|".contains(c));
+    let counted = number && (starts(&said, "members") || starts(&said, "online"));
+    let mut line = look_words(nick);
+    line.extend(said);
+    if about_member || counted || NOTICES.iter().any(|p| starts(&line, p)) {
+        return Err("/me cannot make a line that reads like one of the room's notices".into());
     }
     Ok(())
 }
@@ -248,49 +298,95 @@ mod tests {
         assert!(check_nick("").is_err());
     }
 
+    /// Whether two names may not both be in the room, and if so by which key.
+    fn clash(a: &str, b: &str) -> Option<&'static str> {
+        let (a, b) = (NickKeys::of(a), NickKeys::of(b));
+        if a.id == b.id {
+            Some("id")
+        } else if a.looks.iter().any(|l| b.looks.contains(l)) {
+            Some("look")
+        } else {
+            None
+        }
+    }
+
     #[test]
     fn names_and_lookalikes() {
-        for (a, b) in [
-            ("alice", "\u{430}lice"),
-            ("bill", "bi11"),
-            ("bill", "biII"),
-            ("modern", "rnodern"),
-            ("g0d", "GOD"),
-        ] {
-            assert_eq!(nick_look(a), nick_look(b), "{a:?} {b:?}");
-            assert_ne!(nick_id(a), nick_id(b), "{a:?} {b:?}");
-        }
         for (a, b) in [
             ("Bob", "bob"),
             ("BILL", "bill"),
             ("\u{e9}t\u{e9}", "e\u{301}te\u{301}"),
+            ("ΝΙΚΟΣ", "νικος"),
+            ("νικοσ", "νικος"),
+            ("STRASSE", "straße"),
         ] {
-            assert_eq!(nick_id(a), nick_id(b), "{a:?} {b:?}");
+            assert_eq!(clash(a, b), Some("id"), "{a:?} {b:?}");
+        }
+        for (a, b) in [
+            ("alice", "\u{430}lice"),
+            ("Alice", "\u{430}lice"),
+            ("Alice", "\u{410}lice"),
+            ("bill", "bi11"),
+            ("bill", "biII"),
+            ("BOB", "B0B"),
+            ("modern", "rnodern"),
+            ("server", "\u{405}\u{415}RV\u{415}R"),
+        ] {
+            assert_eq!(clash(a, b), Some("look"), "{a:?} {b:?}");
         }
         for (a, b) in [
             ("alice", "alicia"),
             ("张三", "张四"),
             ("bob", "bop"),
             ("é", "e"),
+            ("lan", "IAN"),
+            ("Nell", "NEIL"),
+            ("all", "ALI"),
+            ("bob", "b0b"),
+            ("Bob", "B0B"),
         ] {
-            assert_ne!(nick_look(a), nick_look(b), "{a:?} {b:?}");
-            assert_ne!(nick_id(a), nick_id(b), "{a:?} {b:?}");
+            assert_eq!(clash(a, b), None, "{a:?} {b:?}");
         }
     }
 
     #[test]
     fn me_cannot_fake_the_rooms_notices() {
-        for t in [
-            "left (quit)",
-            "Left",
-            "joined",
-            "is now known as bob",
-            "left: bye",
+        for (nick, t) in [
+            ("bob", "left (quit)"),
+            ("bob", "Left"),
+            ("bob", "joined"),
+            ("bob", "is now known as alice"),
+            ("bob", "left: bye"),
+            // Invisible and look-alike characters do not get past it.
+            ("bob", "\u{200b}left (quit)"),
+            ("bob", "\u{ad}joined"),
+            ("bob", "l\u{435}ft (quit)"),
+            ("bob", "Ieft (quit)"),
+            ("bob", "j\u{43e}ined"),
+            ("bob", "is\u{a0}now known as alice"),
+            // Nicknames that make a notice of their own with the right words.
+            ("3", "members: joins and leaves are announced again"),
+            ("12", "online: a, b"),
+            (
+                "more",
+                "than 1000 members: joins and leaves are no longer announced",
+            ),
+            ("welcome", "to the room, you are guest-9"),
+            ("your", "encoding is now gbk"),
+            ("bye", "for now"),
         ] {
-            assert!(check_me(t).is_err(), "{t}");
+            assert!(check_me(nick, t).is_err(), "{nick} {t}");
         }
-        for t in ["waves", "leftover pizza", "joins in", "is happy"] {
-            assert!(check_me(t).is_ok(), "{t}");
+        for (nick, t) in [
+            ("bob", "waves"),
+            ("bob", "leftover pizza"),
+            ("bob", "joins in"),
+            ("bob", "is happy"),
+            ("3", "waves"),
+            ("more", "coffee please"),
+            ("lol", "members only"),
+        ] {
+            assert!(check_me(nick, t).is_ok(), "{nick} {t}");
         }
     }
 

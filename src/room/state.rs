@@ -7,7 +7,7 @@
 //! `Config::queue` lines behind while its socket is full is not reading, and is cut off
 //! (`send queue full`); nobody else waits for it.
 
-use super::commands::{check_nick, nick_id, nick_look};
+use super::commands::{MAX_NICK_CHARS, NickKeys, check_me, check_nick};
 use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
 use super::transcript::{News, Transcript};
 use super::{Config, EventSink, RoomEvent};
@@ -40,9 +40,9 @@ struct State {
     shards: Vec<Vec<Arc<Conn>>>,
     /// Members that left but whose task is still writing their last lines.
     draining: HashMap<ClientId, Arc<Conn>>,
-    /// [`nick_id`] -> id: names are unique without regard to case or normalization.
+    /// [`NickKeys::id`] -> member: names are unique without regard to case or normalization.
     nicks: HashMap<String, ClientId>,
-    /// [`nick_look`] -> id: no one may look like someone else.
+    /// Both of [`NickKeys::looks`] -> member: no one may look like someone else.
     looks: HashMap<String, ClientId>,
     next_guest: u64,
     log: Log,
@@ -131,7 +131,7 @@ impl Room {
         if !self.config.encoding.is_utf8() {
             conn.set_encoding(self.config.encoding);
         }
-        st.claim(&nick, id);
+        st.claim(NickKeys::of(&nick), id);
         let slot = st.shards[shard].len();
         st.shards[shard].push(conn.clone());
         st.members.insert(
@@ -265,13 +265,15 @@ impl Room {
     }
 
     /// An action, `* nick text`, to everyone else. `text` is sanitised.
-    pub fn me(&self, id: ClientId, text: &str) {
+    pub fn me(&self, id: ClientId, text: &str) -> Result<(), String> {
         let mut st = self.lock();
         let Some(m) = st.members.get(&id) else {
-            return;
+            return Ok(());
         };
+        check_me(&m.nick, text)?;
         let line = format!("* {} {text}\n", m.nick);
         self.publish(&mut st, Some(id), line);
+        Ok(())
     }
 
     /// A line typed on the server's own stdin: `<server> text` to everyone.
@@ -358,17 +360,17 @@ impl Room {
     /// `/nick`: renames a member if the name is allowed and free.
     pub fn rename(&self, id: ClientId, new: &str) -> Result<(), String> {
         check_nick(new)?;
+        let keys = NickKeys::of(new);
         let mut st = self.lock();
-        let by_name = st.nicks.get(&nick_id(new)).copied();
-        let by_look = st.looks.get(&nick_look(new)).copied();
-        if by_name.is_some_and(|other| other != id) {
+        if st.nicks.get(&keys.id).is_some_and(|&other| other != id) {
             return Err(format!("{new} is taken; pick another nickname"));
         }
-        if let Some(other) = by_look.filter(|&other| other != id) {
-            let like = st
-                .members
-                .get(&other)
-                .map_or("someone", |m| m.nick.as_str());
+        let like = keys
+            .looks
+            .iter()
+            .find_map(|l| st.looks.get(l).filter(|&&other| other != id));
+        if let Some(other) = like {
+            let like = st.members.get(other).map_or("someone", |m| m.nick.as_str());
             return Err(format!(
                 "{new} looks too much like {like}, who is here; pick another nickname"
             ));
@@ -383,7 +385,7 @@ impl Room {
         };
         let old = std::mem::replace(&mut m.nick, new.to_string());
         st.release(&old);
-        st.claim(new, id);
+        st.claim(keys, id);
         self.events.emit(RoomEvent::Renamed {
             old: old.clone(),
             new: new.to_string(),
@@ -418,16 +420,25 @@ impl Room {
     /// sender should then [`Room::wait_for_private_reader`] before it sends more, so that a
     /// burst of private lines slows its senders down rather than cutting off a reader.
     pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Option<ClientId>, String> {
+        let nobody = || format!("no one here is called {to:?} (/who lists who is)");
+        if to.chars().count() > MAX_NICK_CHARS {
+            return Err(nobody());
+        }
+        let keys = NickKeys::of(to);
         let mut st = self.lock();
-        let Some(&target) = st.nicks.get(&nick_id(to)) else {
+        let Some(&target) = st.nicks.get(&keys.id) else {
             // A look-alike is someone else: the line is not given to it.
-            let like = st.looks.get(&nick_look(to)).and_then(|o| st.members.get(o));
+            let like = keys
+                .looks
+                .iter()
+                .find_map(|l| st.looks.get(l))
+                .and_then(|o| st.members.get(o));
             return Err(match like {
                 Some(m) => format!(
                     "no one here is called {to:?}; {} only looks like it (/who lists who is)",
                     m.nick
                 ),
-                None => format!("no one here is called {to:?} (/who lists who is)"),
+                None => nobody(),
             });
         };
         if target == id {
@@ -574,9 +585,17 @@ impl Room {
                 "cannot write the log: {error}; {missing} lines lost so far, and lines are \
                  dropped (and counted) until it can be written again"
             ),
-            Some(News::Resumed { missing }) => {
-                format!("the log is written again; {missing} lines are missing from it")
-            }
+            Some(News::Resumed {
+                missing,
+                error: None,
+            }) => format!("the log is written again; {missing} lines are missing from it"),
+            Some(News::Resumed {
+                missing,
+                error: Some(error),
+            }) => format!(
+                "the log could not be written for a moment ({error}); {missing} lines are \
+                 missing from it"
+            ),
         };
         self.events.emit(RoomEvent::Warning(warning));
     }
@@ -606,20 +625,24 @@ impl Room {
 impl State {
     /// Who has `nick`, or a name that looks like it.
     fn holder(&self, nick: &str) -> Option<ClientId> {
-        self.nicks
-            .get(&nick_id(nick))
-            .or_else(|| self.looks.get(&nick_look(nick)))
-            .copied()
+        let keys = NickKeys::of(nick);
+        let mut looks = keys.looks.iter().filter_map(|l| self.looks.get(l));
+        self.nicks.get(&keys.id).or_else(|| looks.next()).copied()
     }
 
-    fn claim(&mut self, nick: &str, id: ClientId) {
-        self.nicks.insert(nick_id(nick), id);
-        self.looks.insert(nick_look(nick), id);
+    fn claim(&mut self, keys: NickKeys, id: ClientId) {
+        self.nicks.insert(keys.id, id);
+        for look in keys.looks {
+            self.looks.insert(look, id);
+        }
     }
 
     fn release(&mut self, nick: &str) {
-        self.nicks.remove(&nick_id(nick));
-        self.looks.remove(&nick_look(nick));
+        let keys = NickKeys::of(nick);
+        self.nicks.remove(&keys.id);
+        for look in &keys.looks {
+            self.looks.remove(look);
+        }
     }
 }
 

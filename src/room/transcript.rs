@@ -34,8 +34,9 @@ pub enum News {
     /// Writing failed: `missing` lines are lost so far and later ones are dropped until a write
     /// gets through again.
     Failed { error: String, missing: u64 },
-    /// Writing works again, after `missing` lines were lost.
-    Resumed { missing: u64 },
+    /// Writing works again, after `missing` lines were lost; `error` is why, if the failure
+    /// was not told yet (it came and went between two flushes).
+    Resumed { missing: u64, error: Option<String> },
 }
 
 impl Transcript {
@@ -87,6 +88,7 @@ impl Transcript {
             (None, None) => None,
             (Some(old), None) => Some(News::Resumed {
                 missing: old.missing,
+                error: (!old.reported).then_some(old.error),
             }),
             (old, Some(now)) => {
                 if let Some(old) = old {
@@ -224,7 +226,13 @@ mod tests {
         assert_eq!(t.flush(), None);
         t.line("<a> five");
         disk.room.store(usize::MAX, Ordering::SeqCst);
-        assert_eq!(t.flush(), Some(News::Resumed { missing: 4 }));
+        assert_eq!(
+            t.flush(),
+            Some(News::Resumed {
+                missing: 4,
+                error: None
+            })
+        );
         t.line("<a> six");
         assert_eq!(t.flush(), None);
         let lines = disk.lines();
@@ -238,6 +246,28 @@ mod tests {
                 "<a> six"
             ]
         );
+    }
+
+    /// A failure met while buffering (not at a flush) that is over by the next flush is still
+    /// told, with the recovery.
+    #[test]
+    fn a_failure_over_before_the_next_flush_is_still_told() {
+        let disk = Disk::default();
+        let mut t = Transcript::new(disk.clone());
+        for _ in 0..1000 {
+            t.line(&"x".repeat(100));
+        }
+        disk.room.store(usize::MAX, Ordering::SeqCst);
+        match t.flush() {
+            Some(News::Resumed {
+                missing,
+                error: Some(error),
+            }) => {
+                assert!(missing > 0);
+                assert_eq!(error, "no space left on device");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -260,12 +260,12 @@ fn nickname_rules() {
         ("server", "reserved"),
         ("a\x07b", "not allowed"),
         ("server\u{fe0f}", "not allowed"),
-        // Look-alikes: Cyrillic о for o, a zero for O, a decomposed accent.
+        // Look-alikes: a Cyrillic о for an o, in a name of either case.
         (
             "b\u{43e}b",
             "b\u{43e}b looks too much like Bob, who is here",
         ),
-        ("B0B", "looks too much like Bob"),
+        ("B\u{43e}b", "looks too much like Bob"),
         ("\u{455}erver", "looks like \"server\", which is reserved"),
     ] {
         b.send(&format!("/nick {nick}"));
@@ -300,12 +300,19 @@ fn nickname_rules() {
     d.send("/msg e\u{301}MILE hello");
     assert_eq!(d.line(), "-> *\u{e9}mile* hello");
     assert_eq!(c.wait("hello"), format!("*{}* hello", d.nick));
-    // /me cannot fake a leave or a new name.
-    d.send("/me left (quit)");
-    assert_eq!(
-        d.line(),
-        "! /me cannot begin like the room's notices (joined, left, is now known as)"
-    );
+    // /me cannot fake a leave or a new name, even with a zero-width space or a capital I.
+    for fake in [
+        "left (quit)",
+        "\u{200b}left (quit)",
+        "Ieft (quit)",
+        "is now known as BOB",
+    ] {
+        d.send(&format!("/me {fake}"));
+        assert_eq!(
+            d.line(),
+            "! /me cannot make a line that reads like one of the room's notices"
+        );
+    }
     d.send("/me waves");
     assert_eq!(a.wait("waves"), format!("* {} waves", d.nick));
 }
