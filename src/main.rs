@@ -87,10 +87,22 @@ fn usage_error(e: clap::Error) -> ! {
     ) {
         e.exit();
     }
+    // clap's first paragraph, on one line: the error and what it names on the lines below it
+    // (the missing arguments, the possible values); the usage and tips after it are left out.
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or("bad arguments");
+    let mut lines = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim);
+    let first = lines.next().unwrap_or("bad arguments");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    say(format_args!("wirechat: error: {first} (see --help)"));
+    let rest: Vec<&str> = lines.collect();
+    let line = match (rest.is_empty(), first.ends_with(':')) {
+        (true, _) => first.to_string(),
+        (false, true) => format!("{first} {}", rest.join(", ")),
+        (false, false) => format!("{first} {}", rest.join(" ")),
+    };
+    say(format_args!("wirechat: error: {line} (see --help)"));
     std::process::exit(Status::Usage.code());
 }
 

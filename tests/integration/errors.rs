@@ -199,6 +199,24 @@ fn bad_arguments_are_status_2() {
     }
     let (_, err) = run(&["tcp", "connect", "127.0.0.1:80", "-e", "klingon"]);
     assert!(err.contains("unknown encoding"), "{err}");
+    // The line names what is missing or what would do.
+    expect_error(
+        &["tcp", "listen"],
+        2,
+        &["required arguments were not provided: <ADDR>"],
+    );
+    expect_error(
+        &["tcp", "listen", "0", "--eol", "bogus"],
+        2,
+        &["[possible values: lf, crlf, none]"],
+    );
+    for big in ["1e30", "18446744073709551615", "inf"] {
+        expect_error(
+            &["tcp", "listen", "0", "-w", big],
+            2,
+            &["is too long (at most 31536000 seconds, a year)"],
+        );
+    }
 }
 
 #[test]
