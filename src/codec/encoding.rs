@@ -154,7 +154,26 @@ pub struct TextEncoder {
 impl TextEncoder {
     /// Appends the encoding of `text` to `out`; after `last`, the encoder starts a new stream
     /// (encoding_rs panics when an encoder is used after its last call).
+    ///
+    /// In GBK, `€` is sent as `?` too: WHATWG's GBK (encoding_rs) puts it on byte 0x80, which
+    /// GBK proper does not have, so Python's `gbk` codec, the tutorial's peer, fails on the
+    /// whole message. (GB18030 has `€`, as A2 E3.)
     pub fn encode(&mut self, text: &str, last: bool, out: &mut Vec<u8>) {
+        if self.inner.encoding() != encoding_rs::GBK || !text.contains('\u{20ac}') {
+            return self.encode_mapped(text, last, out);
+        }
+        let mut parts = text.split('\u{20ac}').peekable();
+        while let Some(part) = parts.next() {
+            let more = parts.peek().is_some();
+            self.encode_mapped(part, last && !more, out);
+            if more {
+                out.push(b'?');
+                self.unmappable += 1;
+            }
+        }
+    }
+
+    fn encode_mapped(&mut self, text: &str, last: bool, out: &mut Vec<u8>) {
         let mut rest = text;
         loop {
             let need = self
@@ -246,6 +265,26 @@ mod tests {
         }
         dec.decode(&[], true, &mut text);
         assert_eq!(text, "你好");
+    }
+
+    /// Python's `gbk` codec (the tutorial's peers) cannot decode 0x80, WHATWG's byte for `€`.
+    #[test]
+    fn the_euro_sign_is_unmappable_in_gbk_but_not_in_gb18030() {
+        let mut wire = Vec::new();
+        assert_eq!(Encoding::GBK.encode_message("价格€5€", &mut wire), 2);
+        assert_eq!(wire, [0xbc, 0xdb, 0xb8, 0xf1, b'?', b'5', b'?']);
+        let mut enc = Encoding::GBK.encoder();
+        let mut wire = Vec::new();
+        enc.encode("€", false, &mut wire);
+        enc.encode("你", true, &mut wire);
+        assert_eq!(
+            (wire.as_slice(), enc.take_unmappable()),
+            (&b"?\xc4\xe3"[..], 1)
+        );
+        let gb18030 = Encoding::from_label("gb18030").unwrap();
+        let mut wire = Vec::new();
+        assert_eq!(gb18030.encode_message("€", &mut wire), 0);
+        assert_eq!(wire, [0xa2, 0xe3]);
     }
 
     #[test]

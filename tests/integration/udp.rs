@@ -73,14 +73,24 @@ s.close()
         "--quit",
         "88",
     ]);
-    sender.send("第一条\n第二条\n88\n不会发送\n".as_bytes());
+    // Python's gbk has no €: it goes as '?' with a warning, not as WHATWG's 0x80, on which
+    // the receiver would die.
+    sender.send("第一条\n第二条\n价格€5\n88\n不会发送\n".as_bytes());
     assert_eq!(sender.wait_exit(), 0, "{}", sender.stderr.text());
     let out = receiver.stdout.wait_text("收到远程信息:88,");
     assert!(
-        out.contains("收到远程信息:第一条,from 127.0.0.1\n收到远程信息:第二条,from 127.0.0.1\n"),
+        out.contains(
+            "收到远程信息:第一条,from 127.0.0.1\n收到远程信息:第二条,from 127.0.0.1\n\
+             收到远程信息:价格?5,from 127.0.0.1\n"
+        ),
         "{out}"
     );
     assert!(!out.contains("不会发送"));
+    let err = sender.stderr.text();
+    assert!(
+        err.contains("1 character(s) have no GBK form and were sent as '?'"),
+        "{err}"
+    );
 }
 
 /// The tutorial's two-way chat with threads: two peers bound to their own ports, each sending
