@@ -76,8 +76,10 @@ pub struct Options {
     pub idle_timeout: Option<Duration>,
     /// Longest typed line kept whole in memory; longer ones are sent in pieces (TCP).
     pub max_line: usize,
-    /// After the peer's EOF keep sending until our input ends (scripts, pipes); a person at a
-    /// terminal is done when the peer is.
+    /// Input comes from a script or a pipe, not a person at a terminal. After the peer's EOF,
+    /// keep sending until our input ends (a person is done when the peer is); and a UDP
+    /// listener without `--peer` reads no input until someone has sent it a datagram, since
+    /// the lines would have nowhere to go and nobody can type them again.
     pub wait_for_input: bool,
     /// After our input ends, stop once nothing has arrived for this long (`udp connect` from a
     /// pipe: UDP has no EOF to wait for, so replies get this long). `--idle-timeout` wins.

@@ -32,7 +32,10 @@ const FLUSH_AT: usize = 256 * 1024;
 /// The largest UDP payload over IPv4 (65,535 less the IPv4 and UDP headers).
 const MAX_DATAGRAM: usize = 65_507;
 
-/// Holds one UDP conversation on `socket`.
+/// Holds one UDP conversation on `socket`. With [`PeerPolicy::LastSender`] and input from a
+/// script or pipe ([`Options::wait_for_input`]), input is not read until the first datagram
+/// arrives, so its lines go to that sender instead of nowhere, as with nc. Typed lines are read
+/// at once, and one with nowhere to go is reported as such.
 pub async fn converse<R, W>(
     socket: &UdpSocket,
     policy: PeerPolicy,
@@ -48,8 +51,12 @@ where
 {
     // Both directions run in this one task, so a Cell is enough to share the last sender.
     let last_sender: Cell<Option<SocketAddr>> = Cell::new(None);
+    let first_sender = tokio::sync::Notify::new();
     let connected_peer = socket.peer_addr().ok();
     let send = async {
+        if opts.wait_for_input && policy == PeerPolicy::LastSender {
+            first_sender.notified().await;
+        }
         let mut outbound = Outbound::new(opts, true, events.clone());
         // With --raw a read is a datagram, so a read is at most the largest UDP payload.
         let mut buf = vec![0u8; if opts.raw { MAX_DATAGRAM } else { 64 * 1024 }];
@@ -124,7 +131,9 @@ where
                 for (payload, from) in batch.iter() {
                     let from = from.or(connected_peer).unwrap_or(super::UNKNOWN_PEER);
                     if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
-                        last_sender.set(Some(from));
+                        if last_sender.replace(Some(from)).is_none() {
+                            first_sender.notify_one();
+                        }
                         events.emit(Event::NewPeer(from));
                     }
                     if inbound.datagram(payload, from, &mut out) == Flow::Quit {

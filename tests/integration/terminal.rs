@@ -403,3 +403,27 @@ fn a_room_in_the_background_serves_and_takes_the_keyboard_after_fg() {
     reader.read_line(&mut line).expect("the server's line");
     assert_eq!(line, "<server> hello from the keyboard\n");
 }
+
+/// At a terminal, `udp listen` without `--peer` reads typed lines at once: before anyone has
+/// sent a datagram a line has nowhere to go and is reported unsent, the quit word too.
+#[test]
+fn a_udp_listener_at_a_terminal_says_a_line_has_nowhere_to_go() {
+    if !have("tmux") {
+        return;
+    }
+    let tmux = Tmux::start(&format!(
+        "{} udp listen 127.0.0.1:0 --quit 88; echo EXITED=$?; sleep 60",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    tmux.wait("the listening line", |s| s.contains(" (udp)"));
+    tmux.keys("into the void");
+    tmux.enter();
+    tmux.wait("the warning", |s| {
+        s.contains("nobody has sent a datagram yet")
+    });
+    tmux.keys("88");
+    tmux.enter();
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=0"), "{screen}");
+    assert!(screen.contains("(it was not sent)"), "{screen}");
+}
