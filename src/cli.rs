@@ -178,7 +178,8 @@ pub enum TcpCommand {
     Listen {
         /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
         addr: HostPort,
-        /// Serve clients one after another instead of exiting after the first.
+        /// Serve clients one after another instead of exiting after the first. A quit word
+        /// received ends that client's conversation; the quit word typed ends the listener.
         #[arg(short = 'k', long)]
         keep_open: bool,
         /// Show this conversation's handshake and close on stderr as they happen (needs root
