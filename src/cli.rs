@@ -278,8 +278,9 @@ pub struct TalkArgs {
     /// Send line endings as CRLF (same as --eol crlf).
     #[arg(short = 'C', long, conflicts_with = "eol")]
     pub crlf: bool,
-    /// Line ending sent after each typed line on TCP: lf, crlf, or none (each line a message
-    /// of its own, as the tutorial's Python peers expect). Default: each line keeps its own.
+    /// Line ending sent after each typed line: lf, crlf, or none (each line a message of its
+    /// own, as the tutorial's Python peers expect). Default: on TCP each line keeps its own; a
+    /// datagram, and the bytes of a hex line, carry none.
     #[arg(long, value_enum, value_name = "EOL")]
     pub eol: Option<Eol>,
     /// Tag each received message with the sender's address (default for udp listen on a

@@ -56,7 +56,8 @@ struct LineSink {
 }
 
 impl Outbound {
-    /// `datagram` selects UDP framing: one line is one datagram, with no line ending.
+    /// `datagram` selects UDP framing: one line is one datagram, with no line ending unless
+    /// `--eol` asks for one.
     pub fn new(opts: &Options, datagram: bool, events: Events) -> Self {
         let raw = !datagram
             && opts.encoding.is_none()
@@ -74,7 +75,12 @@ impl Outbound {
                 encoding: opts.encoding.filter(|e| !e.is_utf8()),
                 hex: opts.hex,
                 quit: opts.quit.clone(),
-                eol: if datagram { Eol::None } else { opts.eol },
+                // A datagram carries no line ending unless one is asked for (`-C`, as nc -u
+                // does); a line's own ending is not part of the message.
+                eol: match opts.eol {
+                    Eol::AsTyped if datagram => Eol::None,
+                    eol => eol,
+                },
                 datagram,
                 partial: None,
                 oversize: false,
@@ -244,6 +250,9 @@ impl LineSink {
                 };
                 if !self.hex {
                     msg.extend_from_slice(self.ending(terminated, cr));
+                } else if terminated && self.eol != Eol::AsTyped {
+                    // Hex is the message's bytes; a chosen `--eol` still goes after them.
+                    msg.extend_from_slice(self.eol.bytes(false));
                 }
                 if !msg.is_empty() || self.datagram {
                     out.push(msg);
@@ -364,6 +373,49 @@ mod tests {
         };
         let (out, _) = run(&opts, true, &[b"48 69\nzz\n0x0a"]);
         assert_eq!(out, vec![b"Hi".to_vec(), b"\n".to_vec()]);
+    }
+
+    /// A chosen `--eol` (`-C`) is honoured in datagrams and after hex lines, as nc -u -C does;
+    /// `--eol none` and the default add nothing there.
+    #[test]
+    fn a_chosen_eol_goes_into_datagrams_and_after_hex() {
+        for (eol, datagram, hex, want) in [
+            (
+                Eol::Crlf,
+                true,
+                false,
+                vec![b"hi\r\n".to_vec(), b"yo".to_vec()],
+            ),
+            (Eol::Lf, true, false, vec![b"hi\n".to_vec(), b"yo".to_vec()]),
+            (Eol::None, true, false, vec![b"hi".to_vec(), b"yo".to_vec()]),
+            (
+                Eol::Crlf,
+                true,
+                true,
+                vec![b"Hi\r\n".to_vec(), b"\xff".to_vec()],
+            ),
+            (
+                Eol::Crlf,
+                false,
+                true,
+                vec![b"Hi\r\n".to_vec(), b"\xff".to_vec()],
+            ),
+            (
+                Eol::AsTyped,
+                false,
+                true,
+                vec![b"Hi".to_vec(), b"\xff".to_vec()],
+            ),
+        ] {
+            let opts = Options {
+                eol,
+                hex,
+                ..Options::default()
+            };
+            let input: &[u8] = if hex { b"48 69\nff" } else { b"hi\nyo" };
+            let (out, _) = run(&opts, datagram, &[input]);
+            assert_eq!(out, want, "{eol:?} datagram={datagram} hex={hex}");
+        }
     }
 
     #[test]

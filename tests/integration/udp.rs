@@ -314,6 +314,23 @@ fn piped_sender_exits_after_replies() {
     assert_eq!(w.stdout.text(), "pong\n");
 }
 
+/// `-C` puts CRLF at the end of each datagram, as nc -u -C does, and after a hex line's bytes.
+#[test]
+fn crlf_goes_into_datagrams_when_asked_for() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = peer.local_addr().unwrap().to_string();
+    let mut w = Proc::wirechat(&["udp", "connect", &to, "-C"]);
+    w.send(b"hi\n");
+    assert_eq!(recv_text(&peer).0, "hi\r\n");
+    w.close_stdin();
+    let mut x = Proc::wirechat(&["udp", "connect", &to, "-x", "--eol", "lf"]);
+    x.send(b"48 69\n");
+    assert_eq!(recv_text(&peer).0, "Hi\n");
+    x.close_stdin();
+    assert_eq!(w.wait_exit(), 0);
+    assert_eq!(x.wait_exit(), 0);
+}
+
 /// OpenBSD nc -u and socat as UDP peers.
 #[test]
 fn interop_with_nc_and_socat() {
