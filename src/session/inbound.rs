@@ -127,7 +127,12 @@ impl Inbound {
             .strip_suffix(b"\n")
             .map(|p| p.strip_suffix(b"\r").unwrap_or(p))
             .unwrap_or(payload);
-        let quit = self.quit.as_ref().is_some_and(|q| q.word == body);
+        // The quit word ends it as the whole datagram (the tutorial's check) or as any one of
+        // the lines a datagram of several lines is shown as.
+        let quit = self.quit.as_ref().is_some_and(|q| {
+            body.split(|&b| b == b'\n')
+                .any(|line| line.strip_suffix(b"\r").unwrap_or(line) == q.word)
+        });
         let mut s = String::new();
         let tagged = self.show_peer || self.timestamps;
         if tagged {
@@ -273,6 +278,10 @@ mod tests {
         assert_eq!(i.stream(b"x\r\nend\r\n", peer(), &mut out), Flow::Quit);
         assert_eq!(i.datagram(b"end\n", peer(), &mut out), Flow::Quit);
         assert_eq!(i.datagram(b"ends", peer(), &mut out), Flow::Continue);
+        // A datagram of several lines is shown as lines: the quit word may be one of them.
+        assert_eq!(i.datagram(b"hi\r\nend", peer(), &mut out), Flow::Quit);
+        assert_eq!(i.datagram(b"hi\nend\n", peer(), &mut out), Flow::Quit);
+        assert_eq!(i.datagram(b"hi\nendless", peer(), &mut out), Flow::Continue);
     }
 
     #[test]
