@@ -582,11 +582,25 @@ fn piped_lines_are_not_held_back() {
 /// A huge idle timeout is no timeout, not a crash; zero is refused.
 #[test]
 fn extreme_idle_timeouts() {
-    let l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-w", "1e19"]);
-    let addr = l.listening();
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.send_to(b"still alive", addr).unwrap();
-    l.stdout.wait_text("still alive\n");
+    // Beyond what a Duration holds too (1e30, inf): as good as none.
+    for huge in ["1e19", "1e30", "inf"] {
+        let l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-w", huge]);
+        let addr = l.listening();
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"still alive", addr).unwrap();
+        l.stdout.wait_text("still alive\n");
+    }
+    let (mut server, port) = {
+        let p = Proc::wirechat(&["tcp", "listen", "127.0.0.1:0", "-w", "1e30"]);
+        let port = p.port();
+        (p, port)
+    };
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"alive too\n").unwrap();
+    server.stdout.wait_text("alive too\n");
+    drop(c);
+    server.close_stdin();
+    assert_eq!(server.wait_exit(), 0, "{}", server.stderr.text());
     let out = crate::util::wirechat()
         .args(["udp", "listen", "127.0.0.1:0", "-w", "0"])
         .output()
