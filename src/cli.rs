@@ -329,7 +329,45 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     }
 }
 
+impl Cli {
+    /// Parses the command line, then checks what clap cannot see option by option.
+    pub fn parse_checked() -> Result<Cli, clap::Error> {
+        let cli = Cli::try_parse()?;
+        if let Some(talk) = cli.talk() {
+            talk.check()?;
+        }
+        Ok(cli)
+    }
+
+    fn talk(&self) -> Option<&TalkArgs> {
+        match &self.command {
+            Command::Tcp(TcpCommand::Listen { talk, .. } | TcpCommand::Connect { talk, .. })
+            | Command::Udp(UdpCommand::Listen { talk, .. } | UdpCommand::Connect { talk, .. }) => {
+                Some(talk)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl TalkArgs {
+    /// A quit word the encoding cannot carry would go out as `?` and be matched as `?`.
+    fn check(&self) -> Result<(), clap::Error> {
+        if let (Some(enc), Some(word)) = (self.encoding, &self.quit) {
+            if enc.encode_message(word, &mut Vec::new()) > 0 {
+                return Err(clap::Error::raw(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "the quit word {word:?} has characters {} cannot carry, so it could be \
+                         neither sent nor recognised\n",
+                        enc.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The session options these arguments ask for, given what the terminal is.
     fn options(&self, term: &Terminal, peer_default: bool) -> Options {
         let show_peer = if self.hide_peer {

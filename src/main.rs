@@ -1,14 +1,13 @@
 //! The `wirechat` executable: parse arguments, set up logging on stderr, run, and turn the
 //! outcome into one of the stable exit statuses of `wirechat::exit`.
 
-use clap::Parser;
 use std::io::Write;
 use wirechat::Status;
 use wirechat::cli::{Cli, Command};
 use wirechat::session::terminal::TtyGuard;
 
 fn main() {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };

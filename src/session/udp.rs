@@ -33,9 +33,9 @@ const FLUSH_AT: usize = 256 * 1024;
 const MAX_DATAGRAM: usize = 65_507;
 
 /// Holds one UDP conversation on `socket`. With [`PeerPolicy::LastSender`] and input from a
-/// script or pipe ([`Options::wait_for_input`]), input is not read until the first datagram
-/// arrives, so its lines go to that sender instead of nowhere, as with nc. Typed lines are read
-/// at once, and one with nowhere to go is reported as such.
+/// script or pipe ([`Options::wait_for_input`]), input is not read until a datagram has
+/// arrived, so its lines go to the last sender instead of nowhere, as with nc. Typed lines are
+/// read at once, and one with nowhere to go is reported as such.
 pub async fn converse<R, W>(
     socket: &UdpSocket,
     policy: PeerPolicy,
@@ -53,8 +53,9 @@ where
     let last_sender: Cell<Option<SocketAddr>> = Cell::new(None);
     let first_sender = tokio::sync::Notify::new();
     let connected_peer = socket.peer_addr().ok();
+    let holding = opts.wait_for_input && policy == PeerPolicy::LastSender;
     let send = async {
-        if opts.wait_for_input && policy == PeerPolicy::LastSender {
+        if holding {
             first_sender.notified().await;
         }
         let mut outbound = Outbound::new(opts, true, events.clone());
@@ -127,13 +128,12 @@ where
                     Err(e) => return Err(Error::Socket(e)),
                 }
                 let mut quit = false;
+                let first = last_sender.get().is_none();
                 activity.received(batch.iter().map(|(p, _)| p.len()).sum());
                 for (payload, from) in batch.iter() {
                     let from = from.or(connected_peer).unwrap_or(super::UNKNOWN_PEER);
                     if policy == PeerPolicy::LastSender && last_sender.get() != Some(from) {
-                        if last_sender.replace(Some(from)).is_none() {
-                            first_sender.notify_one();
-                        }
+                        last_sender.set(Some(from));
                         events.emit(Event::NewPeer(from));
                     }
                     if inbound.datagram(payload, from, &mut out) == Flow::Quit {
@@ -145,6 +145,11 @@ where
                     write_out(&mut output, &mut out).await?;
                     return Ok(RecvEnd::Quit);
                 }
+                // Held input is let go once the first datagrams are taken, unless they ended
+                // the conversation: a peer that said the quit word is not sent more.
+                if first && last_sender.get().is_some() {
+                    first_sender.notify_one();
+                }
                 if out.len() >= FLUSH_AT && !write_out(&mut output, &mut out).await? {
                     return Ok(RecvEnd::OutputClosed);
                 }
@@ -155,7 +160,11 @@ where
             }
         }
     };
-    drive(send, recv, activity, opts, events).await
+    let end = drive(send, recv, activity, opts, events).await;
+    if holding && last_sender.get().is_none() {
+        events.warn("nobody sent a datagram, so the input was not read and nothing was sent");
+    }
+    end
 }
 
 /// Writes and empties `out`; false when the output has been closed (nobody reads any more).

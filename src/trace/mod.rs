@@ -274,7 +274,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let limits = Limits {
         count: cfg.count,
-        deadline: cfg.duration.map(|d| Instant::now() + d),
+        // Too far to count (`-d inf`): no deadline.
+        deadline: cfg.duration.and_then(|d| Instant::now().checked_add(d)),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = tokio::sync::oneshot::channel();

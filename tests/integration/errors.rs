@@ -210,6 +210,12 @@ fn bad_arguments_are_status_2() {
         2,
         &["[possible values: lf, crlf, none]"],
     );
+    // A quit word the encoding cannot carry would go out, and be matched, as '?'.
+    expect_error(
+        &["udp", "listen", "0", "-e", "gbk", "--quit", "€"],
+        2,
+        &["the quit word \"€\" has characters GBK cannot carry"],
+    );
 }
 
 #[test]

@@ -329,6 +329,20 @@ fn damaged_capture_is_reported_and_skipped() {
     assert!(out.contains("frames of other protocols"), "{out}");
 }
 
+/// A duration too long to count (`-d inf`, `1e30`) is no deadline, not a crash.
+#[test]
+fn a_duration_too_long_to_count_is_no_deadline() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/udp.pcap");
+    for d in ["inf", "1e30", "1e19"] {
+        let out = wirechat()
+            .args(["trace", "--read", file, "-d", d])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "-d {d}: {err}");
+    }
+}
+
 #[test]
 fn not_a_capture_file() {
     let dir = std::env::temp_dir().join(format!("wirechat-trace-{}", std::process::id()));

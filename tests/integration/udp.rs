@@ -314,6 +314,36 @@ fn piped_sender_exits_after_replies() {
     assert_eq!(w.stdout.text(), "pong\n");
 }
 
+/// Held input is not sent to a peer whose first datagram is the quit word; and input that was
+/// never let go (nobody sent anything before `--idle-timeout`) is said to be unsent.
+#[test]
+fn held_input_is_not_sent_after_the_quit_word_and_unsent_input_is_reported() {
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "--quit", "88"]);
+    let addr = l.listening();
+    l.send(b"pending\n");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"88", addr).unwrap();
+    assert_eq!(l.wait_exit(), 0, "{}", l.stderr.text());
+    // Loopback delivers a datagram within the send call, so one sent before the exit is here.
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let got = s.recv_from(&mut buf);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{got:?}"
+    );
+
+    let mut l = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-w", "0.2"]);
+    l.listening();
+    l.send(b"lost line\n");
+    assert_eq!(l.wait_exit(), 0);
+    let err = l.stderr.text();
+    assert!(
+        err.contains("nobody sent a datagram, so the input was not read and nothing was sent"),
+        "{err}"
+    );
+}
+
 /// `-C` puts CRLF at the end of each datagram, as nc -u -C does, and after a hex line's bytes.
 #[test]
 fn crlf_goes_into_datagrams_when_asked_for() {
