@@ -155,11 +155,13 @@ impl TextEncoder {
     /// Appends the encoding of `text` to `out`; after `last`, the encoder starts a new stream
     /// (encoding_rs panics when an encoder is used after its last call).
     ///
-    /// In GBK, `€` is sent as `?` too: WHATWG's GBK (encoding_rs) puts it on byte 0x80, which
-    /// GBK proper does not have, so Python's `gbk` codec, the tutorial's peer, fails on the
-    /// whole message. (GB18030 has `€`, as A2 E3.)
+    /// In GBK and Big5, `€` is sent as `?` too: WHATWG's GBK and Big5 (encoding_rs) put it on
+    /// 0x80 and A3 E1, the Windows code pages' bytes, which GBK and Big5 proper do not have, so
+    /// Python's `gbk` and `big5` codecs (the tutorial's peers) fail on the whole message.
+    /// (GB18030 has `€`, as A2 E3.)
     pub fn encode(&mut self, text: &str, last: bool, out: &mut Vec<u8>) {
-        if self.inner.encoding() != encoding_rs::GBK || !text.contains('\u{20ac}') {
+        let enc = self.inner.encoding();
+        if (enc != encoding_rs::GBK && enc != encoding_rs::BIG5) || !text.contains('\u{20ac}') {
             return self.encode_mapped(text, last, out);
         }
         let mut parts = text.split('\u{20ac}').peekable();
@@ -267,9 +269,10 @@ mod tests {
         assert_eq!(text, "你好");
     }
 
-    /// Python's `gbk` codec (the tutorial's peers) cannot decode 0x80, WHATWG's byte for `€`.
+    /// Python's `gbk` and `big5` codecs (the tutorial's peers) cannot decode WHATWG's bytes for
+    /// `€` (0x80, A3 E1).
     #[test]
-    fn the_euro_sign_is_unmappable_in_gbk_but_not_in_gb18030() {
+    fn the_euro_sign_is_unmappable_in_gbk_and_big5_but_not_in_gb18030() {
         let mut wire = Vec::new();
         assert_eq!(Encoding::GBK.encode_message("价格€5€", &mut wire), 2);
         assert_eq!(wire, [0xbc, 0xdb, 0xb8, 0xf1, b'?', b'5', b'?']);
@@ -281,6 +284,10 @@ mod tests {
             (wire.as_slice(), enc.take_unmappable()),
             (&b"?\xc4\xe3"[..], 1)
         );
+        let big5 = Encoding::from_label("big5").unwrap();
+        let mut wire = Vec::new();
+        assert_eq!(big5.encode_message("€1", &mut wire), 1);
+        assert_eq!(wire, b"?1");
         let gb18030 = Encoding::from_label("gb18030").unwrap();
         let mut wire = Vec::new();
         assert_eq!(gb18030.encode_message("€", &mut wire), 0);
