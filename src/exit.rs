@@ -135,12 +135,18 @@ fn hangup_ignored() -> bool {
 /// [`watch_interrupts`] ends the process itself.
 pub const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Signals this soon after the first are the same interrupt: `timeout(1)` delivers its signal
+/// twice (to the child and to its process group), microseconds apart, while a person pressing
+/// Ctrl-C twice takes longer.
+pub const SAME_INTERRUPT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Watches for Ctrl-C and SIGTERM on a thread of its own, so that they work even when the
 /// thread running the conversation is stuck (writing to a stderr nobody reads, or a bug that
 /// never yields). The returned future completes at the first signal; the caller then ends in
 /// order. If the process is still running [`INTERRUPT_GRACE`] later, or at a second signal,
 /// the watching thread calls `before_exit` (put the terminal back) and exits with
-/// [`Status::Interrupted`] itself, writing nothing (stderr may be what is stuck).
+/// [`Status::Interrupted`] itself, writing nothing (stderr may be what is stuck). A signal
+/// within [`SAME_INTERRUPT`] of the first is the same interrupt, not a second one.
 pub fn watch_interrupts(
     before_exit: impl FnOnce() + Send + 'static,
 ) -> impl Future<Output = ()> + Send {
@@ -158,8 +164,21 @@ pub fn watch_interrupts(
             rt.block_on(async {
                 let mut signals = Interrupts::new();
                 signals.next().await;
+                let first = tokio::time::Instant::now();
                 let _ = tx.send(());
-                let _ = tokio::time::timeout(INTERRUPT_GRACE, signals.next()).await;
+                let end = first + INTERRUPT_GRACE;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(end) => break,
+                        () = signals.next() => {
+                            // The same interrupt delivered twice (`timeout` sends its signal
+                            // to the child and to its process group) is not a second one.
+                            if first.elapsed() >= SAME_INTERRUPT {
+                                break;
+                            }
+                        }
+                    }
+                }
             });
             before_exit();
             std::process::exit(Status::Interrupted.code());

@@ -466,12 +466,17 @@ fn live_trace_matches_tshark() {
     assert!(out.contains("A --SYN--"), "{out}");
     assert!(out.contains("\"hello over a traced wire"), "{out}");
     trace.stdout.wait_text("final states:");
-    // Ctrl-C: stops cleanly, prints the tally and closes the pcap.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(trace.child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    // Ctrl-C: stops cleanly, prints the tally and closes the pcap. Delivered twice, 20 ms
+    // apart, as `timeout` does (to the child, then to its group): that is one interrupt, not
+    // the impatient second one that ends at once.
+    for _ in 0..2 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(trace.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(trace.wait_exit(), 130);
     let out = String::from_utf8_lossy(&trace.stdout.wait_closed()).into_owned();
     assert!(out.contains("end: "), "{out}");
