@@ -284,6 +284,9 @@ impl PacketSource for FileSource {
     }
 }
 
+/// The snap length of the files `--write` makes: tcpdump's default, 256 KiB.
+const SNAPLEN: u32 = 262_144;
+
 /// Writes frames to a classic pcap file (`--write`).
 ///
 /// A pcap file has one link type, in its header. A pcapng source only says which link type
@@ -334,6 +337,10 @@ impl Recorder {
         {
             let header = PcapHeader {
                 datalink: datalink_of(self.link),
+                // pcap-file's default, 65,535, is less than a frame on `lo` with GSO (an IP
+                // packet of up to 64 KiB plus the link header), and pcap-file refuses to write
+                // a record over the snap length: tcpdump's default instead.
+                snaplen: SNAPLEN,
                 ..PcapHeader::default()
             };
             let w = PcapWriter::with_header(file, header)
@@ -358,11 +365,10 @@ impl Recorder {
             self.left_out += 1;
             return Ok(());
         }
-        let packet = PcapPacket::new(
-            frame.ts,
-            frame.orig_len.max(frame.data.len() as u32),
-            &frame.data,
-        );
+        // A frame over the snap length (BIG TCP makes them) is cut there, as tcpdump does; its
+        // original length stays in the record.
+        let data = &frame.data[..frame.data.len().min(SNAPLEN as usize)];
+        let packet = PcapPacket::new(frame.ts, frame.orig_len.max(frame.data.len() as u32), data);
         let w = self.writer()?;
         match w.write_packet(&packet) {
             Ok(_) => Ok(()),
@@ -446,6 +452,35 @@ mod tests {
         let r = pcap_file::pcap::PcapReader::new(File::open(&empty).expect("open"))
             .expect("a pcap file");
         assert_eq!(r.header().datalink, DataLink::LINUX_SLL);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Frames on `lo` with GSO are larger than 64 KiB; BIG TCP ones can pass the snap length,
+    /// and are cut there with their original length kept.
+    #[test]
+    fn large_frames_are_written_whole_up_to_the_snap_length() {
+        let dir = std::env::temp_dir().join(format!("wirechat-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("big.pcap");
+        let mut rec = Recorder::create(&path, Link::Ethernet).expect("create");
+        for len in [65_549usize, 300_000] {
+            let frame = Frame {
+                ts: Duration::from_secs(1),
+                link: Link::Ethernet,
+                data: vec![7; len],
+                orig_len: len as u32,
+            };
+            rec.write(&frame).expect("a large frame is written");
+        }
+        rec.finish().expect("finish");
+        // Read back as `--read` reads (pcap-file's own reader refuses an original length over
+        // the snap length, which tcpdump and tshark write and read).
+        let mut source = FileSource::open(&path).expect("our own file opens");
+        let mut lens = Vec::new();
+        while let Ok(Next::Frame(f)) = source.next() {
+            lens.push((f.data.len(), f.orig_len));
+        }
+        assert_eq!(lens, [(65_549, 65_549), (262_144, 300_000)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
