@@ -10,7 +10,7 @@
 
 use super::decode::{Packet, Transport};
 use super::state::State;
-use etherparse::{TcpHeader, TcpOptionElement};
+use etherparse::{TcpHeader, TcpOptionElement, TcpOptionReadError, TcpOptionsIterator};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -139,7 +139,10 @@ pub enum TcpOpt {
     Sack(Vec<(u32, u32)>),
     /// Timestamps: value and echo reply.
     Timestamp(u32, u32),
-    /// An option that could not be read.
+    /// An option this tool does not decode, skipped by its length as RFC 9293 §3.1 says: its
+    /// kind and total length.
+    Other(u8, u8),
+    /// An option that could not be read (a bad length); the options after it are lost.
     Unreadable(String),
 }
 
@@ -157,29 +160,54 @@ impl fmt::Display for TcpOpt {
                 Ok(())
             }
             TcpOpt::Timestamp(v, e) => write!(f, "TSval={v} TSecr={e}"),
+            // Names as Wireshark gives them, for the kinds seen in practice.
+            TcpOpt::Other(19, _) => f.write_str("MD5"),
+            TcpOpt::Other(28, _) => f.write_str("UTO"),
+            TcpOpt::Other(29, _) => f.write_str("TCP-AO"),
+            TcpOpt::Other(30, _) => f.write_str("MPTCP"),
+            TcpOpt::Other(34, 2) => f.write_str("TFO=R"),
+            TcpOpt::Other(34, _) => f.write_str("TFO=C"),
+            TcpOpt::Other(kind, len) => write!(f, "option {kind} ({len} bytes)"),
             TcpOpt::Unreadable(e) => write!(f, "bad option ({e})"),
         }
     }
 }
 
-/// The options of a TCP header (NOPs and end-of-list left out).
+/// The options of a TCP header (NOPs and end-of-list left out). etherparse's iterator stops
+/// at a kind it does not know; such an option (TCP-MD5, Fast Open, MPTCP) is skipped by its
+/// length and reading goes on, so a window scale after it still counts.
 pub fn options(t: &TcpHeader) -> Vec<TcpOpt> {
-    t.options
-        .elements_iter()
-        .filter_map(|o| match o {
-            Ok(TcpOptionElement::Noop) => None,
-            Ok(TcpOptionElement::MaximumSegmentSize(m)) => Some(TcpOpt::Mss(m)),
-            Ok(TcpOptionElement::WindowScale(s)) => Some(TcpOpt::WindowScale(s)),
-            Ok(TcpOptionElement::SelectiveAcknowledgementPermitted) => Some(TcpOpt::SackPermitted),
-            Ok(TcpOptionElement::SelectiveAcknowledgement(first, rest)) => Some(TcpOpt::Sack(
+    let mut out = Vec::new();
+    let mut it = TcpOptionsIterator::from_slice(t.options.as_slice());
+    loop {
+        let rest = it.rest();
+        let opt = match it.next() {
+            None => break,
+            Some(Ok(TcpOptionElement::Noop)) => continue,
+            Some(Ok(TcpOptionElement::MaximumSegmentSize(m))) => TcpOpt::Mss(m),
+            Some(Ok(TcpOptionElement::WindowScale(s))) => TcpOpt::WindowScale(s),
+            Some(Ok(TcpOptionElement::SelectiveAcknowledgementPermitted)) => TcpOpt::SackPermitted,
+            Some(Ok(TcpOptionElement::SelectiveAcknowledgement(first, more))) => TcpOpt::Sack(
                 std::iter::once(first)
-                    .chain(rest.into_iter().flatten())
+                    .chain(more.into_iter().flatten())
                     .collect(),
-            )),
-            Ok(TcpOptionElement::Timestamp(v, e)) => Some(TcpOpt::Timestamp(v, e)),
-            Err(e) => Some(TcpOpt::Unreadable(e.to_string())),
-        })
-        .collect()
+            ),
+            Some(Ok(TcpOptionElement::Timestamp(v, e))) => TcpOpt::Timestamp(v, e),
+            Some(Err(TcpOptionReadError::UnknownId(kind))) => {
+                match rest.get(1).map(|&len| usize::from(len)) {
+                    Some(len) if (2..=rest.len()).contains(&len) => {
+                        out.push(TcpOpt::Other(kind, len as u8));
+                        it = TcpOptionsIterator::from_slice(&rest[len..]);
+                        continue;
+                    }
+                    _ => TcpOpt::Unreadable(format!("option {kind} with a bad length")),
+                }
+            }
+            Some(Err(e)) => TcpOpt::Unreadable(e.to_string()),
+        };
+        out.push(opt);
+    }
+    out
 }
 
 /// What the analysis noticed about a segment.
@@ -1107,6 +1135,40 @@ mod tests {
     use super::*;
     use crate::trace::decode::{Link, decode};
     use etherparse::PacketBuilder;
+
+    /// An option this tool does not decode (TCP-MD5, Fast Open) is skipped by its length, so
+    /// the window scale after it still counts; a bad length stops the reading with a reason.
+    #[test]
+    fn unknown_options_are_skipped_by_their_length() {
+        let with = |raw: &[u8]| {
+            let mut t = TcpHeader::new(1, 2, 0, 1000);
+            t.options = etherparse::TcpOptions::try_from_slice(raw).expect("options");
+            options(&t)
+        };
+        let mut md5 = vec![19, 18];
+        md5.extend([0xab; 16]);
+        md5.extend([2, 4, 0xff, 0xd7, 4, 2, 1, 3, 3, 10]); // MSS, SACK_PERM, NOP, WS=1024
+        md5.extend([34, 2, 0, 0]); // TFO request, EOL, padding
+        let got = with(&md5);
+        assert_eq!(
+            got,
+            [
+                TcpOpt::Other(19, 18),
+                TcpOpt::Mss(65495),
+                TcpOpt::SackPermitted,
+                TcpOpt::WindowScale(10),
+                TcpOpt::Other(34, 2),
+            ]
+        );
+        let shown: Vec<String> = got.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["MD5", "MSS=65495", "SACK_PERM", "WS=1024", "TFO=R"]);
+        let got = with(&[99, 1, 0, 0]);
+        assert!(
+            matches!(&got[..], [TcpOpt::Unreadable(why)] if why.contains("option 99")),
+            "{got:?}"
+        );
+        assert_eq!(with(&[200, 4, 0, 0])[0].to_string(), "option 200 (4 bytes)");
+    }
 
     const A: ([u8; 4], u16) = ([127, 0, 0, 1], 40000);
     const B: ([u8; 4], u16) = ([127, 0, 0, 2], 80);
