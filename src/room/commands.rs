@@ -180,21 +180,25 @@ const NOTICES: [&str; 7] = [
 /// (`/me is now known as alice`) or a count (nickname `3`, `/me members: ...`). The check
 /// sees through look-alike letters and invisible characters, as the nickname rules do.
 pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
-    let starts = |words: &[String], with: &str| {
-        let with = look_words(with);
-        words.len() >= with.len() && words.iter().zip(&with).all(|(w, p)| w == p)
+    let starts = |words: &[String], with: &[String]| {
+        words.len() >= with.len() && words.iter().zip(with).all(|(w, p)| w == p)
     };
+    // The notices' words as they look, worked out once.
+    static PATTERNS: std::sync::LazyLock<[Vec<String>; 5]> = std::sync::LazyLock::new(|| {
+        ["joined", "left", "is now known as", "members", "online"].map(look_words)
+    });
+    static FIXED: std::sync::LazyLock<Vec<Vec<String>>> =
+        std::sync::LazyLock::new(|| NOTICES.iter().map(|n| look_words(n)).collect());
+    let [joined, left, renamed, members, online] = &*PATTERNS;
     let said = look_words(text);
-    let about_member = ["joined", "left", "is now known as"]
-        .iter()
-        .any(|p| starts(&said, p));
+    let about_member = [joined, left, renamed].iter().any(|p| starts(&said, p));
     // A count: digits, or letters that pass for them.
     let number = nick.chars().any(char::is_numeric)
         && nick.chars().all(|c| c.is_numeric() || "lIoO|".contains(c));
-    let counted = number && (starts(&said, "members") || starts(&said, "online"));
+    let counted = number && (starts(&said, members) || starts(&said, online));
     let mut line = look_words(nick);
     line.extend(said);
-    if about_member || counted || NOTICES.iter().any(|p| starts(&line, p)) {
+    if about_member || counted || FIXED.iter().any(|p| starts(&line, p)) {
         return Err("/me cannot make a line that reads like one of the room's notices".into());
     }
     Ok(())

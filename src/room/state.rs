@@ -266,13 +266,13 @@ impl Room {
 
     /// An action, `* nick text`, to everyone else. `text` is sanitised.
     pub fn me(&self, id: ClientId, text: &str) -> Result<(), String> {
-        let mut st = self.lock();
-        let Some(m) = st.members.get(&id) else {
+        // Checked outside the lock; only this member's own task renames it.
+        let Some(nick) = self.lock().members.get(&id).map(|m| m.nick.clone()) else {
             return Ok(());
         };
-        check_me(&m.nick, text)?;
-        let line = format!("* {} {text}\n", m.nick);
-        self.publish(&mut st, Some(id), line);
+        check_me(&nick, text)?;
+        let mut st = self.lock();
+        self.publish(&mut st, Some(id), format!("* {nick} {text}\n"));
         Ok(())
     }
 

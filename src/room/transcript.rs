@@ -56,9 +56,8 @@ impl Transcript {
             b.missing += 1;
             return;
         }
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
         // Writing into a Vec cannot fail.
-        let _ = writeln!(self.buf, "{now} {line}");
+        let _ = writeln!(self.buf, "{} {line}", now());
         if self.buf.len() >= BUFFER {
             self.write_buffer();
         }
@@ -69,12 +68,13 @@ impl Transcript {
     pub fn flush(&mut self) -> Option<News> {
         let retrying = self.broken.take();
         if let Some(b) = &retrying {
-            let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
             // A line cut short by the failure is ended first.
             let cut = if self.at_line_start { "" } else { "\n" };
             self.buf = format!(
-                "{cut}{now} * {} lines missing from the transcript here ({})\n",
-                b.missing, b.error
+                "{cut}{} * {} lines missing from the transcript here ({})\n",
+                now(),
+                b.missing,
+                b.error
             )
             .into_bytes();
         }
@@ -137,6 +137,11 @@ impl Transcript {
             reported: false,
         });
     }
+}
+
+/// The time stamp that begins each line.
+fn now() -> impl std::fmt::Display {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
 }
 
 /// Lines begun in `bytes` (a partial last line counts).
