@@ -1,10 +1,14 @@
 //! Wire decoding: one captured frame (Ethernet, Linux cooked, BSD loopback or bare IP) into
 //! typed, owned headers with etherparse. Anything truncated, corrupt, fragmented or neither TCP
 //! nor UDP becomes a [`DecodeError`] that says why, so the caller can report it and go on.
+//!
+//! A frame that the capture cut short on purpose (a snap length: `tcpdump -s 96`) is not
+//! damage: [`decode_frame`] decodes its headers laxly and takes the payload's length on the
+//! wire from the IP header, so the ladder's sequence numbers stay right.
 
 use etherparse::{
-    Ethernet2Header, Ipv4Header, Ipv6Header, NetSlice, SlicedPacket, TcpHeader, TransportSlice,
-    UdpHeader, err,
+    Ethernet2Header, Ipv4Header, Ipv6Header, LaxNetSlice, LaxSlicedPacket, LinkSlice, NetSlice,
+    SlicedPacket, TcpHeader, TransportSlice, UdpHeader, err,
 };
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -78,8 +82,11 @@ pub struct Packet {
     pub ip: IpHeader,
     /// Transport layer.
     pub transport: Transport,
-    /// The transport payload (what the application sent).
+    /// The transport payload (what the application sent), as far as the capture kept it.
     pub payload: Vec<u8>,
+    /// The payload's length on the wire: more than `payload.len()` when the capture's snap
+    /// length cut the frame.
+    pub wire_len: usize,
 }
 
 /// Why a frame was skipped.
@@ -175,34 +182,45 @@ impl Cooked {
     }
 }
 
-/// Decodes `data` that begins as `link` says.
-pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
-    let mut cooked = None;
-    let sliced = match link {
-        Link::Ethernet => SlicedPacket::from_ethernet(data),
+/// Where the frame's headers start once the capture's own link header is read.
+enum Start<'a> {
+    Ethernet(&'a [u8]),
+    Ip(&'a [u8]),
+}
+
+/// Reads what etherparse does not (cooked and BSD loopback headers) and says where the rest
+/// begins.
+fn start(link: Link, data: &[u8]) -> Result<(Option<Cooked>, Start<'_>), DecodeError> {
+    match link {
+        Link::Ethernet => Ok((None, Start::Ethernet(data))),
         Link::LinuxSll | Link::LinuxSll2 => {
             let (c, len) = Cooked::parse(if link == Link::LinuxSll { 1 } else { 2 }, data)?;
             if !matches!(c.protocol, 0x0800 | 0x86dd) {
                 return Err(DecodeError::NotIp(format!("protocol {:#06x}", c.protocol)));
             }
-            cooked = Some(c);
-            SlicedPacket::from_ip(&data[len..])
+            Ok((Some(c), Start::Ip(&data[len..])))
         }
-        Link::Raw => SlicedPacket::from_ip(data),
-        Link::Null => {
-            let Some(rest) = data.get(4..) else {
-                return Err(DecodeError::Truncated(format!(
-                    "loopback header needs 4 bytes, got {}",
-                    data.len()
-                )));
-            };
-            SlicedPacket::from_ip(rest)
-        }
+        Link::Raw => Ok((None, Start::Ip(data))),
+        Link::Null => match data.get(4..) {
+            Some(rest) => Ok((None, Start::Ip(rest))),
+            None => Err(DecodeError::Truncated(format!(
+                "loopback header needs 4 bytes, got {}",
+                data.len()
+            ))),
+        },
     }
-    .map_err(slice_error)?;
-    let link_header = match (&sliced.link, link, cooked) {
+}
+
+/// The link-layer header as decoded.
+fn link_header(
+    sliced: Option<&LinkSlice<'_>>,
+    link: Link,
+    cooked: Option<Cooked>,
+    data: &[u8],
+) -> Result<LinkHeader, DecodeError> {
+    Ok(match (sliced, link, cooked) {
         (_, _, Some(c)) => LinkHeader::Cooked(c),
-        (Some(etherparse::LinkSlice::Ethernet2(e)), _, _) => LinkHeader::Ethernet(e.to_header()),
+        (Some(LinkSlice::Ethernet2(e)), _, _) => LinkHeader::Ethernet(e.to_header()),
         (_, Link::Null, _) => {
             // The family is in the capturing host's byte order; both orders are small numbers.
             let Some(&fam) = data.first_chunk::<4>() else {
@@ -216,7 +234,25 @@ pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
             })
         }
         _ => LinkHeader::Raw,
-    };
+    })
+}
+
+fn not_ip(link: Option<&LinkSlice<'_>>) -> DecodeError {
+    DecodeError::NotIp(match link {
+        Some(LinkSlice::Ethernet2(e)) => format!("ethertype {:#06x}", e.ether_type().0),
+        _ => "no IP header".into(),
+    })
+}
+
+/// Decodes `data` that begins as `link` says; the frame must be whole.
+pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
+    let (cooked, rest) = start(link, data)?;
+    let sliced = match rest {
+        Start::Ethernet(d) => SlicedPacket::from_ethernet(d),
+        Start::Ip(d) => SlicedPacket::from_ip(d),
+    }
+    .map_err(slice_error)?;
+    let link_header = link_header(sliced.link.as_ref(), link, cooked, data)?;
     let (ip, fragmented, proto) = match &sliced.net {
         Some(NetSlice::Ipv4(v4)) => (
             IpHeader::V4(v4.header().to_header()),
@@ -229,15 +265,7 @@ pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
             v6.payload().ip_number.0,
         ),
         Some(NetSlice::Arp(_)) => return Err(DecodeError::NotIp("ARP".into())),
-        None => {
-            let what = match &sliced.link {
-                Some(etherparse::LinkSlice::Ethernet2(e)) => {
-                    format!("ethertype {:#06x}", e.ether_type().0)
-                }
-                _ => "no IP header".into(),
-            };
-            return Err(DecodeError::NotIp(what));
-        }
+        None => return Err(not_ip(sliced.link.as_ref())),
     };
     if fragmented {
         return Err(DecodeError::Fragment);
@@ -252,6 +280,96 @@ pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
         ip,
         transport,
         payload: payload.to_vec(),
+        wire_len: payload.len(),
+    })
+}
+
+/// Decodes a captured frame. One that the capture cut short (its snap length) keeps its
+/// headers, the payload bytes that were kept, and in `wire_len` the payload's length on the
+/// wire, from the IP header; it is damage only when a header itself was cut.
+pub fn decode_frame(frame: &Frame) -> Result<Packet, DecodeError> {
+    let kept = frame.data.len();
+    let cut = (kept as u64) < u64::from(frame.orig_len);
+    match decode(frame.link, &frame.data) {
+        Err(DecodeError::Truncated(_)) if cut => {
+            decode_cut(frame.link, &frame.data).map_err(|e| match e {
+                DecodeError::Truncated(why) => DecodeError::Truncated(format!(
+                    "{why} (the capture kept {kept} of {} bytes)",
+                    frame.orig_len
+                )),
+                other => other,
+            })
+        }
+        r => r,
+    }
+}
+
+/// [`decode`] for a frame cut short by the capture: etherparse's lax slicing, which takes
+/// what is there when the IP header promises more.
+fn decode_cut(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
+    let (cooked, rest) = start(link, data)?;
+    let sliced = match rest {
+        Start::Ethernet(d) => {
+            LaxSlicedPacket::from_ethernet(d).map_err(|e| DecodeError::Truncated(e.to_string()))?
+        }
+        Start::Ip(d) => {
+            LaxSlicedPacket::from_ip(d).map_err(|e| DecodeError::Corrupt(e.to_string()))?
+        }
+    };
+    let stopped = |what: &str| match &sliced.stop_err {
+        Some((e, _)) => slice_error(e.clone()),
+        None => DecodeError::Truncated(what.into()),
+    };
+    let link_header = link_header(sliced.link.as_ref(), link, cooked, data)?;
+    // The IP payload's length as the header gives it, not as captured.
+    let (ip, fragmented, proto, ip_payload) = match &sliced.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            let auth = v4.extensions().auth.map_or(0, |a| a.slice().len());
+            (
+                IpHeader::V4(h.to_header()),
+                v4.is_payload_fragmented(),
+                v4.payload().ip_number.0,
+                usize::from(h.total_len()).checked_sub(h.slice().len() + auth),
+            )
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => (
+            IpHeader::V6(v6.header().to_header()),
+            v6.is_payload_fragmented(),
+            v6.payload().ip_number.0,
+            usize::from(v6.header().payload_length()).checked_sub(v6.extensions().slice().len()),
+        ),
+        Some(LaxNetSlice::Arp(_)) => return Err(DecodeError::NotIp("ARP".into())),
+        None if sliced.stop_err.is_some() => return Err(stopped("IP header")),
+        None => return Err(not_ip(sliced.link.as_ref())),
+    };
+    if fragmented {
+        return Err(DecodeError::Fragment);
+    }
+    let corrupt = |what: &str| DecodeError::Corrupt(format!("IP length too short for its {what}"));
+    let (transport, payload, wire_len) = match &sliced.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let h = t.to_header();
+            let wire = ip_payload
+                .and_then(|n| n.checked_sub(h.header_len()))
+                .ok_or_else(|| corrupt("TCP header"))?;
+            (Transport::Tcp(h), t.payload(), wire)
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let wire = usize::from(u.length())
+                .checked_sub(UdpHeader::LEN)
+                .ok_or_else(|| corrupt("UDP header"))?;
+            (Transport::Udp(u.to_header()), u.payload(), wire)
+        }
+        _ if matches!(proto, 6 | 17) => return Err(stopped("transport header")),
+        _ => return Err(DecodeError::NotTcpUdp(proto)),
+    };
+    Ok(Packet {
+        link: link_header,
+        ip,
+        transport,
+        payload: payload.to_vec(),
+        wire_len: wire_len.max(payload.len()),
     })
 }
 
@@ -392,6 +510,48 @@ mod tests {
         }
     }
 
+    /// A frame the capture cut at its snap length keeps its headers and tells the payload's
+    /// length on the wire; a cut inside a header is still damage, and says what was kept.
+    #[test]
+    fn frames_cut_by_a_snap_length() {
+        let whole = tcp_frame(&[b'x'; 100]);
+        let frame = |kept: usize| Frame {
+            ts: Duration::ZERO,
+            link: Link::Ethernet,
+            data: whole[..kept].to_vec(),
+            orig_len: whole.len() as u32,
+        };
+        let p = decode_frame(&frame(whole.len())).expect("whole");
+        assert_eq!((p.payload.len(), p.wire_len), (100, 100));
+        let p = decode_frame(&frame(14 + 20 + 20 + 10)).expect("payload cut");
+        assert_eq!((p.payload.len(), p.wire_len), (10, 100));
+        let p = decode_frame(&frame(14 + 20 + 20)).expect("all the payload cut");
+        assert_eq!((p.payload.len(), p.wire_len), (0, 100));
+        let e = decode_frame(&frame(14 + 20 + 10)).expect_err("TCP header cut");
+        assert!(
+            e.is_damage() && e.to_string().contains("kept 44 of 154 bytes"),
+            "{e}"
+        );
+        // Cut without the capture saying so (orig_len no larger): damage, as before.
+        let mut lying = frame(60);
+        lying.orig_len = 60;
+        assert!(decode_frame(&lying).unwrap_err().is_damage());
+        // UDP and IPv6, cut the same way.
+        let mut udp = Vec::new();
+        PacketBuilder::ipv6([0; 16], [1; 16], 64)
+            .udp(5000, 6000)
+            .write(&mut udp, &[7; 50])
+            .unwrap();
+        let p = decode_frame(&Frame {
+            ts: Duration::ZERO,
+            link: Link::Raw,
+            data: udp[..40 + 8 + 5].to_vec(),
+            orig_len: udp.len() as u32,
+        })
+        .expect("UDP cut");
+        assert_eq!((p.payload.len(), p.wire_len), (5, 50));
+    }
+
     #[test]
     fn reports_other_protocols() {
         let builder =
@@ -414,6 +574,7 @@ mod tests {
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200), link in 0u8..5) {
             let link = [Link::Ethernet, Link::LinuxSll, Link::LinuxSll2, Link::Null, Link::Raw][link as usize];
             let _ = decode(link, &data);
+            let _ = decode_frame(&Frame { ts: Duration::ZERO, link, data, orig_len: u32::MAX });
         }
 
         /// A valid frame with random bytes flipped decodes or fails cleanly.
@@ -423,8 +584,11 @@ mod tests {
             for (at, b) in flips {
                 if let Some(x) = frame.get_mut(at) { *x = b; }
             }
+            let orig_len = frame.len() as u32;
             frame.truncate(cut.min(frame.len()));
             let _ = decode(Link::Ethernet, &frame);
+            // As a frame the capture cut: the lax path must not panic either.
+            let _ = decode_frame(&Frame { ts: Duration::ZERO, link: Link::Ethernet, data: frame, orig_len });
         }
     }
 }

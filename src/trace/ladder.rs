@@ -861,7 +861,8 @@ impl Conn {
         };
         let r = s.other();
         self.segments += 1;
-        let payload = pkt.payload.len();
+        // As on the wire: a capture's snap length may have kept fewer bytes.
+        let payload = pkt.wire_len;
         let seg_len = payload as u32 + u32::from(t.syn) + u32::from(t.fin);
         let seq = t.sequence_number;
         // Relative numbering: the ISN from the SYN, else one before the first byte seen.
@@ -1046,7 +1047,7 @@ impl Tracker {
                     at,
                     src: pkt.src(),
                     dst: pkt.dst(),
-                    len: pkt.payload.len(),
+                    len: pkt.wire_len,
                 });
                 return;
             }

@@ -189,7 +189,7 @@ pub fn capture<W: Write>(
             Err(e) => break Err(e),
         };
         stats.frames += 1;
-        let pkt: Packet = match decode::decode(frame.link, &frame.data) {
+        let pkt: Packet = match decode::decode_frame(&frame) {
             Ok(p) => p,
             Err(e) if e.is_damage() => {
                 stats.damaged += 1;

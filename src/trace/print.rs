@@ -57,13 +57,23 @@ fn side_role(s: Side) -> &'static str {
     }
 }
 
-fn preview(payload: &[u8]) -> String {
+/// The start of a payload; `wire_len` is its length on the wire, when the capture kept less.
+fn preview(payload: &[u8], wire_len: usize) -> String {
+    let cut = if wire_len > payload.len() {
+        format!("  [{} of {wire_len} bytes captured]", payload.len())
+    } else {
+        String::new()
+    };
     if payload.is_empty() {
-        return String::new();
+        return cut;
     }
     let text = escaped(&payload[..payload.len().min(PREVIEW)]);
-    let more = if payload.len() > PREVIEW { "..." } else { "" };
-    format!("  \"{text}\"{more}")
+    let more = if payload.len() > PREVIEW || !cut.is_empty() {
+        "..."
+    } else {
+        ""
+    };
+    format!("  \"{text}\"{more}{cut}")
 }
 
 /// Payload bytes as text with control characters escaped, so a payload cannot drive the
@@ -120,7 +130,7 @@ pub fn row(seg: &Segment, payload: &[u8]) -> String {
         let opts: Vec<String> = seg.options.iter().map(|o| o.to_string()).collect();
         let _ = write!(line, "  <{}>", opts.join(" "));
     }
-    line.push_str(&preview(payload));
+    line.push_str(&preview(payload, seg.len));
     line.trim_end().to_string()
 }
 
@@ -483,7 +493,18 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
             ),
         )),
     }
-    out.push(("payload", format!("{} bytes", pkt.payload.len())));
+    out.push((
+        "payload",
+        if pkt.wire_len > pkt.payload.len() {
+            format!(
+                "{} bytes, {} of them captured (the capture's snap length cut the rest)",
+                pkt.wire_len,
+                pkt.payload.len()
+            )
+        } else {
+            format!("{} bytes", pkt.payload.len())
+        },
+    ));
     if !pkt.payload.is_empty() {
         // Control characters escaped, so a payload cannot drive the terminal.
         out.push(("text", escaped(&pkt.payload)));
@@ -606,7 +627,7 @@ impl<W: Write> Printer<W> {
                 self.line(&format!(
                     "udp  +{:.6}  {src} ---------> {dst}  len={len}  (a datagram: no handshake, no ACK){}",
                     secs(*at),
-                    preview(payload)
+                    preview(payload, *len)
                 ))?;
                 if let (true, Some(p)) = (self.layers, pkt) {
                     self.layer_lines(p, None)?;
