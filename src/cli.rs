@@ -152,6 +152,9 @@ pub struct TraceArgs {
     /// One JSON object per line per packet and per event.
     #[arg(long)]
     pub json: bool,
+    /// Show payload text as this encoding decodes it (gbk, big5, ...; default utf-8).
+    #[arg(long, value_name = "LABEL", value_parser = parse_encoding)]
+    pub encoding: Option<Encoding>,
     /// Save the packets shown to a pcap file.
     #[arg(short, long, value_name = "FILE.pcap")]
     pub write: Option<PathBuf>,
@@ -406,6 +409,7 @@ impl TraceArgs {
             },
             layers: self.layers,
             explain: self.explain,
+            encoding: self.encoding.unwrap_or(Encoding::UTF8),
             format: if self.json {
                 crate::trace::print::Format::Json
             } else {
@@ -439,7 +443,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut t = term(&talk);
             let opts = talk.options(&t, false);
             let _trace = trace
-                .then(|| attach(&mut t.events, &addr, Role::Listen))
+                .then(|| attach(&mut t.events, &addr, Role::Listen, talk.encoding))
                 .flatten();
             session::tcp::listen(&addr, keep_open, &opts, &mut t).await?;
         }
@@ -452,7 +456,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut t = term(&talk);
             let opts = talk.options(&t, false);
             let _trace = trace
-                .then(|| attach(&mut t.events, &addr, Role::Connect))
+                .then(|| attach(&mut t.events, &addr, Role::Connect, talk.encoding))
                 .flatten();
             session::tcp::connect(&addr, timeout, &opts, &mut t).await?;
         }

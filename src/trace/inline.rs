@@ -8,6 +8,7 @@
 
 use super::print::{Format, Printer};
 use super::{Error, Filter, Limits};
+use crate::codec::Encoding;
 use crate::session::{Event, EventLines, Events};
 use crate::transport::HostPort;
 use std::net::IpAddr;
@@ -58,10 +59,16 @@ fn iface_for(host: Option<&str>) -> &'static str {
     if loopback { "lo" } else { "any" }
 }
 
-/// Starts a capture for the conversation at `addr` and routes `events` through it. On failure
-/// (no privileges, not Linux) it warns through `events` and the conversation goes on without.
-pub fn attach(events: &mut Events, addr: &HostPort, role: Role) -> Option<Guard> {
-    match start(events, addr, role) {
+/// Starts a capture for the conversation at `addr` and routes `events` through it; payloads
+/// are shown as text in the conversation's `encoding` (UTF-8 when it has none). On failure (no
+/// privileges, not Linux) it warns through `events` and the conversation goes on without.
+pub fn attach(
+    events: &mut Events,
+    addr: &HostPort,
+    role: Role,
+    encoding: Option<Encoding>,
+) -> Option<Guard> {
+    match start(events, addr, role, encoding.unwrap_or(Encoding::UTF8)) {
         Ok(g) => Some(g),
         Err(e) => {
             events.warn(format!("--trace: {e}; going on without it"));
@@ -70,7 +77,12 @@ pub fn attach(events: &mut Events, addr: &HostPort, role: Role) -> Option<Guard>
     }
 }
 
-fn start(events: &mut Events, addr: &HostPort, role: Role) -> Result<Guard, Error> {
+fn start(
+    events: &mut Events,
+    addr: &HostPort,
+    role: Role,
+    encoding: Encoding,
+) -> Result<Guard, Error> {
     let mut source = super::open_live(iface_for(addr.host.as_deref()))?;
     let filter = Arc::new(Mutex::new(Filter {
         port: (addr.port != 0).then_some(addr.port),
@@ -85,7 +97,7 @@ fn start(events: &mut Events, addr: &HostPort, role: Role) -> Result<Guard, Erro
     let thread = std::thread::Builder::new()
         .name("trace".into())
         .spawn(move || {
-            let mut printer = Printer::new(lines, Format::Text, false);
+            let mut printer = Printer::new(lines, Format::Text, false).with_encoding(encoding);
             let matches = |src, dst| f.lock().is_ok_and(|f| f.matches(src, dst));
             let after = |t: &super::ladder::Tracker| {
                 if t.totals().connections > 0 && t.all_closed() {

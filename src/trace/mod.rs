@@ -111,6 +111,8 @@ pub struct Config {
     pub layers: bool,
     /// Explain each state change under its row.
     pub explain: bool,
+    /// How payload text is shown.
+    pub encoding: crate::codec::Encoding,
     /// Text or JSON.
     pub format: Format,
     /// Save matching frames here.
@@ -285,7 +287,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .spawn(move || {
             let stdout = io::stdout();
             let out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
-            let mut printer = Printer::new(out, cfg.format, cfg.layers).with_explain(cfg.explain);
+            let mut printer = Printer::new(out, cfg.format, cfg.layers)
+                .with_explain(cfg.explain)
+                .with_encoding(cfg.encoding);
             let filter = |s, d| cfg.filter.matches(s, d);
             let r = capture(
                 source.as_mut(),

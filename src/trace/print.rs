@@ -4,7 +4,7 @@
 
 use super::decode::{IpHeader, LinkHeader, Packet, Transport};
 use super::ladder::{Close, Record, Segment, Side, Summary, Totals};
-use crate::codec::HexDump;
+use crate::codec::{Encoding, HexDump};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::{self, Write};
@@ -29,6 +29,8 @@ pub struct Printer<W: Write> {
     layers: bool,
     /// Follow each row with the state changes it caused and why.
     explain: bool,
+    /// How payload text is shown (the conversation's wire encoding).
+    encoding: Encoding,
 }
 
 /// What the end of a capture reports.
@@ -57,8 +59,9 @@ fn side_role(s: Side) -> &'static str {
     }
 }
 
-/// The start of a payload; `wire_len` is its length on the wire, when the capture kept less.
-fn preview(payload: &[u8], wire_len: usize) -> String {
+/// The start of a payload, decoded from `enc`; `wire_len` is its length on the wire, when the
+/// capture kept less.
+fn preview(payload: &[u8], wire_len: usize, enc: Encoding) -> String {
     let cut = if wire_len > payload.len() {
         format!("  [{} of {wire_len} bytes captured]", payload.len())
     } else {
@@ -67,7 +70,7 @@ fn preview(payload: &[u8], wire_len: usize) -> String {
     if payload.is_empty() {
         return cut;
     }
-    let text = escaped(&payload[..payload.len().min(PREVIEW)]);
+    let text = escaped(&payload[..payload.len().min(PREVIEW)], enc);
     let more = if payload.len() > PREVIEW || !cut.is_empty() {
         "..."
     } else {
@@ -76,13 +79,12 @@ fn preview(payload: &[u8], wire_len: usize) -> String {
     format!("  \"{text}\"{more}{cut}")
 }
 
-/// Payload bytes as text with control characters escaped, so a payload cannot drive the
-/// terminal.
-fn escaped(payload: &[u8]) -> String {
-    String::from_utf8_lossy(payload)
-        .chars()
-        .flat_map(char::escape_debug)
-        .collect()
+/// Payload bytes as text in `enc` with control characters escaped, so a payload cannot drive
+/// the terminal. Bytes that are not text in `enc` show as U+FFFD.
+fn escaped(payload: &[u8], enc: Encoding) -> String {
+    let mut text = String::with_capacity(payload.len());
+    enc.decode_message(payload, &mut text);
+    text.chars().flat_map(char::escape_debug).collect()
 }
 
 fn hex(data: &[u8]) -> String {
@@ -103,8 +105,8 @@ fn arrow(from: Side, label: &str) -> String {
     }
 }
 
-/// One ladder row.
-pub fn row(seg: &Segment, payload: &[u8]) -> String {
+/// One ladder row, its payload shown as text in `enc`.
+pub fn row(seg: &Segment, payload: &[u8], enc: Encoding) -> String {
     let mut line = format!(
         "#{:<3} +{:.6}  {}  seq={:<6}",
         seg.conn,
@@ -130,7 +132,7 @@ pub fn row(seg: &Segment, payload: &[u8]) -> String {
         let opts: Vec<String> = seg.options.iter().map(|o| o.to_string()).collect();
         let _ = write!(line, "  <{}>", opts.join(" "));
     }
-    line.push_str(&preview(payload, seg.len));
+    line.push_str(&preview(payload, seg.len, enc));
     line.trim_end().to_string()
 }
 
@@ -379,7 +381,7 @@ fn mac(m: [u8; 6]) -> String {
 }
 
 /// The `--layers` breakdown: one (label, fields) pair per layer.
-pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)> {
+pub fn layers(pkt: &Packet, seg: Option<&Segment>, enc: Encoding) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     match &pkt.link {
         LinkHeader::Ethernet(e) => out.push((
@@ -507,7 +509,7 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>) -> Vec<(&'static str, String)
     ));
     if !pkt.payload.is_empty() {
         // Control characters escaped, so a payload cannot drive the terminal.
-        out.push(("text", escaped(&pkt.payload)));
+        out.push(("text", escaped(&pkt.payload, enc)));
         let mut dump = String::new();
         HexDump::default().dump(&pkt.payload, &mut dump);
         out.push(("hex", dump.trim_end().to_string()));
@@ -523,7 +525,14 @@ impl<W: Write> Printer<W> {
             format,
             layers,
             explain: false,
+            encoding: Encoding::UTF8,
         }
+    }
+
+    /// Shows payload text as `encoding` decodes it (the conversation's wire encoding).
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
     }
 
     /// Explains every state change under the row that caused it (text).
@@ -559,7 +568,7 @@ impl<W: Write> Printer<W> {
                             Record::Segment(s) => Some(s),
                             _ => None,
                         };
-                        let l: serde_json::Map<String, Value> = layers(pkt, seg)
+                        let l: serde_json::Map<String, Value> = layers(pkt, seg, self.encoding)
                             .into_iter()
                             .map(|(k, v)| (k.to_string(), Value::String(v)))
                             .collect();
@@ -604,7 +613,7 @@ impl<W: Write> Printer<W> {
             }
             Record::Segment(s) => {
                 let payload = pkt.map(|p| p.payload.as_slice()).unwrap_or_default();
-                self.line(&row(s, payload))?;
+                self.line(&row(s, payload, self.encoding))?;
                 if let (true, Some(p)) = (self.layers, pkt) {
                     self.layer_lines(p, Some(s))?;
                 }
@@ -627,7 +636,7 @@ impl<W: Write> Printer<W> {
                 self.line(&format!(
                     "udp  +{:.6}  {src} ---------> {dst}  len={len}  (a datagram: no handshake, no ACK){}",
                     secs(*at),
-                    preview(payload, *len)
+                    preview(payload, *len, self.encoding)
                 ))?;
                 if let (true, Some(p)) = (self.layers, pkt) {
                     self.layer_lines(p, None)?;
@@ -638,7 +647,7 @@ impl<W: Write> Printer<W> {
     }
 
     fn layer_lines(&mut self, pkt: &Packet, seg: Option<&Segment>) -> io::Result<()> {
-        for (name, fields) in layers(pkt, seg) {
+        for (name, fields) in layers(pkt, seg, self.encoding) {
             let mut first = true;
             for part in fields.lines() {
                 let label = if first { name } else { "" };
@@ -765,5 +774,32 @@ mod tests {
             }
         }
         assert_eq!(checked, 3);
+    }
+
+    /// Payload text is shown in the conversation's encoding: GBK bytes read as GBK, and in
+    /// UTF-8 (the default) as the replacement character, in the row and in `--layers`.
+    #[test]
+    fn payload_text_in_the_chosen_encoding() {
+        let gbk = Encoding::from_label("gbk").expect("gbk");
+        let pkt = seg(true, false, Some(1), 100, &[0xc4, 0xe3, 0xba, 0xc3, b'\n']);
+        let mut tracker = Tracker::new();
+        let mut recs = Vec::new();
+        tracker.observe(Duration::ZERO, &pkt, &mut recs);
+        let Some(Record::Segment(s)) = recs.iter().find(|r| matches!(r, Record::Segment(_))) else {
+            panic!("no segment in {recs:?}");
+        };
+        assert!(row(s, &pkt.payload, gbk).ends_with("\"你好\\n\""));
+        let utf8 = row(s, &pkt.payload, Encoding::UTF8);
+        assert!(
+            utf8.contains('\u{fffd}') && !utf8.contains("你好"),
+            "{utf8}"
+        );
+        let text = |enc| {
+            layers(&pkt, Some(s), enc)
+                .into_iter()
+                .find(|(k, _)| *k == "text")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(text(gbk).as_deref(), Some("你好\\n"));
     }
 }

@@ -639,6 +639,32 @@ fn inline_trace_on_connect() {
     assert!(!client.stdout.text().contains("trace"));
 }
 
+/// `tcp connect -e gbk --trace`: the ladder shows the payload as the conversation's encoding
+/// reads it, not as UTF-8 (which would show replacement characters for GBK bytes).
+#[test]
+#[cfg(target_os = "linux")]
+fn inline_trace_shows_payload_in_the_conversations_encoding() {
+    if skip_unless_root("inline_trace_shows_payload_in_the_conversations_encoding") {
+        return;
+    }
+    let mut args = SERVER.to_vec();
+    args.extend(["-e", "gbk"]);
+    let mut server = Proc::wirechat(&args);
+    let port = listen_port(&server);
+    let addr = format!("127.0.0.1:{port}");
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "-e", "gbk", "--trace"]);
+    client.stderr.wait_text("connected to");
+    client.stderr.wait_text("A --SYN--");
+    client.send("你好\n".as_bytes());
+    server.stdout.wait_text("你好");
+    client.stderr.wait_text("\"你好\\n\"");
+    client.close_stdin();
+    server.stderr.wait_text("peer closed");
+    server.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+    assert!(!client.stderr.text().contains('\u{fffd}'));
+}
+
 /// Builds the fixtures that loopback cannot produce: run with
 /// `cargo test make_synthetic_fixtures -- --ignored` to regenerate them.
 #[test]
