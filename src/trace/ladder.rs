@@ -319,6 +319,34 @@ pub enum Close {
     Open,
 }
 
+/// Where the capture began a connection, which says whether A and B are known to be client
+/// and server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// At its SYN: A sent it, so A is the client.
+    Syn,
+    /// At the SYN-ACK, its SYN not captured: only a server sends a SYN-ACK, so its sender is B.
+    SynAck,
+    /// Midway: which end is the client is not known.
+    Midway,
+}
+
+impl Start {
+    /// Whether A is known to be the client and B the server.
+    pub fn roles_known(self) -> bool {
+        self != Start::Midway
+    }
+
+    /// The name used in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Start::Syn => "syn",
+            Start::SynAck => "syn-ack",
+            Start::Midway => "midway",
+        }
+    }
+}
+
 /// The handshake as it happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handshake {
@@ -337,9 +365,9 @@ pub struct Summary {
     pub a: SocketAddr,
     /// End B (server).
     pub b: SocketAddr,
-    /// Whether the connection's SYN was seen (A is known to be the client).
-    pub saw_syn: bool,
-    /// The handshake, when it was seen complete.
+    /// Where the capture began the connection.
+    pub start: Start,
+    /// The handshake, when it was seen complete (from the SYN-ACK if the SYN was missed).
     pub handshake: Option<Handshake>,
     /// New payload bytes A to B and B to A (retransmissions not counted twice).
     pub bytes: [u64; 2],
@@ -409,8 +437,8 @@ pub enum Record {
         a: SocketAddr,
         /// End B.
         b: SocketAddr,
-        /// Whether it began with a SYN (else the capture joined it midway).
-        saw_syn: bool,
+        /// Where the capture began it.
+        start: Start,
     },
     /// A TCP segment.
     Segment(Segment),
@@ -490,7 +518,7 @@ pub struct Conn {
     id: u64,
     a: SocketAddr,
     b: SocketAddr,
-    saw_syn: bool,
+    start: Start,
     half: [Half; 2],
     first_ts: Duration,
     segments: u64,
@@ -512,18 +540,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(id: u64, a: SocketAddr, b: SocketAddr, syn: bool, ts: Duration) -> Conn {
-        // Seen from its SYN, B must have been listening; joined midway, both are talking.
-        let (sa, sb) = if syn {
-            (State::Closed, State::Listen)
-        } else {
-            (State::Established, State::Established)
+    fn new(id: u64, a: SocketAddr, b: SocketAddr, start: Start, ts: Duration) -> Conn {
+        // Seen from its SYN, B must have been listening; from the SYN-ACK, A had sent a SYN;
+        // joined midway, both are talking.
+        let (sa, sb) = match start {
+            Start::Syn => (State::Closed, State::Listen),
+            Start::SynAck => (State::SynSent, State::Listen),
+            Start::Midway => (State::Established, State::Established),
         };
         Conn {
             id,
             a,
             b,
-            saw_syn: syn,
+            start,
             half: [Half::new(sa), Half::new(sb)],
             first_ts: ts,
             segments: 0,
@@ -536,7 +565,7 @@ impl Conn {
             second_fin_acks_first: None,
             reset: None,
             refused: false,
-            ever_established: !syn,
+            ever_established: start == Start::Midway,
             retransmissions: 0,
             dup_acks: 0,
             out_of_order: 0,
@@ -886,7 +915,7 @@ impl Conn {
         self.transitions(s, t, seq.wrapping_add(seg_len), &mut changes);
         let established =
             self.state(Side::A) == State::Established && self.state(Side::B) == State::Established;
-        if self.saw_syn && !self.ever_established {
+        if self.start.roles_known() && !self.ever_established {
             self.handshake_segments += 1;
             if established {
                 self.handshake = Some(Handshake {
@@ -980,7 +1009,7 @@ impl Conn {
             conn: self.id,
             a: self.a,
             b: self.b,
-            saw_syn: self.saw_syn,
+            start: self.start,
             handshake: self.handshake,
             bytes: [self.half[0].bytes, self.half[1].bytes],
             segments: self.segments,
@@ -1077,12 +1106,18 @@ impl Tracker {
             self.evict_if_full(out);
             self.next_id += 1;
             self.totals.connections += 1;
-            let conn = Conn::new(self.next_id, src, dst, new_syn, ts);
+            // A is the client when it is known: the SYN's sender, or the SYN-ACK's receiver.
+            let (start, a, b) = match (t.syn, t.ack) {
+                (true, false) => (Start::Syn, src, dst),
+                (true, true) => (Start::SynAck, dst, src),
+                _ => (Start::Midway, src, dst),
+            };
+            let conn = Conn::new(self.next_id, a, b, start, ts);
             out.push(Record::Opened {
                 conn: self.next_id,
-                a: src,
-                b: dst,
-                saw_syn: new_syn,
+                a,
+                b,
+                start,
             });
             self.order.push_back((k, self.next_id));
             self.conns.insert(k, conn);
@@ -1255,6 +1290,41 @@ mod tests {
             .filter(|r| matches!(r, Record::State(_)))
             .count();
         assert_eq!(transitions, 4);
+    }
+
+    /// A capture that begins at the SYN-ACK (the SYN was missed) still knows the client: the
+    /// SYN-ACK's receiver. Joined at a data segment, it does not guess.
+    #[test]
+    fn a_capture_from_the_syn_ack_knows_client_and_server() {
+        let mut segs = handshake()[1..].to_vec();
+        segs.push(seg(false, "PA", 901, 101, 1000, b"hi"));
+        segs.push(seg(true, "FA", 101, 903, 1000, b""));
+        segs.push(seg(false, "FA", 903, 102, 1000, b""));
+        segs.push(seg(true, "A", 102, 904, 1000, b""));
+        let recs = run(&segs);
+        let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let Some(Record::Opened { a, start, .. }) = recs.first() else {
+            panic!("{recs:?}");
+        };
+        assert_eq!((*a, *start), (client, Start::SynAck));
+        let r = rows(&recs);
+        assert_eq!(r[0].from, Side::B);
+        assert_eq!(r[0].states, [State::Established, State::SynRcvd]);
+        assert_eq!((r[0].seq, r[0].ack), (0, Some(1)));
+        assert_eq!(r[1].states, [State::Established, State::Established]);
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.start, Start::SynAck);
+        assert_eq!(sum.first_closer, Some(Side::A));
+        assert_eq!(sum.bytes, [0, 2]);
+        assert_eq!(sum.handshake.map(|h| h.segments), Some(2));
+        let midway = run(&segs[2..]);
+        assert!(matches!(
+            midway.first(),
+            Some(Record::Opened {
+                start: Start::Midway,
+                ..
+            })
+        ));
     }
 
     #[test]

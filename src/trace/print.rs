@@ -3,7 +3,7 @@
 //! and per event, with serde_json).
 
 use super::decode::{IpHeader, LinkHeader, Packet, Transport};
-use super::ladder::{Close, Record, Segment, Side, Summary, Totals};
+use super::ladder::{Close, Record, Segment, Side, Start, Summary, Totals};
 use crate::codec::{Encoding, HexDump};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -139,7 +139,12 @@ pub fn row(seg: &Segment, payload: &[u8], enc: Encoding) -> String {
 /// The lines of a connection's summary.
 pub fn summary_lines(s: &Summary) -> Vec<String> {
     let mut lines = vec![format!("#{:<3} summary: A {} -> B {}", s.conn, s.a, s.b)];
-    let hs = match (s.handshake, s.saw_syn) {
+    let hs = match (s.handshake, s.start) {
+        (Some(h), Start::SynAck) => format!(
+            "handshake: the SYN was not captured; from the SYN-ACK, {} segments in {} µs",
+            h.segments,
+            h.took.as_micros(),
+        ),
         (Some(h), _) => format!(
             "handshake: {} segments in {} µs{}",
             h.segments,
@@ -150,8 +155,10 @@ pub fn summary_lines(s: &Summary) -> Vec<String> {
                 " (more than the textbook three: a SYN or SYN-ACK was sent again)"
             }
         ),
-        (None, true) => "handshake: not completed".to_string(),
-        (None, false) => "handshake: not seen (the capture joined the connection midway)".into(),
+        (None, Start::Midway) => {
+            "handshake: not seen (the capture joined the connection midway)".into()
+        }
+        (None, _) => "handshake: not completed".to_string(),
     };
     lines.push(hs);
     lines.push(format!(
@@ -235,13 +242,9 @@ fn close_name(c: Close) -> &'static str {
 /// The JSON object of a record.
 pub fn record_json(rec: &Record, pkt: Option<&Packet>, ts: Duration) -> Value {
     match rec {
-        Record::Opened {
-            conn,
-            a,
-            b,
-            saw_syn,
-        } => json!({
-            "event": "open", "conn": conn, "a": a.to_string(), "b": b.to_string(), "saw_syn": saw_syn,
+        Record::Opened { conn, a, b, start } => json!({
+            "event": "open", "conn": conn, "a": a.to_string(), "b": b.to_string(),
+            "saw_syn": *start == Start::Syn, "start": start.name(),
         }),
         Record::Segment(s) => json!({
             "event": "segment",
@@ -595,16 +598,11 @@ impl<W: Write> Printer<W> {
 
     fn text(&mut self, rec: &Record, pkt: Option<&Packet>) -> io::Result<()> {
         match rec {
-            Record::Opened {
-                conn,
-                a,
-                b,
-                saw_syn,
-            } => {
-                let roles = if *saw_syn {
-                    ("client", "server")
-                } else {
-                    ("joined midway", "joined midway")
+            Record::Opened { conn, a, b, start } => {
+                let roles = match start {
+                    Start::Syn => ("client", "server"),
+                    Start::SynAck => ("client; its SYN not captured", "server"),
+                    Start::Midway => ("joined midway", "joined midway"),
                 };
                 self.line(&format!(
                     "#{conn:<3} tcp  A {a} ({}) <-> B {b} ({})",
