@@ -3,7 +3,7 @@
 //! and per event, with serde_json).
 
 use super::decode::{IpHeader, LinkHeader, Packet, Transport};
-use super::ladder::{Close, Record, Segment, Side, Start, Summary, Totals};
+use super::ladder::{Close, Record, Segment, Side, Start, Summary, TcpOpt, Totals};
 use crate::codec::{Encoding, HexDump};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -466,9 +466,23 @@ pub fn layers(pkt: &Packet, seg: Option<&Segment>, enc: Encoding) -> Vec<(&'stat
                     (format!(" (relative {})", s.seq), ack)
                 })
                 .unwrap_or_default();
+            // SACK blocks are in the receiver's sequence space, as the ACK number is: shown
+            // relative to the same base, as Wireshark does.
+            let ack_base = seg.and_then(|s| s.ack.map(|a| s.raw_ack.wrapping_sub(a)));
             let opts: Vec<String> = super::ladder::options(t)
                 .iter()
-                .map(|o| o.to_string())
+                .map(|o| match (o, ack_base) {
+                    (TcpOpt::Sack(blocks), Some(base)) => {
+                        let rel: Vec<String> = blocks
+                            .iter()
+                            .map(|(l, r)| {
+                                format!("{}-{}", l.wrapping_sub(base), r.wrapping_sub(base))
+                            })
+                            .collect();
+                        format!("{o} (relative {})", rel.join(" "))
+                    }
+                    _ => o.to_string(),
+                })
                 .collect();
             out.push((
                 "tcp",
@@ -799,5 +813,44 @@ mod tests {
                 .map(|(_, v)| v)
         };
         assert_eq!(text(gbk).as_deref(), Some("你好\\n"));
+    }
+
+    /// In `--layers`, SACK blocks get the same relative numbering as the ACK number.
+    #[test]
+    fn sack_blocks_are_shown_relative_too() {
+        use etherparse::TcpOptionElement;
+        let mut tracker = Tracker::new();
+        let mut recs = Vec::new();
+        tracker.observe(Duration::ZERO, &seg(true, true, None, 100, b""), &mut recs);
+        tracker.observe(
+            Duration::ZERO,
+            &seg(false, true, Some(101), 5000, b""),
+            &mut recs,
+        );
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4([127, 0, 0, 2], [127, 0, 0, 1], 64)
+            .tcp(80, 40000, 5001, 65535)
+            .ack(201)
+            .options(&[TcpOptionElement::SelectiveAcknowledgement(
+                (301, 401),
+                [None; 3],
+            )])
+            .expect("fits")
+            .write(&mut out, b"")
+            .expect("write to Vec");
+        let pkt = decode(Link::Ethernet, &out).expect("valid");
+        recs.clear();
+        tracker.observe(Duration::ZERO, &pkt, &mut recs);
+        let Some(Record::Segment(s)) = recs.iter().find(|r| matches!(r, Record::Segment(_))) else {
+            panic!("no segment in {recs:?}");
+        };
+        let tcp = layers(&pkt, Some(s), Encoding::UTF8)
+            .into_iter()
+            .find(|(k, _)| *k == "tcp")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        assert!(tcp.contains("ack 201 (relative 101)"), "{tcp}");
+        assert!(tcp.contains("SACK 301-401 (relative 201-301)"), "{tcp}");
     }
 }
