@@ -377,8 +377,11 @@ pub struct Summary {
     pub first_closer: Option<Side>,
     /// How it ended.
     pub close: Close,
-    /// Segments from the first FIN to the last ACK.
+    /// Segments of the close itself: the FINs, and the first ACK of each.
     pub close_segments: u32,
+    /// New bytes, and segments carrying them, that the other end sent after the first FIN
+    /// (a half-close: the first closer stopped sending, not receiving).
+    pub after_fin: (u64, u32),
     /// Flags of the close's segments, in order (at most 8 kept).
     pub close_flags: Vec<(Side, Flags)>,
     /// Segments labelled retransmission.
@@ -400,6 +403,14 @@ impl Summary {
             Some(s) => (s, s.other()),
             None => (Side::A, Side::B),
         };
+        if self.after_fin.0 > 0 && matches!(self.close, Close::FourWay | Close::Open) {
+            return Some(format!(
+                "a half-close: {first} shut down only its sending side (shutdown(SHUT_WR), as \
+                 nc -N does at end of input) and went on receiving; {second} sent {} more \
+                 bytes after it (RFC 9293 §3.6)",
+                self.after_fin.0
+            ));
+        }
         match self.close {
             Close::FourWay | Close::Open => None,
             Close::ThreeWay => Some(format!(
@@ -486,8 +497,12 @@ struct Half {
     /// Sequence number of this end's FIN.
     fin_seq: Option<u32>,
     fin_acked: bool,
-    /// This end received the other's FIN.
+    /// The other end's FIN was captured.
     got_fin: bool,
+    /// That FIN was captured but this end has not yet shown that it received it: it has not
+    /// acknowledged it, and the FIN's sender has sent nothing after it. (A capture sees a FIN
+    /// leave, not arrive: a FIN sent by this end in the meantime crossed it.)
+    fin_unseen: bool,
     bytes: u64,
 }
 
@@ -507,6 +522,7 @@ impl Half {
             fin_seq: None,
             fin_acked: false,
             got_fin: false,
+            fin_unseen: false,
             bytes: 0,
         }
     }
@@ -527,6 +543,12 @@ pub struct Conn {
     first_fin: Option<(Side, u32)>,
     close_segments: u32,
     close_flags: Vec<(Side, Flags)>,
+    /// The other end's byte count at the first FIN, and its data segments since.
+    bytes_at_fin: u64,
+    segments_after_fin: u32,
+    /// The first FIN's ACK, and the second's, have been seen.
+    first_fin_acked: bool,
+    second_fin_acked: bool,
     separate_ack: bool,
     second_fin_acks_first: Option<bool>,
     reset: Option<Side>,
@@ -561,6 +583,10 @@ impl Conn {
             first_fin: None,
             close_segments: 0,
             close_flags: Vec::new(),
+            bytes_at_fin: 0,
+            segments_after_fin: 0,
+            first_fin_acked: false,
+            second_fin_acked: false,
             separate_ack: false,
             second_fin_acks_first: None,
             reset: None,
@@ -598,13 +624,16 @@ impl Conn {
     fn transitions(&mut self, s: Side, t: &TcpHeader, seg_end: u32, out: &mut Vec<Transition>) {
         let r = s.other();
         if t.rst {
+            // Whatever the FINs in flight did, the reset ends both ends.
+            self.half[0].fin_unseen = false;
+            self.half[1].fin_unseen = false;
             // RFC 9293 §3.10.7.3 (SYN-SENT) and §3.10.7.4: a valid RST aborts the connection.
             if s == Side::B && self.state(r) == State::SynSent && !self.ever_established {
                 self.refused = true;
                 self.set_state(
                     s,
                     State::Closed,
-                    "nothing listens: answered the SYN with RST",
+                    "nothing listened (LISTEN was assumed): the SYN got RST (RFC 9293 §3.10.7.1)",
                     out,
                 );
             } else {
@@ -620,6 +649,15 @@ impl Conn {
             return;
         }
         let acks = |n: u32| t.ack && !seq_lt(t.acknowledgment_number, n);
+        // A FIN of `s` captured earlier reached `r` before this segment, which left after it.
+        if self.half[r.idx()].fin_unseen && self.half[s.idx()].fin_seq.is_some() {
+            self.receive_fin(r, out);
+        }
+        // `s` acknowledges `r`'s FIN: it has received it.
+        let r_fin_end = self.half[r.idx()].fin_seq.map(|f| f.wrapping_add(1));
+        if self.half[s.idx()].fin_unseen && r_fin_end.is_some_and(acks) {
+            self.receive_fin(s, out);
+        }
         if t.syn && !t.ack {
             if matches!(self.state(s), State::Closed | State::Listen) {
                 // RFC 9293 §3.5: active OPEN sends SYN and enters SYN-SENT.
@@ -688,7 +726,7 @@ impl Conn {
                 State::Established | State::SynRcvd => self.set_state(
                     s,
                     State::FinWait1,
-                    "sent FIN first: active close (RFC 9293 §3.6)",
+                    "sent FIN, none received yet: active close (RFC 9293 §3.6)",
                     out,
                 ),
                 // RFC 9293 §3.6 case 3: this FIN does not acknowledge the peer's, so it left
@@ -741,31 +779,38 @@ impl Conn {
             }
         }
         if t.fin && !self.half[r.idx()].got_fin {
+            // Its arrival shows when `r` acknowledges it or `s` sends something after it.
             self.half[r.idx()].got_fin = true;
-            match self.state(r) {
-                // RFC 9293 §3.10.7.4 eighth step: ESTABLISHED gets FIN, enter CLOSE-WAIT.
-                State::Established | State::SynRcvd => self.set_state(
-                    r,
-                    State::CloseWait,
-                    "got FIN: the peer sends no more (reads EOF)",
-                    out,
-                ),
-                // RFC 9293 §3.10.7.4: FIN-WAIT-1 gets FIN not acking ours: CLOSING.
-                State::FinWait1 => self.set_state(
-                    r,
-                    State::Closing,
-                    "got FIN before its own was acked: simultaneous close",
-                    out,
-                ),
-                // RFC 9293 §3.10.7.4: FIN-WAIT-2 gets FIN: TIME-WAIT.
-                State::FinWait2 => self.set_state(
-                    r,
-                    State::TimeWait,
-                    "got the peer's FIN: waits 2 MSL (RFC 9293 §3.6)",
-                    out,
-                ),
-                _ => {}
-            }
+            self.half[r.idx()].fin_unseen = true;
+        }
+    }
+
+    /// End `r` has received the other end's FIN (RFC 9293 §3.10.7.4, eighth step).
+    fn receive_fin(&mut self, r: Side, out: &mut Vec<Transition>) {
+        self.half[r.idx()].fin_unseen = false;
+        match self.state(r) {
+            // RFC 9293 §3.10.7.4 eighth step: ESTABLISHED gets FIN, enter CLOSE-WAIT.
+            State::Established | State::SynRcvd => self.set_state(
+                r,
+                State::CloseWait,
+                "got FIN: the peer sends no more (reads EOF)",
+                out,
+            ),
+            // RFC 9293 §3.10.7.4: FIN-WAIT-1 gets FIN not acking ours: CLOSING.
+            State::FinWait1 => self.set_state(
+                r,
+                State::Closing,
+                "got FIN before its own was acked: simultaneous close",
+                out,
+            ),
+            // RFC 9293 §3.10.7.4: FIN-WAIT-2 gets FIN: TIME-WAIT.
+            State::FinWait2 => self.set_state(
+                r,
+                State::TimeWait,
+                "got the peer's FIN: waits 2 MSL (RFC 9293 §3.6)",
+                out,
+            ),
+            _ => {}
         }
     }
 
@@ -925,7 +970,7 @@ impl Conn {
             }
         }
         self.ever_established |= established;
-        self.track_close(s, t);
+        self.track_close(s, t, payload);
         // RFC 7323 §2.2: the window field of a SYN is never scaled.
         let win = match (t.syn, self.half[s.idx()].wscale, self.half[r.idx()].wscale) {
             (false, Some(ws), Some(_)) => u64::from(t.window_size) << ws,
@@ -960,25 +1005,43 @@ impl Conn {
         }
     }
 
-    /// Follows the close: who sent FIN first, and whether the other end acknowledged it in a
-    /// segment of its own before sending its FIN.
-    fn track_close(&mut self, s: Side, t: &TcpHeader) {
+    /// Follows the close: who sent FIN first, whether the other end acknowledged it in a
+    /// segment of its own before sending its FIN, and what it sent in between (a half-close).
+    /// The close's own segments are the FINs and the first ACK of each; data and its ACKs
+    /// after the first FIN are counted apart.
+    fn track_close(&mut self, s: Side, t: &TcpHeader, payload: usize) {
         if self.done {
             return;
         }
         if t.fin && self.first_fin.is_none() {
             if let Some(f) = self.half[s.idx()].fin_seq {
                 self.first_fin = Some((s, f));
+                self.bytes_at_fin = self.half[s.other().idx()].bytes;
             }
         }
         let Some((first, fin)) = self.first_fin else {
             return;
         };
-        self.close_segments += 1;
-        if self.close_flags.len() < 8 {
-            self.close_flags.push((s, Flags::of(t)));
+        let acks = |n: u32| t.ack && !seq_lt(t.acknowledgment_number, n.wrapping_add(1));
+        let acks_first = acks(fin);
+        let acks_second = self.half[first.other().idx()].fin_seq.is_some_and(acks);
+        let own = t.fin
+            || (s != first && acks_first && !self.first_fin_acked)
+            || (s == first && acks_second && !self.second_fin_acked);
+        if own {
+            self.close_segments += 1;
+            if self.close_flags.len() < 8 {
+                self.close_flags.push((s, Flags::of(t)));
+            }
         }
-        let acks_first = t.ack && !seq_lt(t.acknowledgment_number, fin.wrapping_add(1));
+        if s != first {
+            self.first_fin_acked |= acks_first;
+            if payload > 0 {
+                self.segments_after_fin += 1;
+            }
+        } else {
+            self.second_fin_acked |= acks_second;
+        }
         if s != first && self.second_fin_acks_first.is_none() {
             if t.fin {
                 self.second_fin_acks_first = Some(acks_first);
@@ -1016,6 +1079,15 @@ impl Conn {
             first_closer: self.first_fin.map(|(s, _)| s),
             close,
             close_segments: self.close_segments,
+            after_fin: match self.first_fin {
+                Some((first, _)) => (
+                    self.half[first.other().idx()]
+                        .bytes
+                        .saturating_sub(self.bytes_at_fin),
+                    self.segments_after_fin,
+                ),
+                None => (0, 0),
+            },
             close_flags: self.close_flags.clone(),
             retransmissions: self.retransmissions,
             dup_acks: self.dup_acks,
@@ -1444,14 +1516,118 @@ mod tests {
         s.push(seg(true, "A", 102, 902, 1000, b""));
         let recs = run(&s);
         let r = rows(&recs);
-        assert_eq!(r[3].states, [State::FinWait1, State::CloseWait]);
-        assert_eq!(r[4].states, [State::TimeWait, State::LastAck]);
+        // B's state changes on its FIN-ACK, the first sign that A's FIN reached it; A's on
+        // its last ACK.
+        assert_eq!(r[3].states, [State::FinWait1, State::Established]);
+        assert_eq!(r[4].states, [State::FinWait2, State::LastAck]);
         assert_eq!(r[5].states, [State::TimeWait, State::Closed]);
         let sum = summary(&recs).expect("closed");
         assert_eq!(sum.close, Close::ThreeWay);
         assert_eq!(sum.first_closer, Some(Side::A));
         assert_eq!(sum.close_segments, 3);
         assert!(sum.note().is_some_and(|n| n.contains("rode on the ACK")));
+    }
+
+    /// The transitions of each end, in order, as (from, to).
+    fn path(recs: &[Record], side: Side) -> Vec<(State, State)> {
+        recs.iter()
+            .filter_map(|r| match r {
+                Record::State(t) if t.side == side => Some((t.from, t.to)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Crossing FINs: neither end passes through CLOSE_WAIT, which a capture that took each
+    /// FIN's departure for its arrival showed (B: CLOSE_WAIT -> CLOSING, no such transition).
+    #[test]
+    fn simultaneous_close_takes_each_end_through_closing() {
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "FA", 901, 101, 1000, b""));
+        s.push(seg(true, "A", 102, 902, 1000, b""));
+        s.push(seg(false, "A", 902, 102, 1000, b""));
+        let recs = run(&s);
+        use State::*;
+        let after_handshake = |side| path(&recs, side).split_off(2);
+        assert_eq!(
+            after_handshake(Side::A),
+            [
+                (Established, FinWait1),
+                (FinWait1, Closing),
+                (Closing, TimeWait)
+            ]
+        );
+        assert_eq!(
+            after_handshake(Side::B),
+            [
+                (Established, FinWait1),
+                (FinWait1, Closing),
+                (Closing, TimeWait)
+            ]
+        );
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.close, Close::Simultaneous);
+        // And a normal close never shows a transition the RFC does not have.
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "A", 901, 102, 1000, b""));
+        s.push(seg(false, "FA", 901, 102, 1000, b""));
+        s.push(seg(true, "A", 102, 902, 1000, b""));
+        let recs = run(&s);
+        assert_eq!(
+            path(&recs, Side::A).split_off(2),
+            [
+                (Established, FinWait1),
+                (FinWait1, FinWait2),
+                (FinWait2, TimeWait)
+            ]
+        );
+        assert_eq!(
+            path(&recs, Side::B).split_off(2),
+            [
+                (Established, CloseWait),
+                (CloseWait, LastAck),
+                (LastAck, Closed)
+            ]
+        );
+    }
+
+    /// A half-close: A's FIN, then B goes on sending. The close's own segments are the FINs
+    /// and their first ACKs; B's data and A's ACKs of it are counted apart and named.
+    #[test]
+    fn half_close_is_named_and_kept_out_of_the_close_segments() {
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "A", 901, 102, 1000, b""));
+        for i in 0..3u32 {
+            s.push(seg(false, "PA", 901 + 100 * i, 102, 1000, &[b'x'; 100]));
+            s.push(seg(true, "A", 102, 1001 + 100 * i, 1000, b""));
+        }
+        // A retransmission is not new data.
+        s.push(seg(false, "PA", 1101, 102, 1000, &[b'x'; 100]));
+        s.push(seg(false, "FA", 1201, 102, 1000, b""));
+        s.push(seg(true, "A", 102, 1202, 1000, b""));
+        let recs = run(&s);
+        let sum = summary(&recs).expect("closed");
+        assert_eq!(sum.close, Close::FourWay);
+        assert_eq!(sum.close_segments, 4);
+        let flags: Vec<String> = sum
+            .close_flags
+            .iter()
+            .map(|(side, f)| format!("{side}:{f}"))
+            .collect();
+        assert_eq!(flags, ["A:FIN-ACK", "B:ACK", "B:FIN-ACK", "A:ACK"]);
+        assert_eq!(sum.after_fin.0, 300);
+        assert!(
+            sum.note().is_some_and(|n| n.contains("half-close")),
+            "{:?}",
+            sum.note()
+        );
+        assert_eq!(sum.states, [State::TimeWait, State::Closed]);
+        // B's state: CLOSE_WAIT from its ACK of the FIN on, while it sends.
+        let r = rows(&recs);
+        assert!(r[5..11].iter().all(|r| r.states[1] == State::CloseWait));
     }
 
     #[test]

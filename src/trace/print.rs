@@ -173,10 +173,18 @@ pub fn summary_lines(s: &Summary) -> Vec<String> {
         .iter()
         .map(|(side, f)| format!("{side}:{f}"))
         .collect();
-    let closer = s
+    let mut closer = s
         .first_closer
         .map(|c| format!("{c} ({}) closed first; ", side_role(c)))
         .unwrap_or_default();
+    if let (Some(c), (bytes, segs @ 1..)) = (s.first_closer, s.after_fin) {
+        let _ = write!(
+            closer,
+            "{} sent {bytes} more bytes in {segs} segment{} after that FIN (a half-close); ",
+            c.other(),
+            if segs == 1 { "" } else { "s" }
+        );
+    }
     let close = match s.close {
         Close::FourWay => format!(
             "close: {closer}{} segments ({}): the textbook four-way close",
@@ -284,6 +292,7 @@ pub fn record_json(rec: &Record, pkt: Option<&Packet>, ts: Duration) -> Value {
             "close": close_name(s.close),
             "reset_by": match s.close { Close::Reset(by) => Some(by.to_string()), _ => None },
             "close_segments": s.close_segments,
+            "after_fin_bytes": s.after_fin.0,
             "note": s.note(),
             "retransmissions": s.retransmissions,
             "dup_acks": s.dup_acks,

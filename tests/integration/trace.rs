@@ -158,7 +158,7 @@ fn json_fields_of_a_four_way_close() {
             Some(14),
             0,
             "FIN_WAIT_1",
-            "CLOSE_WAIT",
+            "ESTABLISHED",
         ),
         ("B", &["ACK"], 14, Some(8), 0, "FIN_WAIT_2", "CLOSE_WAIT"),
         (
@@ -167,7 +167,7 @@ fn json_fields_of_a_four_way_close() {
             14,
             Some(8),
             0,
-            "TIME_WAIT",
+            "FIN_WAIT_2",
             "LAST_ACK",
         ),
         ("A", &["ACK"], 8, Some(15), 0, "TIME_WAIT", "CLOSED"),
