@@ -140,11 +140,37 @@ pub const INTERRUPT_GRACE: std::time::Duration = std::time::Duration::from_secs(
 /// Ctrl-C twice takes longer.
 pub const SAME_INTERRUPT: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// What must still happen when [`watch_interrupts`] ends the process itself: files to complete
+/// (a capture's `--write` file), whatever the stuck thread was doing.
+static FORCED_EXIT: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Runs `f` if the process is ended by [`watch_interrupts`] after the grace time, before it
+/// exits. `f` must not wait long for the stuck thread: it runs while that thread is stuck.
+pub fn on_forced_exit(f: impl FnOnce() + Send + 'static) {
+    FORCED_EXIT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Box::new(f));
+}
+
+fn run_forced_exit_hooks() {
+    let hooks = std::mem::take(
+        &mut *FORCED_EXIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for hook in hooks {
+        hook();
+    }
+}
+
 /// Watches for Ctrl-C and SIGTERM on a thread of its own, so that they work even when the
 /// thread running the conversation is stuck (writing to a stderr nobody reads, or a bug that
 /// never yields). The returned future completes at the first signal; the caller then ends in
 /// order. If the process is still running [`INTERRUPT_GRACE`] later, or at a second signal,
-/// the watching thread calls `before_exit` (put the terminal back) and exits with
+/// the watching thread runs the [`on_forced_exit`] hooks, calls `before_exit` (put the
+/// terminal back) and exits with
 /// [`Status::Interrupted`] itself, writing nothing (stderr may be what is stuck). A signal
 /// within [`SAME_INTERRUPT`] of the first is the same interrupt, not a second one.
 pub fn watch_interrupts(
@@ -180,6 +206,7 @@ pub fn watch_interrupts(
                     }
                 }
             });
+            run_forced_exit_hooks();
             before_exit();
             std::process::exit(Status::Interrupted.code());
         })

@@ -25,8 +25,8 @@ use source::{FileSource, Next, PacketSource, Recorder};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Damaged frames reported one by one; after this many only the count goes on.
@@ -154,7 +154,7 @@ pub fn capture<W: Write>(
     source: &mut dyn PacketSource,
     filter: &dyn Fn(SocketAddr, SocketAddr) -> bool,
     printer: &mut Printer<W>,
-    mut recorder: Option<Recorder>,
+    recorder: Option<SharedRecorder>,
     limits: &Limits,
     stop: &AtomicBool,
     after: &dyn Fn(&Tracker),
@@ -208,8 +208,13 @@ pub fn capture<W: Write>(
         if !filter(pkt.src(), pkt.dst()) {
             continue;
         }
-        if let Some(r) = recorder.as_mut() {
-            r.write(&frame)?;
+        if let Some(rec) = recorder
+            .as_ref()
+            .map(locked)
+            .as_mut()
+            .and_then(|g| g.as_mut())
+        {
+            rec.write(&frame)?;
         }
         tracker.observe(frame.ts, &pkt, &mut records);
         printer
@@ -229,15 +234,54 @@ pub fn capture<W: Write>(
     // Whatever stopped the capture, say what was seen (Ctrl-C included).
     tracker.finish(&mut records);
     stats.kernel_drops = source.dropped();
+    // The file is completed before the end is printed: stdout may be what gets stuck.
+    let recorder = recorder.and_then(|r| locked(&r).take());
     stats.not_written = recorder.as_ref().map_or(0, Recorder::left_out);
+    let finished = recorder.map(Recorder::finish).transpose();
     let shown_end = printer
         .records(&records)
         .and_then(|()| printer.end(tracker.totals(), stats));
-    if let Some(r) = recorder {
-        r.finish()?;
-    }
+    finished?;
     result?;
     shown_end.map_err(Error::Output)
+}
+
+/// The `--write` file, shared with the hook that completes it if the process has to be ended
+/// while the capture thread is stuck (writing to a stdout nobody reads).
+pub type SharedRecorder = Arc<Mutex<Option<Recorder>>>;
+
+fn locked(r: &SharedRecorder) -> std::sync::MutexGuard<'_, Option<Recorder>> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Completes the `--write` file when the process is ended after the grace time of Ctrl-C.
+/// The capture thread holds the lock only while it writes one frame, so this waits at most a
+/// second for it.
+fn finish_at_forced_exit(r: &SharedRecorder) {
+    let r = r.clone();
+    crate::exit::on_forced_exit(move || {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match r.try_lock() {
+                Ok(mut g) => {
+                    if let Some(rec) = g.take() {
+                        let _ = rec.finish();
+                    }
+                    return;
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    if let Some(rec) = p.into_inner().take() {
+                        let _ = rec.finish();
+                    }
+                    return;
+                }
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            }
+        }
+    });
 }
 
 /// Stops the capture thread when the command's future is dropped (Ctrl-C), and waits for it
@@ -271,7 +315,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     };
     let recorder = match &cfg.write {
-        Some(path) => Some(Recorder::create(path, source.link())?),
+        Some(path) => {
+            let r = Arc::new(Mutex::new(Some(Recorder::create(path, source.link())?)));
+            finish_at_forced_exit(&r);
+            Some(r)
+        }
         None => None,
     };
     let limits = Limits {

@@ -391,6 +391,90 @@ fn a_capture_cut_by_a_snap_length_gives_the_same_ladder() {
     assert!(text.contains("the textbook four-way close"), "{text}");
 }
 
+/// Ctrl-C while stdout is stuck (a pipe nobody reads): the process ends after its grace time,
+/// and the `--write` file is still complete, every record whole, instead of cut where its
+/// buffer last happened to be written out.
+#[test]
+#[cfg(target_os = "linux")]
+fn interrupted_with_stdout_stuck_the_written_file_is_complete() {
+    use etherparse::PacketBuilder;
+    use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    let dir = std::env::temp_dir().join(format!("wirechat-stuck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("many.pcap"), dir.join("out.pcap"));
+    {
+        // 20,000 data segments: far more rows than a pipe and the output buffer hold.
+        let mut w = PcapWriter::new(std::fs::File::create(&input).unwrap()).unwrap();
+        for i in 0..20_000u32 {
+            let line = b"one line of a long stream of lines\n";
+            let mut f = Vec::new();
+            PacketBuilder::ethernet2([0; 6], [0; 6])
+                .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+                .tcp(40000, 8899, 1 + 35 * i, 65535)
+                .psh()
+                .ack(1)
+                .write(&mut f, line)
+                .unwrap();
+            let ts = Duration::from_secs(1_764_000_000) + Duration::from_micros(u64::from(i));
+            w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
+                .unwrap();
+        }
+    }
+    let mut child = wirechat()
+        .args(["trace", "--read"])
+        .arg(&input)
+        .arg("--write")
+        .arg(&output)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Stuck: one of its threads waits in the kernel to write to the full pipe.
+    let stuck = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("wchan"))
+                    .is_ok_and(|w| w.contains("pipe_write"))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stuck(child.id()) {
+        assert!(Instant::now() < deadline, "never blocked on its stdout");
+        std::thread::yield_now();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after Ctrl-C");
+        std::thread::yield_now();
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut r = PcapReader::new(std::fs::File::open(&output).unwrap()).unwrap();
+    let mut frames = 0;
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap_or_else(|e| panic!("record {} is cut: {e}", frames + 1));
+        assert_eq!(p.data.len(), 14 + 20 + 20 + 35);
+        frames += 1;
+    }
+    assert!(frames > 100, "{frames} frames");
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A duration too long to count (`-d inf`, `1e30`) is no deadline, not a crash.
 #[test]
 fn a_duration_too_long_to_count_is_no_deadline() {
