@@ -147,7 +147,8 @@ impl<E: fmt::Display + 'static> Events<E> {
     /// whoever emits them never waits for stderr: a stderr that nobody reads (a pager left
     /// open, a terminal stopped with Ctrl-S) must not stop a server. Up to `DETACHED_LINES`
     /// lines wait; beyond that they are counted, and the count is written once stderr moves
-    /// again. The returned `StderrDrain` waits for what is queued, and for the count of lines
+    /// again, with the lines shown even when quiet (warnings: up to `HELD_LINES`), which are
+    /// kept rather than counted. The returned `StderrDrain` waits for what is queued, and for the count of lines
     /// not shown, for the last lines at exit.
     pub fn stderr_detached(quiet: bool, shown_when_quiet: fn(&E) -> bool) -> (Self, StderrDrain) {
         match Events::detached(std::io::stderr(), quiet, shown_when_quiet) {
@@ -169,6 +170,8 @@ impl<E: fmt::Display + 'static> Events<E> {
         use std::sync::atomic::Ordering;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Detached>(DETACHED_LINES);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let held = Held::default();
+        let writer_held = held.clone();
         let progress = Arc::new((std::sync::Mutex::new((0, 0)), std::sync::Condvar::new()));
         let (writer_progress, writer_dropped) = (progress.clone(), dropped.clone());
         std::thread::Builder::new()
@@ -176,6 +179,9 @@ impl<E: fmt::Display + 'static> Events<E> {
             .spawn(move || {
                 while let Ok(message) = rx.recv() {
                     if let Detached::Line(line) = message {
+                        let _ = out.write_all(line.as_bytes());
+                    }
+                    for line in writer_held.take() {
                         let _ = out.write_all(line.as_bytes());
                     }
                     let lost = writer_dropped.swap(0, Ordering::Relaxed);
@@ -193,7 +199,7 @@ impl<E: fmt::Display + 'static> Events<E> {
             .ok()?;
         let drain = StderrDrain {
             progress: progress.clone(),
-            report: Some((tx.clone(), dropped.clone())),
+            report: Some((tx.clone(), dropped.clone(), held.clone())),
         };
         let events = Events::new(move |e| {
             if quiet && !shown_when_quiet(e) {
@@ -205,6 +211,15 @@ impl<E: fmt::Display + 'static> Events<E> {
             let mut count = lock.lock().unwrap_or_else(|e| e.into_inner());
             match tx.try_send(Detached::Line(format!("wirechat: {e}\n"))) {
                 Ok(()) => count.0 += 1,
+                // A line shown even when quiet (a warning) is kept for when stderr moves
+                // again, up to HELD_LINES of them: the count alone would not say what it was.
+                Err(std::sync::mpsc::TrySendError::Full(Detached::Line(line)))
+                    if shown_when_quiet(e) =>
+                {
+                    if !held.keep(line) {
+                        dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Err(_) => {
                     dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -216,6 +231,33 @@ impl<E: fmt::Display + 'static> Events<E> {
 
 /// How many event lines [`Events::stderr_detached`] keeps while stderr is not being read.
 pub const DETACHED_LINES: usize = 4096;
+
+/// How many warnings (lines shown even when quiet) are kept beyond [`DETACHED_LINES`].
+pub const HELD_LINES: usize = 64;
+
+/// Warnings that found the queue full, written after the next line the writer writes.
+#[derive(Clone, Default)]
+struct Held(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Held {
+    /// Keeps `line` unless HELD_LINES are kept already.
+    fn keep(&self, line: String) -> bool {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = held.len() < HELD_LINES;
+        if room {
+            held.push(line);
+        }
+        room
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
 
 /// What the thread of [`Events::stderr_detached`] is given to write. After each, it writes the
 /// count of lines not shown since it last did, if any.
@@ -231,10 +273,12 @@ enum Detached {
 pub struct StderrDrain {
     /// Messages queued and messages written, and a signal for each one written.
     progress: Arc<(std::sync::Mutex<(u64, u64)>, std::sync::Condvar)>,
-    /// The thread's queue and the count of lines not shown; none when nothing is detached.
+    /// The thread's queue, the count of lines not shown and the warnings held; none when
+    /// nothing is detached.
     report: Option<(
         std::sync::mpsc::SyncSender<Detached>,
         Arc<std::sync::atomic::AtomicU64>,
+        Held,
     )>,
 }
 
@@ -246,10 +290,10 @@ impl StderrDrain {
         if !self.written_by(end) {
             return;
         }
-        let Some((tx, dropped)) = &self.report else {
+        let Some((tx, dropped, held)) = &self.report else {
             return;
         };
-        if dropped.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        if dropped.load(std::sync::atomic::Ordering::Relaxed) == 0 && held.is_empty() {
             return;
         }
         // Lines not shown since the last line written: nothing else would report them.
@@ -396,7 +440,7 @@ mod tests {
     #[test]
     fn lines_beyond_the_queue_are_counted() {
         let gate = Gate::default();
-        let (events, drain) = Events::<String>::detached(gate.clone(), false, |_| true).unwrap();
+        let (events, drain) = Events::<String>::detached(gate.clone(), false, |_| false).unwrap();
         events.emit("first".into());
         // The writer holds "first"; the queue takes DETACHED_LINES more, the last 3 are counted.
         gate.until(|s| s.waiting);
@@ -413,18 +457,39 @@ mod tests {
         assert!(!text.contains(&format!("line {}", last + 1)), "{text}");
     }
 
+    /// A warning that finds the queue full is kept and written when stderr moves again,
+    /// with the count of the ordinary lines that were not shown.
+    #[test]
+    fn a_warning_beyond_the_queue_is_kept() {
+        let gate = Gate::default();
+        let important = |s: &String| s.starts_with("warning");
+        let (events, drain) = Events::<String>::detached(gate.clone(), false, important).unwrap();
+        events.emit("first".into());
+        gate.until(|s| s.waiting);
+        for n in 0..DETACHED_LINES + 3 {
+            events.emit(format!("line {n}"));
+        }
+        events.emit("warning: the log cannot be written".into());
+        gate.open();
+        drain.wait(std::time::Duration::from_secs(20));
+        let text = gate.text();
+        let warning = "wirechat: warning: the log cannot be written\n";
+        assert_eq!(text.matches(warning).count(), 1, "{}", &text[..300]);
+        assert!(text.contains(&format!("wirechat: 3 {NOTE}\n")));
+    }
+
     /// A count that no written line follows (the writer had looked at the count for the last
     /// line before the lines were counted) is written when the drain finishes.
     #[test]
     fn a_count_after_the_last_line_is_written_when_the_drain_finishes() {
         let gate = Gate::default();
         gate.open();
-        let (events, drain) = Events::<String>::detached(gate.clone(), false, |_| true).unwrap();
+        let (events, drain) = Events::<String>::detached(gate.clone(), false, |_| false).unwrap();
         events.emit("last line".into());
         drain.wait(std::time::Duration::from_secs(20));
         assert_eq!(gate.text(), "wirechat: last line\n");
         // Two lines counted as the emitter counts them, after the writer's last look.
-        let (_, dropped) = drain.report.as_ref().unwrap();
+        let (_, dropped, _) = drain.report.as_ref().unwrap();
         dropped.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
         drain.wait(std::time::Duration::from_secs(20));
         assert_eq!(
