@@ -334,7 +334,7 @@ fn damaged_capture_is_reported_and_skipped() {
 /// lengths, states and summary. Only the payload previews show that bytes were cut.
 #[test]
 fn a_capture_cut_by_a_snap_length_gives_the_same_ladder() {
-    if !have("editcap") {
+    if !crate::util::have("editcap") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("wirechat-snaplen-{}", std::process::id()));
