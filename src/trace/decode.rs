@@ -292,7 +292,8 @@ pub fn decode_frame(frame: &Frame) -> Result<Packet, DecodeError> {
     let cut = (kept as u64) < u64::from(frame.orig_len);
     match decode(frame.link, &frame.data) {
         Err(DecodeError::Truncated(_)) if cut => {
-            decode_cut(frame.link, &frame.data).map_err(|e| match e {
+            let missing = frame.orig_len as usize - kept;
+            decode_cut(frame.link, &frame.data, missing).map_err(|e| match e {
                 DecodeError::Truncated(why) => DecodeError::Truncated(format!(
                     "{why} (the capture kept {kept} of {} bytes)",
                     frame.orig_len
@@ -304,17 +305,19 @@ pub fn decode_frame(frame: &Frame) -> Result<Packet, DecodeError> {
     }
 }
 
-/// [`decode`] for a frame cut short by the capture: etherparse's lax slicing, which takes
-/// what is there when the IP header promises more.
-fn decode_cut(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
+/// [`decode`] for a frame cut short by the capture, `missing` bytes of it not kept:
+/// etherparse's lax slicing, which takes what is there when the IP header promises more. An
+/// IP or UDP length that promises more than the frame had on the wire is damage.
+fn decode_cut(link: Link, data: &[u8], missing: usize) -> Result<Packet, DecodeError> {
     let (cooked, rest) = start(link, data)?;
     let sliced = match rest {
         Start::Ethernet(d) => {
             LaxSlicedPacket::from_ethernet(d).map_err(|e| DecodeError::Truncated(e.to_string()))?
         }
-        Start::Ip(d) => {
-            LaxSlicedPacket::from_ip(d).map_err(|e| DecodeError::Corrupt(e.to_string()))?
-        }
+        Start::Ip(d) => LaxSlicedPacket::from_ip(d).map_err(|e| match e {
+            err::ip::LaxHeaderSliceError::Len(l) => DecodeError::Truncated(l.to_string()),
+            other => DecodeError::Corrupt(other.to_string()),
+        })?,
     };
     let stopped = |what: &str| match &sliced.stop_err {
         Some((e, _)) => slice_error(e.clone()),
@@ -364,6 +367,13 @@ fn decode_cut(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
         _ if matches!(proto, 6 | 17) => return Err(stopped("transport header")),
         _ => return Err(DecodeError::NotTcpUdp(proto)),
     };
+    if wire_len > payload.len() + missing {
+        return Err(DecodeError::Corrupt(format!(
+            "the IP header promises {wire_len} payload bytes, but the frame had only {} on \
+             the wire",
+            payload.len() + missing
+        )));
+    }
     Ok(Packet {
         link: link_header,
         ip,
@@ -530,6 +540,23 @@ mod tests {
         let e = decode_frame(&frame(14 + 20 + 10)).expect_err("TCP header cut");
         assert!(
             e.is_damage() && e.to_string().contains("kept 44 of 154 bytes"),
+            "{e}"
+        );
+        // An IP length beyond what the frame had on the wire is damage, not a longer payload.
+        let mut bogus = frame(14 + 20 + 20 + 10);
+        bogus.data[16..18].copy_from_slice(&60_000u16.to_be_bytes());
+        let e = decode_frame(&bogus).expect_err("IP length beyond the frame");
+        assert!(matches!(e, DecodeError::Corrupt(_)), "{e}");
+        // Raw IP cut inside its header: truncated, with what was kept.
+        let raw = Frame {
+            ts: Duration::ZERO,
+            link: Link::Raw,
+            data: whole[14..24].to_vec(),
+            orig_len: (whole.len() - 14) as u32,
+        };
+        let e = decode_frame(&raw).expect_err("IP header cut");
+        assert!(
+            matches!(e, DecodeError::Truncated(ref w) if w.contains("kept 10 of")),
             "{e}"
         );
         // Cut without the capture saying so (orig_len no larger): damage, as before.

@@ -403,6 +403,18 @@ impl Summary {
             Some(s) => (s, s.other()),
             None => (Side::A, Side::B),
         };
+        if let (Close::Reset(by), true) = (self.close, self.after_fin.0 > 0) {
+            if self.first_closer == Some(by) {
+                return Some(format!(
+                    "{by} had closed for good (close(), not shutdown of its sending side \
+                     only): the {} bytes {} sent after {by}'s FIN found no reader, so {by}'s \
+                     kernel answered with RST (RFC 9293 §3.6; nc and HTTP keep-alive races \
+                     meet this)",
+                    self.after_fin.0,
+                    by.other()
+                ));
+            }
+        }
         if self.after_fin.0 > 0 && matches!(self.close, Close::FourWay | Close::Open) {
             return Some(format!(
                 "a half-close: {first} shut down only its sending side (shutdown(SHUT_WR), as \
@@ -649,14 +661,18 @@ impl Conn {
             return;
         }
         let acks = |n: u32| t.ack && !seq_lt(t.acknowledgment_number, n);
-        // A FIN of `s` captured earlier reached `r` before this segment, which left after it.
-        if self.half[r.idx()].fin_unseen && self.half[s.idx()].fin_seq.is_some() {
-            self.receive_fin(r, out);
-        }
-        // `s` acknowledges `r`'s FIN: it has received it.
         let r_fin_end = self.half[r.idx()].fin_seq.map(|f| f.wrapping_add(1));
+        // `s` acknowledges `r`'s FIN: it has received it.
         if self.half[s.idx()].fin_unseen && r_fin_end.is_some_and(acks) {
             self.receive_fin(s, out);
+        }
+        // A segment that `s` sent after its FIN (not the FIN again) acknowledges `r`'s FIN,
+        // which changes `r`'s state below: `r` got `s`'s FIN before it, so that comes first.
+        let after_own_fin = self.half[s.idx()]
+            .fin_seq
+            .is_some_and(|f| !seq_lt(t.sequence_number, f.wrapping_add(1)));
+        if self.half[r.idx()].fin_unseen && after_own_fin && r_fin_end.is_some_and(acks) {
+            self.receive_fin(r, out);
         }
         if t.syn && !t.ack {
             if matches!(self.state(s), State::Closed | State::Listen) {
@@ -716,9 +732,6 @@ impl Conn {
                 );
             }
         }
-        let r_fin_acked = self.half[r.idx()]
-            .fin_seq
-            .is_some_and(|f| acks(f.wrapping_add(1)));
         if t.fin && self.half[s.idx()].fin_seq.is_none() {
             self.half[s.idx()].fin_seq = Some(seg_end.wrapping_sub(1));
             match self.state(s) {
@@ -727,14 +740,6 @@ impl Conn {
                     s,
                     State::FinWait1,
                     "sent FIN, none received yet: active close (RFC 9293 §3.6)",
-                    out,
-                ),
-                // RFC 9293 §3.6 case 3: this FIN does not acknowledge the peer's, so it left
-                // before that FIN arrived: both closed at once (FIN-WAIT-1, then CLOSING).
-                State::CloseWait if !r_fin_acked => self.set_state(
-                    s,
-                    State::Closing,
-                    "sent FIN before the peer's arrived: simultaneous close (RFC 9293 §3.6)",
                     out,
                 ),
                 // RFC 9293 §3.6 case 2: FIN already received, the user closes: LAST-ACK.
@@ -955,7 +960,9 @@ impl Conn {
                 _ => None,
             });
         }
+        let bytes_before = self.half[s.idx()].bytes;
         let labels = self.analyse(s, t, payload, seg_len);
+        let new_data = self.half[s.idx()].bytes > bytes_before;
         let mut changes = Vec::new();
         self.transitions(s, t, seq.wrapping_add(seg_len), &mut changes);
         let established =
@@ -970,7 +977,7 @@ impl Conn {
             }
         }
         self.ever_established |= established;
-        self.track_close(s, t, payload);
+        self.track_close(s, t, new_data);
         // RFC 7323 §2.2: the window field of a SYN is never scaled.
         let win = match (t.syn, self.half[s.idx()].wscale, self.half[r.idx()].wscale) {
             (false, Some(ws), Some(_)) => u64::from(t.window_size) << ws,
@@ -1009,7 +1016,7 @@ impl Conn {
     /// segment of its own before sending its FIN, and what it sent in between (a half-close).
     /// The close's own segments are the FINs and the first ACK of each; data and its ACKs
     /// after the first FIN are counted apart.
-    fn track_close(&mut self, s: Side, t: &TcpHeader, payload: usize) {
+    fn track_close(&mut self, s: Side, t: &TcpHeader, new_data: bool) {
         if self.done {
             return;
         }
@@ -1036,7 +1043,7 @@ impl Conn {
         }
         if s != first {
             self.first_fin_acked |= acks_first;
-            if payload > 0 {
+            if new_data {
                 self.segments_after_fin += 1;
             }
         } else {
@@ -1157,16 +1164,16 @@ impl Tracker {
         self.totals.segments += 1;
         let (src, dst) = (pkt.src(), pkt.dst());
         let k = key(src, dst);
-        let new_syn = t.syn && !t.ack;
         let fresh = match self.conns.get(&k) {
             None => true,
-            // A new SYN on a 4-tuple whose connection ended, or got past its handshake (its
-            // end was not seen), is a new connection: ports get reused. A repeat of the old
-            // SYN is a retransmission.
+            // A new SYN (or SYN-ACK, when the SYN was missed) on a 4-tuple whose connection
+            // ended, or got past its handshake (its end was not seen), is a new connection:
+            // ports get reused. A repeat of the old one (same ISN) is a retransmission.
             Some(c) => {
-                new_syn
+                let side = if src == c.a { Side::A } else { Side::B };
+                t.syn
                     && (c.done || c.ever_established)
-                    && c.half[0].isn != Some(t.sequence_number)
+                    && c.half[side.idx()].isn != Some(t.sequence_number)
             }
         };
         if fresh {
@@ -1618,7 +1625,8 @@ mod tests {
             .map(|(side, f)| format!("{side}:{f}"))
             .collect();
         assert_eq!(flags, ["A:FIN-ACK", "B:ACK", "B:FIN-ACK", "A:ACK"]);
-        assert_eq!(sum.after_fin.0, 300);
+        // Three new segments: the retransmission is not one.
+        assert_eq!(sum.after_fin, (300, 3));
         assert!(
             sum.note().is_some_and(|n| n.contains("half-close")),
             "{:?}",
@@ -1628,6 +1636,77 @@ mod tests {
         // B's state: CLOSE_WAIT from its ACK of the FIN on, while it sends.
         let r = rows(&recs);
         assert!(r[5..11].iter().all(|r| r.states[1] == State::CloseWait));
+    }
+
+    /// A FIN sent again is no sign that the first one arrived: crossing FINs after a
+    /// retransmitted one still take both ends through CLOSING, never CLOSE_WAIT -> CLOSING.
+    #[test]
+    fn a_retransmitted_fin_is_no_evidence_of_arrival() {
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "FA", 901, 101, 1000, b""));
+        s.push(seg(true, "A", 102, 902, 1000, b""));
+        s.push(seg(false, "A", 902, 102, 1000, b""));
+        let recs = run(&s);
+        use State::*;
+        assert_eq!(
+            path(&recs, Side::B).split_off(2),
+            [
+                (Established, FinWait1),
+                (FinWait1, Closing),
+                (Closing, TimeWait)
+            ]
+        );
+        assert!(
+            !recs
+                .iter()
+                .any(|r| matches!(r, Record::State(t) if t.from == CloseWait && t.to == Closing))
+        );
+        assert_eq!(summary(&recs).expect("closed").close, Close::Simultaneous);
+    }
+
+    /// B closes for good, A writes after B's FIN, B's kernel resets: not a half-close.
+    #[test]
+    fn data_after_a_full_close_is_reset_not_a_half_close() {
+        let mut s = handshake();
+        s.push(seg(false, "FA", 901, 101, 1000, b""));
+        s.push(seg(true, "PA", 101, 902, 1000, b"GET / HTTP/1.1\r\n"));
+        s.push(seg(false, "R", 902, 0, 0, b""));
+        let recs = run(&s);
+        let sum = summary(&recs).expect("reset");
+        assert_eq!(sum.close, Close::Reset(Side::B));
+        let note = sum.note().unwrap_or_default();
+        assert!(
+            note.contains("closed for good") && !note.contains("half-close"),
+            "{note}"
+        );
+        let text = crate::trace::print::summary_lines(sum).join("\n");
+        assert!(!text.contains("half-close"), "{text}");
+    }
+
+    /// A SYN-ACK with a new ISN on a 4-tuple whose connection ended starts a new connection,
+    /// as a new SYN does, when the capture missed that SYN.
+    #[test]
+    fn port_reuse_seen_from_the_syn_ack() {
+        let mut s = handshake();
+        s.push(seg(true, "FA", 101, 901, 1000, b""));
+        s.push(seg(false, "FA", 901, 102, 1000, b""));
+        s.push(seg(true, "A", 102, 902, 1000, b""));
+        s.push(seg(false, "SA", 7000, 5001, 1000, b""));
+        s.push(seg(true, "A", 5001, 7001, 1000, b""));
+        let recs = run(&s);
+        let opened: Vec<Start> = recs
+            .iter()
+            .filter_map(|r| match r {
+                Record::Opened { start, .. } => Some(*start),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(opened, [Start::Syn, Start::SynAck]);
+        let last = rows(&recs).pop().expect("rows");
+        assert_eq!((last.conn, last.seq, last.ack), (2, 1, Some(1)));
+        assert_eq!(last.states, [State::Established, State::Established]);
     }
 
     #[test]

@@ -141,9 +141,14 @@ pub fn summary_lines(s: &Summary) -> Vec<String> {
     let mut lines = vec![format!("#{:<3} summary: A {} -> B {}", s.conn, s.a, s.b)];
     let hs = match (s.handshake, s.start) {
         (Some(h), Start::SynAck) => format!(
-            "handshake: the SYN was not captured; from the SYN-ACK, {} segments in {} µs",
+            "handshake: the SYN was not captured; from the SYN-ACK, {} segments in {} µs{}",
             h.segments,
             h.took.as_micros(),
+            if h.segments > 2 {
+                " (more than SYN-ACK, ACK: a SYN-ACK was sent again)"
+            } else {
+                ""
+            }
         ),
         (Some(h), _) => format!(
             "handshake: {} segments in {} µs{}",
@@ -177,7 +182,8 @@ pub fn summary_lines(s: &Summary) -> Vec<String> {
         .first_closer
         .map(|c| format!("{c} ({}) closed first; ", side_role(c)))
         .unwrap_or_default();
-    if let (Some(c), (bytes, segs @ 1..)) = (s.first_closer, s.after_fin) {
+    let fin_close = matches!(s.close, Close::FourWay | Close::ThreeWay | Close::Open);
+    if let (Some(c), (bytes, segs @ 1..), true) = (s.first_closer, s.after_fin, fin_close) {
         let _ = write!(
             closer,
             "{} sent {bytes} more bytes in {segs} segment{} after that FIN (a half-close); ",
@@ -269,6 +275,7 @@ pub fn record_json(rec: &Record, pkt: Option<&Packet>, ts: Duration) -> Value {
             "raw_seq": s.raw_seq,
             "raw_ack": s.raw_ack,
             "len": s.len,
+            "captured_len": pkt.map_or(s.len, |p| p.payload.len()),
             "win": s.win,
             "raw_win": s.raw_win,
             "options": s.options.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
@@ -352,8 +359,14 @@ fn fast_json<W: Write>(out: &mut W, rec: &Record, pkt: &Packet, ts: Duration) ->
             }
             write!(
                 out,
-                ",\"raw_seq\":{},\"raw_ack\":{},\"len\":{},\"win\":{},\"raw_win\":{},\"options\":",
-                s.raw_seq, s.raw_ack, s.len, s.win, s.raw_win
+                ",\"raw_seq\":{},\"raw_ack\":{},\"len\":{},\"captured_len\":{},\"win\":{},\
+                 \"raw_win\":{},\"options\":",
+                s.raw_seq,
+                s.raw_ack,
+                s.len,
+                pkt.payload.len(),
+                s.win,
+                s.raw_win
             )?;
             jlist(out, &s.options)?;
             out.write_all(b",\"labels\":")?;
