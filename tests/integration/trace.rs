@@ -719,6 +719,16 @@ fn inline_trace_on_connect() {
     assert!(err.contains("wirechat: trace #1   summary:"), "{err}");
     assert!(err.contains("handshake: 3 segments"), "{err}");
     assert!(err.contains("\"ping\\n\""), "{err}");
+    // Each segment is stamped when it arrived, even the first ones, which come right after
+    // the capture opened (the kernel turns its receive stamps on a moment late): the times
+    // never go backwards.
+    let times: Vec<f64> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("wirechat: trace #1   +"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(times.len() >= 8, "{err}");
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}\n{err}");
     // The data itself still goes to stdout only.
     assert!(!client.stdout.text().contains("trace"));
 }

@@ -98,6 +98,56 @@ impl LiveSource {
     }
 }
 
+/// Waits, at most `limit`, until the kernel stamps packets when they arrive. Linux turns
+/// receive timestamps on for the whole system a moment after the first socket asks for them
+/// (a static key flipped by a deferred work item); until then a packet is stamped when it is
+/// read. A capture opened just before the traffic it follows (`tcp connect --trace`) would
+/// then give its first segments the time they were read, later than the ones after them.
+/// The probe: a datagram to itself on loopback, delivered within `send`, whose stamp must be
+/// earlier than the moment it is read.
+pub fn await_receive_timestamps(limit: Duration) -> bool {
+    let probe = || -> io::Result<bool> {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        setsockopt(&sock, sockopt::ReceiveTimestampns, &true)?;
+        sock.connect(sock.local_addr()?)?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let end = std::time::Instant::now() + limit;
+        let mut buf = [0u8; 8];
+        let mut cmsg = nix::cmsg_space!(TimeSpec);
+        loop {
+            sock.send(b"probe")?;
+            let before = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let m = recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .map_err(io::Error::from)?;
+            let stamped = m.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|cm| match cm {
+                    ControlMessageOwned::ScmTimestampns(t) => Some(Duration::new(
+                        t.tv_sec().max(0) as u64,
+                        t.tv_nsec().max(0) as u32,
+                    )),
+                    _ => None,
+                })
+            });
+            if stamped.is_some_and(|t| t < before) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= end {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    probe().unwrap_or(false)
+}
+
 /// The link type of an interface, from its hardware type in sysfs.
 fn link_of_iface(iface: &str) -> Link {
     let hw = std::fs::read_to_string(format!("/sys/class/net/{iface}/type")).unwrap_or_default();
