@@ -84,10 +84,6 @@ fn start(
     encoding: Encoding,
 ) -> Result<Guard, Error> {
     let mut source = super::open_live(iface_for(addr.host.as_deref()))?;
-    // The conversation starts right away: its first segments must be stamped when they
-    // arrive, not when the capture thread reads them.
-    #[cfg(target_os = "linux")]
-    super::source::live::await_receive_timestamps(Duration::from_millis(200));
     let filter = Arc::new(Mutex::new(Filter {
         port: (addr.port != 0).then_some(addr.port),
         pending: addr.port == 0,

@@ -54,6 +54,8 @@ fn is_privilege(e: &io::Error) -> bool {
 impl LiveSource {
     /// Opens a capture on interface `iface` (`any` for all of them).
     pub fn open(iface: &str) -> Result<LiveSource, Error> {
+        // Held until this socket asks for stamps too (see `receive_timestamps_on`).
+        let _stamps_on = receive_timestamps_on(Duration::from_millis(200));
         let any = iface == "any";
         let ifindex = if any {
             0
@@ -101,12 +103,15 @@ impl LiveSource {
 /// Waits, at most `limit`, until the kernel stamps packets when they arrive. Linux turns
 /// receive timestamps on for the whole system a moment after the first socket asks for them
 /// (a static key flipped by a deferred work item); until then a packet is stamped when it is
-/// read. A capture opened just before the traffic it follows (`tcp connect --trace`) would
-/// then give its first segments the time they were read, later than the ones after them.
+/// read. A capture opened just before the traffic it follows (`tcp connect --trace`, or a
+/// script that starts `trace` and then its traffic) would then give its first segments the
+/// time they were read, later than the ones after them.
 /// The probe: a datagram to itself on loopback, delivered within `send`, whose stamp must be
-/// earlier than the moment it is read.
-pub fn await_receive_timestamps(limit: Duration) -> bool {
-    let probe = || -> io::Result<bool> {
+/// earlier than the moment it is read. It runs before the capture socket exists, so the
+/// capture does not see it, and the socket it returns keeps the stamps on until the capture
+/// socket asks for them too.
+fn receive_timestamps_on(limit: Duration) -> Option<std::net::UdpSocket> {
+    let probe = || -> io::Result<Option<std::net::UdpSocket>> {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
         setsockopt(&sock, sockopt::ReceiveTimestampns, &true)?;
         sock.connect(sock.local_addr()?)?;
@@ -137,15 +142,15 @@ pub fn await_receive_timestamps(limit: Duration) -> bool {
                 })
             });
             if stamped.is_some_and(|t| t < before) {
-                return Ok(true);
+                return Ok(Some(sock));
             }
             if std::time::Instant::now() >= end {
-                return Ok(false);
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
     };
-    probe().unwrap_or(false)
+    probe().ok().flatten()
 }
 
 /// The link type of an interface, from its hardware type in sysfs.
