@@ -183,26 +183,26 @@ impl Cooked {
 }
 
 /// Where the frame's headers start once the capture's own link header is read.
-enum Start<'a> {
+enum AfterLink<'a> {
     Ethernet(&'a [u8]),
     Ip(&'a [u8]),
 }
 
 /// Reads what etherparse does not (cooked and BSD loopback headers) and says where the rest
 /// begins.
-fn start(link: Link, data: &[u8]) -> Result<(Option<Cooked>, Start<'_>), DecodeError> {
+fn start(link: Link, data: &[u8]) -> Result<(Option<Cooked>, AfterLink<'_>), DecodeError> {
     match link {
-        Link::Ethernet => Ok((None, Start::Ethernet(data))),
+        Link::Ethernet => Ok((None, AfterLink::Ethernet(data))),
         Link::LinuxSll | Link::LinuxSll2 => {
             let (c, len) = Cooked::parse(if link == Link::LinuxSll { 1 } else { 2 }, data)?;
             if !matches!(c.protocol, 0x0800 | 0x86dd) {
                 return Err(DecodeError::NotIp(format!("protocol {:#06x}", c.protocol)));
             }
-            Ok((Some(c), Start::Ip(&data[len..])))
+            Ok((Some(c), AfterLink::Ip(&data[len..])))
         }
-        Link::Raw => Ok((None, Start::Ip(data))),
+        Link::Raw => Ok((None, AfterLink::Ip(data))),
         Link::Null => match data.get(4..) {
-            Some(rest) => Ok((None, Start::Ip(rest))),
+            Some(rest) => Ok((None, AfterLink::Ip(rest))),
             None => Err(DecodeError::Truncated(format!(
                 "loopback header needs 4 bytes, got {}",
                 data.len()
@@ -248,8 +248,8 @@ fn not_ip(link: Option<&LinkSlice<'_>>) -> DecodeError {
 pub fn decode(link: Link, data: &[u8]) -> Result<Packet, DecodeError> {
     let (cooked, rest) = start(link, data)?;
     let sliced = match rest {
-        Start::Ethernet(d) => SlicedPacket::from_ethernet(d),
-        Start::Ip(d) => SlicedPacket::from_ip(d),
+        AfterLink::Ethernet(d) => SlicedPacket::from_ethernet(d),
+        AfterLink::Ip(d) => SlicedPacket::from_ip(d),
     }
     .map_err(slice_error)?;
     let link_header = link_header(sliced.link.as_ref(), link, cooked, data)?;
@@ -311,10 +311,10 @@ pub fn decode_frame(frame: &Frame) -> Result<Packet, DecodeError> {
 fn decode_cut(link: Link, data: &[u8], missing: usize) -> Result<Packet, DecodeError> {
     let (cooked, rest) = start(link, data)?;
     let sliced = match rest {
-        Start::Ethernet(d) => {
+        AfterLink::Ethernet(d) => {
             LaxSlicedPacket::from_ethernet(d).map_err(|e| DecodeError::Truncated(e.to_string()))?
         }
-        Start::Ip(d) => LaxSlicedPacket::from_ip(d).map_err(|e| match e {
+        AfterLink::Ip(d) => LaxSlicedPacket::from_ip(d).map_err(|e| match e {
             err::ip::LaxHeaderSliceError::Len(l) => DecodeError::Truncated(l.to_string()),
             other => DecodeError::Corrupt(other.to_string()),
         })?,

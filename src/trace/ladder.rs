@@ -511,9 +511,10 @@ struct Half {
     fin_acked: bool,
     /// The other end's FIN was captured.
     got_fin: bool,
-    /// That FIN was captured but this end has not yet shown that it received it: it has not
-    /// acknowledged it, and the FIN's sender has sent nothing after it. (A capture sees a FIN
-    /// leave, not arrive: a FIN sent by this end in the meantime crossed it.)
+    /// That FIN was captured but nothing shows yet that this end received it: this end has
+    /// not acknowledged it, and the FIN's sender has not acknowledged this end's own FIN in a
+    /// later segment. (A capture sees a FIN leave, not arrive: a FIN this end sends in the
+    /// meantime crossed it.)
     fin_unseen: bool,
     bytes: u64,
 }
@@ -784,7 +785,8 @@ impl Conn {
             }
         }
         if t.fin && !self.half[r.idx()].got_fin {
-            // Its arrival shows when `r` acknowledges it or `s` sends something after it.
+            // Its arrival shows when `r` acknowledges it, or when `s` acknowledges `r`'s FIN in
+            // a later segment (see the start of this function).
             self.half[r.idx()].got_fin = true;
             self.half[r.idx()].fin_unseen = true;
         }
