@@ -24,7 +24,18 @@ pub struct Inbound {
     raw: bool,
     at_line_start: bool,
     text: String,
+    /// On a terminal: what an unfinished line shows as, held for [`LINE_HOLD`] in case the
+    /// rest of it comes in the next read.
+    held: Vec<u8>,
+    /// On a terminal: the last line was ended by a time-out, not by the peer; a line end that
+    /// comes first in the next read is that line's own, not an empty line.
+    broken: bool,
 }
+
+/// How long, on a terminal, a read that ends inside a line waits for the rest of that line.
+/// After it the unfinished line is shown as a message of its own (the tutorial's peers send
+/// lines without endings).
+pub const LINE_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Inbound {
     /// The transform for `opts`.
@@ -62,6 +73,23 @@ impl Inbound {
             raw: opts.raw && !opts.pretty,
             at_line_start: true,
             text: String::new(),
+            held: Vec::new(),
+            broken: false,
+        }
+    }
+
+    /// Whether a line is held, waiting for its rest (see [`LINE_HOLD`]).
+    pub fn holds_line(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The held line waited long enough: it is shown, as a message of its own.
+    pub fn release_line(&mut self, out: &mut Vec<u8>) {
+        if !self.held.is_empty() {
+            out.append(&mut self.held);
+            out.push(b'\n');
+            self.at_line_start = true;
+            self.broken = true;
         }
     }
 
@@ -80,12 +108,31 @@ impl Inbound {
             let mut text = std::mem::take(&mut self.text);
             text.clear();
             dec.decode(chunk, false, &mut text);
-            self.messages(&text, peer, out);
-            if self.pretty && !self.at_line_start {
-                // On a terminal a read without a newline is a message of its own (the tutorial's
-                // peers send lines without endings), so it must not run into the next one.
-                out.push(b'\n');
-                self.at_line_start = true;
+            if self.pretty {
+                // A line ended by the time-out gets its own line end without an empty line.
+                if std::mem::take(&mut self.broken) && !text.is_empty() {
+                    let rest = text.strip_prefix("\r\n").or(text.strip_prefix('\n'));
+                    if let Some(rest) = rest {
+                        text = rest.to_string();
+                    }
+                }
+                let start = out.len();
+                out.append(&mut self.held);
+                self.messages(&text, peer, out);
+                if !self.at_line_start {
+                    // The line is unfinished: held until its rest comes or LINE_HOLD passes,
+                    // so that it does not run into the next message on the screen.
+                    let end = out[start..]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(start, |i| start + i + 1);
+                    self.held = out.split_off(end);
+                    if quit {
+                        self.release_line(out);
+                    }
+                }
+            } else {
+                self.messages(&text, peer, out);
             }
             self.text = text;
         } else if self.show_peer || self.timestamps {
@@ -106,6 +153,7 @@ impl Inbound {
 
     /// The stream ended: flush a partial character and close an unfinished line on a terminal.
     pub fn finish_stream(&mut self, peer: SocketAddr, out: &mut Vec<u8>) {
+        out.append(&mut self.held);
         if let Some(dec) = &mut self.decoder {
             let mut text = String::new();
             dec.decode(&[], true, &mut text);
@@ -252,9 +300,45 @@ mod tests {
         };
         let mut i = Inbound::new(&opts);
         let mut out = Vec::new();
+        // A character and a line split across reads: the unfinished line is held...
         i.stream(b"\xc4\xe3\xba", peer(), &mut out);
+        assert!(out.is_empty() && i.holds_line());
+        // ...and its rest, within LINE_HOLD, completes it on one line.
         i.stream(b"\xc3\x1b[2J\n", peer(), &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "你\n好\\x1b[2J\n");
+        assert_eq!(String::from_utf8(out).unwrap(), "你好\\x1b[2J\n");
+    }
+
+    /// On a terminal an unfinished line waits for its rest; after LINE_HOLD it is shown as a
+    /// message of its own, and the line end that follows it later makes no empty line.
+    #[test]
+    fn a_line_split_across_reads_is_shown_whole_or_once() {
+        let opts = Options {
+            pretty: true,
+            quit: Some("end".into()),
+            ..Options::default()
+        };
+        let mut i = Inbound::new(&opts);
+        let mut out = Vec::new();
+        i.stream(b"one\nmsg", peer(), &mut out);
+        assert_eq!(out, b"one\n");
+        i.release_line(&mut out);
+        assert_eq!(out, b"one\nmsg\n");
+        i.stream(b"\r\nmsg2", peer(), &mut out);
+        i.stream(b"\n", peer(), &mut out);
+        assert_eq!(out, b"one\nmsg\nmsg2\n");
+        // A genuine empty line later is shown.
+        i.stream(b"\n", peer(), &mut out);
+        assert_eq!(out, b"one\nmsg\nmsg2\n\n");
+        // The quit word without a line end is shown at once, and the stream's end shows what
+        // is held.
+        out.clear();
+        assert_eq!(i.stream(b"end", peer(), &mut out), Flow::Quit);
+        assert_eq!(out, b"end\n");
+        let mut i = Inbound::new(&opts);
+        out.clear();
+        i.stream(b"last words", peer(), &mut out);
+        i.finish_stream(peer(), &mut out);
+        assert_eq!(out, b"last words\n");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! TCP conversations: the pump over any terminal side, the zero-copy pass-through on Linux, and
 //! the `tcp listen` / `tcp connect` commands built from them.
 
+use super::inbound::LINE_HOLD;
 use super::outbound::Flow;
 use super::terminal::Terminal;
 use super::{
@@ -87,8 +88,34 @@ where
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
         loop {
-            let n = rd.read(&mut buf).await.map_err(Error::Socket)?;
             out.clear();
+            // A line held for its rest is shown once LINE_HOLD passes without it (reading is
+            // cancel-safe: nothing is lost when the time-out wins).
+            let read = rd.read(&mut buf);
+            let read = if inbound.holds_line() {
+                match tokio::time::timeout(LINE_HOLD, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        inbound.release_line(&mut out);
+                        match show(&mut output, &out).await {
+                            Ok(()) => continue,
+                            Err(e) if is_closed_output(&e) => return Ok(RecvEnd::OutputClosed),
+                            Err(e) => return Err(Error::Output(e)),
+                        }
+                    }
+                }
+            } else {
+                read.await
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    // A reset: what was held still reaches the screen before the error.
+                    inbound.release_line(&mut out);
+                    let _ = show(&mut output, &out).await;
+                    return Err(Error::Socket(e));
+                }
+            };
             let flow = if n == 0 {
                 inbound.finish_stream(peer, &mut out);
                 Flow::Continue
@@ -97,11 +124,7 @@ where
                 inbound.stream(&buf[..n], peer, &mut out)
             };
             if !out.is_empty() {
-                let written = async {
-                    output.write_all(&out).await?;
-                    output.flush().await
-                };
-                match written.await {
+                match show(&mut output, &out).await {
                     Ok(()) => {}
                     Err(e) if is_closed_output(&e) => return Ok(RecvEnd::OutputClosed),
                     Err(e) => return Err(Error::Output(e)),
@@ -116,6 +139,12 @@ where
         }
     };
     drive(send, recv, activity, opts, events).await
+}
+
+/// Writes what arrived to the output, at once.
+async fn show<W: AsyncWrite + Unpin>(output: &mut W, out: &[u8]) -> std::io::Result<()> {
+    output.write_all(out).await?;
+    output.flush().await
 }
 
 /// The pass-through on Linux: each direction on a thread of its own moving bytes inside the

@@ -173,6 +173,40 @@ fn incoming_messages_do_not_tear_the_typed_line() {
     tmux.wait("the exit", |s| s.contains("EXITED=0"));
 }
 
+/// A line that arrives in pieces is shown whole when its rest follows at once, and a line end
+/// that arrives alone after its line was shown makes no empty line (a peer that sends the
+/// message, then "\n"; a character split between two segments).
+#[test]
+fn a_line_in_pieces_is_shown_once_without_empty_lines() {
+    if !have("tmux") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (tmux, mut peer) = connect_in_tmux(&listener, "-e gbk");
+    tmux.wait("the prompt", |s| {
+        s.contains("connected to") && s.lines().any(|l| l.starts_with('>'))
+    });
+    peer.set_nodelay(true).unwrap();
+    // A character split between two segments, the second a moment later (this pause is the
+    // situation under test, not a wait for an event).
+    peer.write_all(b"\xc4").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    peer.write_all(b"\xe3\xba\xc3 one\n").unwrap();
+    tmux.wait("the first line", |s| s.contains("你好 one"));
+    // A message without a line end is shown after a moment; its line end comes later.
+    peer.write_all(b"msg1").unwrap();
+    tmux.wait("msg1", |s| s.lines().any(|l| l.trim_end() == "msg1"));
+    peer.write_all(b"\nmsg2\r\n").unwrap();
+    let screen = tmux.wait("msg2", |s| s.lines().any(|l| l.trim_end() == "msg2"));
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let at = lines.iter().position(|l| *l == "msg1").unwrap();
+    assert_eq!(lines[at + 1], "msg2", "{screen}");
+    let first = lines.iter().position(|l| l.contains("你好 one")).unwrap();
+    assert_eq!(first + 1, at, "{screen}");
+    drop(peer);
+    tmux.wait("the exit", |s| s.contains("EXITED=0"));
+}
+
 #[test]
 fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
     // 150 lines typed in bursts of ten (as a paste without bracketed-paste mode, or a tool
