@@ -268,8 +268,8 @@ pub struct RawArg {
 pub struct TalkArgs {
     /// Text encoding on the wire (gbk, gb18030, big5, shift_jis, utf-8, ...); the terminal
     /// stays UTF-8. Without it bytes pass through untouched.
-    #[arg(short, long, value_name = "LABEL", value_parser = parse_encoding)]
-    pub encoding: Option<Encoding>,
+    #[arg(short, long, value_name = "LABEL", value_parser = parse_encoding_arg)]
+    pub encoding: Option<EncodingArg>,
     /// Typed lines are hex bytes (48 65 6c or 48656c); received data is shown as a hexdump.
     #[arg(short = 'x', long)]
     pub hex: bool,
@@ -306,6 +306,50 @@ pub struct TalkArgs {
 
 fn parse_encoding(label: &str) -> Result<Encoding, String> {
     Encoding::from_label(label).map_err(|e| e.to_string())
+}
+
+/// A conversation's `-e`: the encoding, and the label it was asked for by.
+#[derive(Clone, Debug)]
+pub struct EncodingArg {
+    /// The encoding.
+    pub encoding: Encoding,
+    /// As typed.
+    pub label: String,
+}
+
+impl EncodingArg {
+    /// What the user should know when the label does not mean what it seems to: WHATWG (and
+    /// so encoding_rs) reads `latin1`, `iso-8859-1` and `ascii` as windows-1252.
+    pub fn surprise(&self) -> Option<String> {
+        let label = self.label.trim().to_ascii_lowercase();
+        if self.encoding.name() != "windows-1252"
+            || matches!(label.as_str(), "windows-1252" | "cp1252" | "x-cp1252")
+        {
+            return None;
+        }
+        let ascii = matches!(label.as_str(), "ascii" | "us-ascii" | "ansi_x3.4-1968");
+        Some(if ascii {
+            format!(
+                "-e {} is windows-1252 here (as browsers and the WHATWG Encoding Standard read \
+                 it): characters outside ASCII are sent as windows-1252 bytes, not refused",
+                self.label
+            )
+        } else {
+            format!(
+                "-e {} is windows-1252 here (as browsers and the WHATWG Encoding Standard read \
+                 it): bytes 0x80-0x9F are shown as € ‚ ƒ ..., and € is sent as 0x80, which a \
+                 Python latin-1 peer reads as a control character",
+                self.label
+            )
+        })
+    }
+}
+
+fn parse_encoding_arg(label: &str) -> Result<EncodingArg, String> {
+    Ok(EncodingArg {
+        encoding: parse_encoding(label)?,
+        label: label.to_string(),
+    })
 }
 
 /// An address to connect or send to: port 0 means "any free port" only when listening.
@@ -355,8 +399,13 @@ impl Cli {
 
 impl TalkArgs {
     /// A quit word the encoding cannot carry would go out as `?` and be matched as `?`.
+    /// The wire encoding, if one was asked for.
+    fn encoding(&self) -> Option<Encoding> {
+        self.encoding.as_ref().map(|e| e.encoding)
+    }
+
     fn check(&self) -> Result<(), clap::Error> {
-        if let (Some(enc), Some(word)) = (self.encoding, &self.quit) {
+        if let (Some(enc), Some(word)) = (self.encoding(), &self.quit) {
             if enc.encode_message(word, &mut Vec::new()) > 0 {
                 return Err(clap::Error::raw(
                     clap::error::ErrorKind::ValueValidation,
@@ -379,7 +428,7 @@ impl TalkArgs {
             self.show_peer || (peer_default && term.stdout_is_tty)
         };
         Options {
-            encoding: self.encoding,
+            encoding: self.encoding(),
             hex: self.hex,
             quit: self.quit.clone(),
             eol: if self.crlf {
@@ -426,7 +475,13 @@ impl TraceArgs {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
-    let term = |talk: &TalkArgs| Terminal::stdio(!talk.no_editor, quiet);
+    let term = |talk: &TalkArgs| {
+        let t = Terminal::stdio(!talk.no_editor, quiet);
+        if let Some(note) = talk.encoding.as_ref().and_then(EncodingArg::surprise) {
+            t.events.warn(note);
+        }
+        t
+    };
     match cli.command {
         Command::Demo => crate::demo::run().await?,
         // The room handles Ctrl-C and SIGTERM itself: it shuts down in order and exits 0.
@@ -443,7 +498,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut t = term(&talk);
             let opts = talk.options(&t, false);
             let _trace = trace
-                .then(|| attach(&mut t.events, &addr, Role::Listen, talk.encoding))
+                .then(|| attach(&mut t.events, &addr, Role::Listen, talk.encoding()))
                 .flatten();
             session::tcp::listen(&addr, keep_open, &opts, &mut t).await?;
         }
@@ -456,7 +511,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut t = term(&talk);
             let opts = talk.options(&t, false);
             let _trace = trace
-                .then(|| attach(&mut t.events, &addr, Role::Connect, talk.encoding))
+                .then(|| attach(&mut t.events, &addr, Role::Connect, talk.encoding()))
                 .flatten();
             session::tcp::connect(&addr, timeout, &opts, &mut t).await?;
         }

@@ -185,6 +185,42 @@ fn hex_datagrams() {
     w.stdout.wait_text("3 bytes\n00000000  41 42 00");
 }
 
+/// `-e latin1` and `-e ascii` are windows-1252, as WHATWG reads them: said once at the start,
+/// with what it means for the bytes; `-e windows-1252` itself needs no such note.
+#[test]
+fn latin1_and_ascii_are_said_to_be_windows_1252() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let paddr = peer.local_addr().unwrap().to_string();
+    for (label, note) in [
+        ("latin1", Some("€ is sent as 0x80")),
+        (
+            "US-ASCII",
+            Some("characters outside ASCII are sent as windows-1252 bytes"),
+        ),
+        ("windows-1252", None),
+    ] {
+        let mut w = Proc::wirechat(&["udp", "connect", &paddr, "-e", label]);
+        w.send("é€\n".as_bytes());
+        let (got, _) = {
+            peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            (buf[..n].to_vec(), from)
+        };
+        assert_eq!(got, [0xe9, 0x80], "{label}");
+        w.close_stdin();
+        assert_eq!(w.wait_exit(), 0);
+        let err = w.stderr.text();
+        match note {
+            Some(n) => assert!(
+                err.contains(&format!("-e {label} is windows-1252")) && err.contains(n),
+                "{err}"
+            ),
+            None => assert!(!err.contains("is windows-1252"), "{err}"),
+        }
+    }
+}
+
 /// Datagrams keep their boundaries: two sends are two lines, and an invalid GBK byte shows as
 /// U+FFFD without ending anything.
 #[test]
