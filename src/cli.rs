@@ -17,7 +17,14 @@ use std::time::Duration;
 
 /// Talk to, test and learn TCP and UDP.
 #[derive(Debug, Parser)]
-#[command(name = "wirechat", version, about, propagate_version = true, after_help = TOP_EXAMPLES)]
+#[command(
+    name = "wirechat",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true,
+    after_help = TOP_EXAMPLES
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -67,6 +74,7 @@ In the room: /nick NAME, /who, /msg NICK text, /me text, /encoding gbk, /quit, /
 Lines typed on the server's stdin go to everyone as <server> text.")]
 pub struct RoomArgs {
     /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
+    #[arg(allow_negative_numbers = true)]
     pub addr: HostPort,
     /// Clients served at once; one more is told the room is full.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -81,7 +89,7 @@ pub struct RoomArgs {
     #[arg(long, value_name = "N", default_value_t = 40)]
     pub burst: u32,
     /// Disconnect a client that sends nothing for SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     pub idle_timeout: Option<Duration>,
     /// Append a timestamped transcript to FILE.
     #[arg(long, value_name = "FILE")]
@@ -165,7 +173,7 @@ pub struct TraceArgs {
     #[arg(short = 'c', long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Stop after SECS seconds.
-    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_secs)]
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     pub duration: Option<Duration>,
 }
 
@@ -180,6 +188,7 @@ pub enum TcpCommand {
   wirechat tcp listen 8888 -e gbk --quit end --eol none   the tutorial's chat server")]
     Listen {
         /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
+        #[arg(allow_negative_numbers = true)]
         addr: HostPort,
         /// Serve clients one after another instead of exiting after the first. A quit word
         /// received ends that client's conversation; the quit word typed ends the listener.
@@ -200,10 +209,10 @@ pub enum TcpCommand {
   wirechat tcp connect 127.0.0.1:7 --hex         type 48 65 6c 6c 6f, see a hexdump")]
     Connect {
         /// Server address: HOST:PORT or [IPV6]:PORT.
-        #[arg(value_parser = destination)]
+        #[arg(value_parser = destination, allow_negative_numbers = true)]
         addr: HostPort,
         /// Give up connecting after SECS seconds.
-        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
         timeout: Option<Duration>,
         /// Show this conversation's handshake and close on stderr as they happen (needs root
         /// or CAP_NET_RAW).
@@ -223,9 +232,10 @@ pub enum UdpCommand {
   wirechat udp listen 8989 --peer 127.0.0.1:8080         one side of the two-way chat")]
     Listen {
         /// Address to bind: PORT, HOST:PORT or [IPV6]:PORT.
+        #[arg(allow_negative_numbers = true)]
         addr: HostPort,
         /// Send typed lines to this address instead of to the last sender.
-        #[arg(long, value_name = "HOST:PORT", value_parser = destination)]
+        #[arg(long, value_name = "HOST:PORT", value_parser = destination, allow_negative_numbers = true)]
         peer: Option<HostPort>,
         #[command(flatten)]
         raw: RawArg,
@@ -238,7 +248,7 @@ pub enum UdpCommand {
   wirechat udp connect 127.0.0.1:8989 --bind 8080        the other side of the two-way chat")]
     Connect {
         /// Where datagrams go: HOST:PORT or [IPV6]:PORT.
-        #[arg(value_parser = destination)]
+        #[arg(value_parser = destination, allow_negative_numbers = true)]
         addr: HostPort,
         /// Local address to send from (and receive on): PORT or HOST:PORT.
         #[arg(long, value_name = "[HOST:]PORT")]
@@ -296,8 +306,9 @@ pub struct TalkArgs {
     /// Tag each received message with the local time.
     #[arg(short = 't', long)]
     pub timestamps: bool,
-    /// Close after SECS seconds with no data either way.
-    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_secs)]
+    /// Close after SECS seconds with no data either way (tcp listen: once a client is
+    /// connected; waiting for one has no limit, as with nc -l).
+    #[arg(short = 'w', long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
     pub idle_timeout: Option<Duration>,
     /// Read the terminal plainly instead of through the line editor.
     #[arg(long)]

@@ -31,7 +31,12 @@ pub fn parse_hex(line: &str) -> Result<Vec<u8>, Error> {
                 "{bad:?} in {token:?} is not a hex digit"
             )));
         }
-        if digits.is_empty() || digits.len() % 2 != 0 {
+        if digits.is_empty() {
+            return Err(Error::BadHex(format!(
+                "{token:?} has no digits after its 0x (write each byte as two, e.g. 0x0a)"
+            )));
+        }
+        if digits.len() % 2 != 0 {
             return Err(Error::BadHex(format!(
                 "{token:?} has an odd number of digits (write each byte as two, e.g. 0a)"
             )));
@@ -111,7 +116,12 @@ mod tests {
                 .contains("odd number")
         );
         assert!(parse_hex("zz").unwrap_err().to_string().contains("'z'"));
-        assert!(parse_hex("0x").is_err());
+        assert!(
+            parse_hex("0x")
+                .unwrap_err()
+                .to_string()
+                .contains("no digits")
+        );
     }
 
     #[test]

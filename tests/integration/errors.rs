@@ -210,6 +210,19 @@ fn bad_arguments_are_status_2() {
         2,
         &["[possible values: lf, crlf, none]"],
     );
+    // A negative number is a value that is wrong, not an option nobody knows.
+    expect_error(
+        &["tcp", "connect", "127.0.0.1:80", "--timeout", "-1"],
+        2,
+        &["\"-1\" must be a number of seconds above 0"],
+    );
+    expect_error(&["tcp", "listen", "-1"], 2, &["is not a port number"]);
+    // A flag given twice is the flag, as in most tools.
+    let (code, err) = run(&["-q", "-q", "tcp", "listen", "99999"]);
+    assert!(
+        code == 2 && err.contains("99999") && !err.contains("multiple times"),
+        "{err}"
+    );
     // A quit word the encoding cannot carry would go out, and be matched, as '?'.
     expect_error(
         &["udp", "listen", "0", "-e", "gbk", "--quit", "€"],
