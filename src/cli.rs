@@ -74,7 +74,6 @@ In the room: /nick NAME, /who, /msg NICK text, /me text, /encoding gbk, /quit, /
 Lines typed on the server's stdin go to everyone as <server> text.")]
 pub struct RoomArgs {
     /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
-    #[arg(allow_negative_numbers = true)]
     pub addr: HostPort,
     /// Clients served at once; one more is told the room is full.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -188,7 +187,6 @@ pub enum TcpCommand {
   wirechat tcp listen 8888 -e gbk --quit end --eol none   the tutorial's chat server")]
     Listen {
         /// Address to listen on: PORT, HOST:PORT or [IPV6]:PORT.
-        #[arg(allow_negative_numbers = true)]
         addr: HostPort,
         /// Serve clients one after another instead of exiting after the first. A quit word
         /// received ends that client's conversation; the quit word typed ends the listener.
@@ -209,7 +207,7 @@ pub enum TcpCommand {
   wirechat tcp connect 127.0.0.1:7 --hex         type 48 65 6c 6c 6f, see a hexdump")]
     Connect {
         /// Server address: HOST:PORT or [IPV6]:PORT.
-        #[arg(value_parser = destination, allow_negative_numbers = true)]
+        #[arg(value_parser = destination)]
         addr: HostPort,
         /// Give up connecting after SECS seconds.
         #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]
@@ -232,10 +230,9 @@ pub enum UdpCommand {
   wirechat udp listen 8989 --peer 127.0.0.1:8080         one side of the two-way chat")]
     Listen {
         /// Address to bind: PORT, HOST:PORT or [IPV6]:PORT.
-        #[arg(allow_negative_numbers = true)]
         addr: HostPort,
         /// Send typed lines to this address instead of to the last sender.
-        #[arg(long, value_name = "HOST:PORT", value_parser = destination, allow_negative_numbers = true)]
+        #[arg(long, value_name = "HOST:PORT", value_parser = destination)]
         peer: Option<HostPort>,
         #[command(flatten)]
         raw: RawArg,
@@ -248,7 +245,7 @@ pub enum UdpCommand {
   wirechat udp connect 127.0.0.1:8989 --bind 8080        the other side of the two-way chat")]
     Connect {
         /// Where datagrams go: HOST:PORT or [IPV6]:PORT.
-        #[arg(value_parser = destination, allow_negative_numbers = true)]
+        #[arg(value_parser = destination)]
         addr: HostPort,
         /// Local address to send from (and receive on): PORT or HOST:PORT.
         #[arg(long, value_name = "[HOST:]PORT")]

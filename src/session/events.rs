@@ -148,7 +148,8 @@ impl<E: fmt::Display + 'static> Events<E> {
     /// open, a terminal stopped with Ctrl-S) must not stop a server. Up to `DETACHED_LINES`
     /// lines wait; beyond that they are counted, and the count is written once stderr moves
     /// again, with the lines shown even when quiet (warnings: up to `HELD_LINES`), which are
-    /// kept rather than counted. The returned `StderrDrain` waits for what is queued, and for the count of lines
+    /// kept rather than counted. Both come after the line being written when the queue was
+    /// full, so ahead of the older lines still queued: out of order, but not lost. The returned `StderrDrain` waits for what is queued, and for the count of lines
     /// not shown, for the last lines at exit.
     pub fn stderr_detached(quiet: bool, shown_when_quiet: fn(&E) -> bool) -> (Self, StderrDrain) {
         match Events::detached(std::io::stderr(), quiet, shown_when_quiet) {

@@ -27,6 +27,9 @@ pub struct Inbound {
     /// On a terminal: what an unfinished line shows as, held for [`LINE_HOLD`] in case the
     /// rest of it comes in the next read.
     held: Vec<u8>,
+    /// When the held line was first held: it waits [`LINE_HOLD`] from then, however many
+    /// reads add to it.
+    held_since: Option<std::time::Instant>,
     /// On a terminal: the last line was ended by a time-out, not by the peer; a line end that
     /// comes first in the next read is that line's own, not an empty line.
     broken: bool,
@@ -36,6 +39,10 @@ pub struct Inbound {
 /// After it the unfinished line is shown as a message of its own (the tutorial's peers send
 /// lines without endings).
 pub const LINE_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// An unfinished line longer than this is shown at once: a peer streaming one endless line
+/// is seen as it comes, in pieces of about this size, and memory stays bounded.
+const HOLD_MAX: usize = 4096;
 
 impl Inbound {
     /// The transform for `opts`.
@@ -74,17 +81,21 @@ impl Inbound {
             at_line_start: true,
             text: String::new(),
             held: Vec::new(),
+            held_since: None,
             broken: false,
         }
     }
 
-    /// Whether a line is held, waiting for its rest (see [`LINE_HOLD`]).
-    pub fn holds_line(&self) -> bool {
-        !self.held.is_empty()
+    /// Until when a held line waits for its rest (see [`LINE_HOLD`]); none when no line is
+    /// held.
+    pub fn hold_deadline(&self) -> Option<std::time::Instant> {
+        self.held_since.map(|t| t + LINE_HOLD)
     }
 
-    /// The held line waited long enough: it is shown, as a message of its own.
+    /// The held line is shown now, as a message of its own: it waited long enough, or the
+    /// conversation ended.
     pub fn release_line(&mut self, out: &mut Vec<u8>) {
+        self.held_since = None;
         if !self.held.is_empty() {
             out.append(&mut self.held);
             out.push(b'\n');
@@ -109,11 +120,17 @@ impl Inbound {
             text.clear();
             dec.decode(chunk, false, &mut text);
             if self.pretty {
-                // A line ended by the time-out gets its own line end without an empty line.
-                if std::mem::take(&mut self.broken) && !text.is_empty() {
-                    let rest = text.strip_prefix("\r\n").or(text.strip_prefix('\n'));
-                    if let Some(rest) = rest {
-                        text = rest.to_string();
+                // A line ended by the time-out gets its own line end without an empty line,
+                // even when that line end comes in two reads.
+                if self.broken && !text.is_empty() {
+                    if text == "\r" {
+                        text.clear();
+                    } else {
+                        self.broken = false;
+                        let rest = text.strip_prefix("\r\n").or(text.strip_prefix('\n'));
+                        if let Some(rest) = rest {
+                            text = rest.to_string();
+                        }
                     }
                 }
                 let start = out.len();
@@ -127,9 +144,14 @@ impl Inbound {
                         .rposition(|&b| b == b'\n')
                         .map_or(start, |i| start + i + 1);
                     self.held = out.split_off(end);
-                    if quit {
+                    if self.held_since.is_none() {
+                        self.held_since = Some(std::time::Instant::now());
+                    }
+                    if quit || self.held.len() > HOLD_MAX {
                         self.release_line(out);
                     }
+                } else {
+                    self.held_since = None;
                 }
             } else {
                 self.messages(&text, peer, out);
@@ -154,6 +176,7 @@ impl Inbound {
     /// The stream ended: flush a partial character and close an unfinished line on a terminal.
     pub fn finish_stream(&mut self, peer: SocketAddr, out: &mut Vec<u8>) {
         out.append(&mut self.held);
+        self.held_since = None;
         if let Some(dec) = &mut self.decoder {
             let mut text = String::new();
             dec.decode(&[], true, &mut text);
@@ -302,7 +325,7 @@ mod tests {
         let mut out = Vec::new();
         // A character and a line split across reads: the unfinished line is held...
         i.stream(b"\xc4\xe3\xba", peer(), &mut out);
-        assert!(out.is_empty() && i.holds_line());
+        assert!(out.is_empty() && i.hold_deadline().is_some());
         // ...and its rest, within LINE_HOLD, completes it on one line.
         i.stream(b"\xc3\x1b[2J\n", peer(), &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "你好\\x1b[2J\n");
@@ -339,6 +362,33 @@ mod tests {
         i.stream(b"last words", peer(), &mut out);
         i.finish_stream(peer(), &mut out);
         assert_eq!(out, b"last words\n");
+    }
+
+    /// The hold is bounded: its deadline is set by the first piece and more pieces do not push
+    /// it back, a line longer than HOLD_MAX is shown at once, and a line end split into "\r"
+    /// and "\n" after a release makes no empty line.
+    #[test]
+    fn the_hold_is_bounded_in_time_and_size() {
+        let opts = Options {
+            pretty: true,
+            ..Options::default()
+        };
+        let mut i = Inbound::new(&opts);
+        let mut out = Vec::new();
+        i.stream(b"a", peer(), &mut out);
+        let first = i.hold_deadline().expect("held");
+        i.stream(b"b", peer(), &mut out);
+        assert_eq!(i.hold_deadline(), Some(first));
+        assert!(out.is_empty());
+        let long = vec![b'x'; HOLD_MAX];
+        i.stream(&long, peer(), &mut out);
+        assert_eq!(out.len(), HOLD_MAX + 3, "shown at once, with its line end");
+        assert_eq!(i.hold_deadline(), None);
+        out.clear();
+        i.stream(b"\r", peer(), &mut out);
+        i.stream(b"\n", peer(), &mut out);
+        i.stream(b"next\n", peer(), &mut out);
+        assert_eq!(out, b"next\n");
     }
 
     #[test]

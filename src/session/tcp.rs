@@ -1,7 +1,6 @@
 //! TCP conversations: the pump over any terminal side, the zero-copy pass-through on Linux, and
 //! the `tcp listen` / `tcp connect` commands built from them.
 
-use super::inbound::LINE_HOLD;
 use super::outbound::Flow;
 use super::terminal::Terminal;
 use super::{
@@ -83,17 +82,19 @@ where
             }
         }
     };
+    // Outside the receiving half, so that a line held for its rest is shown however the
+    // conversation ends (a quit word typed here, the idle timeout).
+    let mut inbound = Inbound::new(opts);
     let recv = async {
-        let mut inbound = Inbound::new(opts);
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
         loop {
             out.clear();
-            // A line held for its rest is shown once LINE_HOLD passes without it (reading is
-            // cancel-safe: nothing is lost when the time-out wins).
+            // A line held for its rest is shown once LINE_HOLD has passed without it (reading
+            // is cancel-safe: nothing is lost when the time-out wins).
             let read = rd.read(&mut buf);
-            let read = if inbound.holds_line() {
-                match tokio::time::timeout(LINE_HOLD, read).await {
+            let read = if let Some(deadline) = inbound.hold_deadline() {
+                match tokio::time::timeout_at(deadline.into(), read).await {
                     Ok(r) => r,
                     Err(_) => {
                         inbound.release_line(&mut out);
@@ -138,7 +139,13 @@ where
             }
         }
     };
-    drive(send, recv, activity, opts, events).await
+    let end = drive(send, recv, activity, opts, events).await;
+    let mut out = Vec::new();
+    inbound.release_line(&mut out);
+    if !out.is_empty() {
+        let _ = show(&mut output, &out).await;
+    }
+    end
 }
 
 /// Writes what arrived to the output, at once.

@@ -207,6 +207,34 @@ fn a_line_in_pieces_is_shown_once_without_empty_lines() {
     tmux.wait("the exit", |s| s.contains("EXITED=0"));
 }
 
+/// A prompt without a line end, held for its rest, is still shown when the conversation ends
+/// before the hold does (here the idle timeout, shorter than the hold).
+#[test]
+fn a_held_line_is_shown_when_the_conversation_ends_first() {
+    if !have("tmux") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The peer speaks at once: the idle time counts from its prompt.
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"prompt> ").unwrap();
+        // Held open until wirechat leaves.
+        let _ = std::io::Read::read(&mut s, &mut [0u8; 16]);
+    });
+    let tmux = Tmux::start(&format!(
+        "{} tcp connect {addr} -w 0.05; echo EXITED=$?; sleep 60",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED=0"));
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "prompt>"),
+        "{screen}"
+    );
+    peer.join().unwrap();
+}
+
 #[test]
 fn lines_typed_ahead_in_a_burst_all_arrive_even_during_a_flood() {
     // 150 lines typed in bursts of ten (as a paste without bracketed-paste mode, or a tool
