@@ -406,12 +406,12 @@ impl Cli {
 }
 
 impl TalkArgs {
-    /// A quit word the encoding cannot carry would go out as `?` and be matched as `?`.
     /// The wire encoding, if one was asked for.
     fn encoding(&self) -> Option<Encoding> {
         self.encoding.as_ref().map(|e| e.encoding)
     }
 
+    /// A quit word the encoding cannot carry would go out as `?` and be matched as `?`.
     fn check(&self) -> Result<(), clap::Error> {
         if let (Some(enc), Some(word)) = (self.encoding(), &self.quit) {
             if enc.encode_message(word, &mut Vec::new()) > 0 {

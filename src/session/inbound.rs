@@ -144,7 +144,8 @@ impl Inbound {
                         .rposition(|&b| b == b'\n')
                         .map_or(start, |i| start + i + 1);
                     self.held = out.split_off(end);
-                    if self.held_since.is_none() {
+                    // A line held anew (the one before it ended in this read) waits from now.
+                    if end > start || self.held_since.is_none() {
                         self.held_since = Some(std::time::Instant::now());
                     }
                     if quit || self.held.len() > HOLD_MAX {
