@@ -413,6 +413,16 @@ impl TalkArgs {
 
     /// A quit word the encoding cannot carry would go out as `?` and be matched as `?`.
     fn check(&self) -> Result<(), clap::Error> {
+        // Compared with whole lines, a word with a line break in it could never match.
+        if let Some(word) = self.quit.as_ref().filter(|w| w.contains(['\n', '\r'])) {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "the quit word {word:?} has a line break in it, so no line could ever \
+                     match it\n"
+                ),
+            ));
+        }
         if let (Some(enc), Some(word)) = (self.encoding(), &self.quit) {
             if enc.encode_message(word, &mut Vec::new()) > 0 {
                 return Err(clap::Error::raw(

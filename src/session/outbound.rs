@@ -52,6 +52,8 @@ struct LineSink {
     /// The longest line kept whole.
     max: usize,
     quit_seen: bool,
+    /// Lines of input so far, to say which one a warning is about.
+    line_no: u64,
     events: Events,
 }
 
@@ -86,6 +88,7 @@ impl Outbound {
                 oversize: false,
                 max,
                 quit_seen: false,
+                line_no: 0,
                 events,
             },
             held: Vec::new(),
@@ -180,6 +183,7 @@ impl LineSink {
                 whole,
                 cr,
             } => {
+                self.line_no += 1;
                 if std::mem::take(&mut self.oversize) {
                     let what = if self.datagram {
                         "one datagram"
@@ -241,7 +245,8 @@ impl LineSink {
                             self.transcode(text, true)
                         }
                         Err(e) => {
-                            self.events.warn(format!("{e}; nothing sent"));
+                            self.events
+                                .warn(format!("input line {}: {e}; nothing sent", self.line_no));
                             return;
                         }
                     }

@@ -222,6 +222,12 @@ fn bad_arguments_are_status_2() {
         code == 2 && err.contains("99999") && !err.contains("multiple times"),
         "{err}"
     );
+    // A quit word with a line break in it could never match a line.
+    expect_error(
+        &["tcp", "connect", "127.0.0.1:80", "--quit", "a\nb"],
+        2,
+        &["has a line break in it"],
+    );
     // A quit word the encoding cannot carry would go out, and be matched, as '?'.
     expect_error(
         &["udp", "listen", "0", "-e", "gbk", "--quit", "€"],
