@@ -17,6 +17,26 @@ use std::fmt::Write as _;
 /// assert!(parse_hex("4g").is_err());
 /// ```
 pub fn parse_hex(line: &str) -> Result<Vec<u8>, Error> {
+    // A line copied from a hexdump (`hexdump -C`, Wireshark, `od`) with its offset first: the
+    // offset would go out as bytes too.
+    let mut words = line.split_whitespace();
+    if let Some(first) = words.next() {
+        let first = first.strip_suffix(':').unwrap_or(first);
+        let rest: Vec<&str> = words.collect();
+        let hex = |t: &str| t.chars().all(|c| c.is_ascii_hexdigit());
+        // Offsets count rows of 8 or 16 bytes, so they end in 0 (or 8).
+        if first.len() >= 4
+            && hex(first)
+            && first.ends_with(['0', '8'])
+            && rest.len() >= 2
+            && rest.iter().all(|t| t.len() == 2 && hex(t))
+        {
+            return Err(Error::BadHex(format!(
+                "{first:?} looks like a hexdump's offset, which would be sent as bytes too: \
+                 leave it out, or write it in pairs like the rest"
+            )));
+        }
+    }
     let mut out = Vec::with_capacity(line.len() / 2);
     for token in line.split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '-')) {
         if token.is_empty() {
@@ -121,6 +141,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("no digits")
+        );
+        // A hexdump line with its offset is refused; the same bytes in pairs are not.
+        for dump in ["0000   48 65 6c", "00000010  48 65", "0010: 48 65"] {
+            let e = parse_hex(dump).unwrap_err().to_string();
+            assert!(e.contains("hexdump's offset"), "{dump}: {e}");
+        }
+        assert_eq!(parse_hex("00 00 48 65").unwrap(), [0, 0, 0x48, 0x65]);
+        assert_eq!(parse_hex("4865 6c6c").unwrap(), b"Hell");
+        assert_eq!(
+            parse_hex("deadbeef 00 01").unwrap(),
+            [0xde, 0xad, 0xbe, 0xef, 0, 1]
         );
     }
 
