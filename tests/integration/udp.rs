@@ -5,13 +5,19 @@ use crate::util::{Proc, gbk, have, python};
 use std::net::UdpSocket;
 use std::process::Command;
 
-fn recv_text(sock: &UdpSocket) -> (String, std::net::SocketAddr) {
+/// The next datagram's bytes and sender, waiting at most the tests' deadline.
+fn recv_bytes(sock: &UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
     sock.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
     let mut buf = [0u8; 2048];
     let (n, from) = sock
         .recv_from(&mut buf)
         .expect("a datagram before the deadline");
-    (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    (buf[..n].to_vec(), from)
+}
+
+fn recv_text(sock: &UdpSocket) -> (String, std::net::SocketAddr) {
+    let (bytes, from) = recv_bytes(sock);
+    (String::from_utf8_lossy(&bytes).into_owned(), from)
 }
 
 /// The tutorial's continuous UDP sender (GBK, ending on "88") to `wirechat udp listen`.
@@ -171,12 +177,7 @@ fn hex_datagrams() {
     let paddr = peer.local_addr().unwrap().to_string();
     let mut w = Proc::wirechat(&["udp", "connect", &paddr, "--hex"]);
     w.send(b"de ad be ef\nxyz\n00\n");
-    let (got, from) = {
-        peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = peer.recv_from(&mut buf).unwrap();
-        (buf[..n].to_vec(), from)
-    };
+    let (got, from) = recv_bytes(&peer);
     assert_eq!(got, [0xde, 0xad, 0xbe, 0xef]);
     // Which line was not sent, for input that comes from a file or a pipe.
     w.stderr.wait_text("input line 2: bad hex");
@@ -202,12 +203,7 @@ fn latin1_and_ascii_are_said_to_be_windows_1252() {
     ] {
         let mut w = Proc::wirechat(&["udp", "connect", &paddr, "-e", label]);
         w.send("é€\n".as_bytes());
-        let (got, _) = {
-            peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
-            let mut buf = [0u8; 64];
-            let (n, from) = peer.recv_from(&mut buf).unwrap();
-            (buf[..n].to_vec(), from)
-        };
+        let (got, _) = recv_bytes(&peer);
         assert_eq!(got, [0xe9, 0x80], "{label}");
         w.close_stdin();
         assert_eq!(w.wait_exit(), 0);
@@ -331,10 +327,7 @@ fn binary_lines_pass_untouched() {
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut w = Proc::wirechat(&["udp", "connect", &peer.local_addr().unwrap().to_string()]);
     w.send(b"\xc4\xe3\xff\x00\n");
-    peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
-    let mut buf = [0u8; 16];
-    let n = peer.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"\xc4\xe3\xff\x00");
+    assert_eq!(recv_bytes(&peer).0, b"\xc4\xe3\xff\x00");
 }
 
 /// `echo hi | wirechat udp connect ...` sends, waits a moment for a reply, and exits by itself.
