@@ -300,8 +300,8 @@ async fn tcp_chat() -> anyhow::Result<()> {
         script,
     );
     script?;
-    say("server", format!("conversation over: {:?}", s_end?));
-    say("client", format!("conversation over: {:?}", c_end?));
+    say("server", format!("conversation over: {}", s_end?));
+    say("client", format!("conversation over: {}", c_end?));
     say(
         "",
         "the UTF-8 typed on each side crossed the wire as GBK and was shown as UTF-8 again;\n\

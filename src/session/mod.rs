@@ -172,6 +172,19 @@ pub enum End {
     Idle,
 }
 
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            End::Closed => "both sides closed",
+            End::OutputClosed => "nobody reads the output any more",
+            End::Quit(Side::Local) => "the quit word was typed here",
+            End::Quit(Side::Peer) => "the peer sent the quit word",
+            End::QuitUnsent => "the quit word was typed, with nobody to send it to",
+            End::Idle => "idle for too long",
+        })
+    }
+}
+
 /// How the sending direction ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendEnd {

@@ -19,7 +19,8 @@ fn demo_runs_and_narrates() {
         "shutdown(SHUT_WR): sends FIN",
         "half-closed",
         "shows: \"你好！\\nhow are you?\\n\"",
-        "conversation over: Quit(Peer)",
+        "server  conversation over: the peer sent the quit word",
+        "client  conversation over: the quit word was typed here",
         "recvfrom -> 4 bytes from 127.0.0.1:",
         "\"88\" is the tutorial's quit word",
     ] {
