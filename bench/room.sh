@@ -10,7 +10,7 @@ ulimit -n "$(ulimit -Hn)"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -sr), ulimit -n $(ulimit -n)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-cargo build -q --release --bin wirechat --example roomload
+cargo build -q --release --bin wirechat --example roomload --example roomfloor
 LOAD=target/release/examples/roomload
 WIRECHAT=target/release/wirechat
 HAVE_NCAT=1
@@ -107,6 +107,15 @@ for sc in "${scenarios[@]}"; do
     esac
     # The room's default is one thread; the main scenarios also run with two.
     case $name in c1000|c10000|sat1000) run "$name" wirechat-t2 "$@" ;; esac
+    # The floor under the c1000 target: the same load through a program that does nothing but
+    # the sends and the reads (bench/roomfloor.rs), REPEAT times like the room.
+    if [ "$name" = c1000 ]; then
+        for i in $(seq 1 "$REPEAT"); do
+            echo "\$ roomfloor --clients 1000 --rate 200 --lines 2000"
+            target/release/examples/roomfloor --clients 1000 --rate 200 --lines 2000 | tee -a "$tmp/floor"
+            echo
+        done
+    fi
     run "$name" ncat "$@"
 done
 
@@ -115,4 +124,5 @@ done
 echo "| run | clients | delivered/expected | lost | dup | out-of-order | corrupt | latency p50 / p99 / max ms | arrival p50 / p99 ms | delivered lines/s | connect failures | slowest connect | server kB/client |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 cat "$tmp/table"
+[ -s "$tmp/floor" ] && { echo; cat "$tmp/floor"; }
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
