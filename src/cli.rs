@@ -6,7 +6,7 @@
 #![allow(rustdoc::broken_intra_doc_links)]
 
 use crate::codec::Encoding;
-use crate::session::terminal::Terminal;
+use crate::session::terminal::{CtrlD, Terminal};
 use crate::session::{self, Eol, Options};
 use crate::trace::inline::{Role, attach};
 use crate::transport::HostPort;
@@ -493,8 +493,8 @@ impl TraceArgs {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = cli.quiet;
-    let term = |talk: &TalkArgs| {
-        let t = Terminal::stdio(!talk.no_editor, quiet);
+    let term = |talk: &TalkArgs, ctrl_d: CtrlD| {
+        let t = Terminal::stdio(!talk.no_editor, quiet, ctrl_d);
         if let Some(note) = talk.encoding.as_ref().and_then(EncodingArg::surprise) {
             t.events.warn(note);
         }
@@ -513,7 +513,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             trace,
             talk,
         }) => {
-            let mut t = term(&talk);
+            let mut t = term(
+                &talk,
+                if keep_open {
+                    CtrlD::EndsTurn
+                } else {
+                    CtrlD::EndsInput
+                },
+            );
             let opts = talk.options(&t, false);
             let _trace = trace
                 .then(|| attach(&mut t.events, &addr, Role::Listen, talk.encoding()))
@@ -526,7 +533,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             trace,
             talk,
         }) => {
-            let mut t = term(&talk);
+            let mut t = term(&talk, CtrlD::EndsInput);
             let opts = talk.options(&t, false);
             let _trace = trace
                 .then(|| attach(&mut t.events, &addr, Role::Connect, talk.encoding()))
@@ -539,7 +546,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             raw,
             talk,
         }) => {
-            let mut t = term(&talk);
+            let mut t = term(&talk, CtrlD::EndsInput);
             let mut opts = talk.options(&t, !raw.raw);
             opts.raw = raw.raw;
             session::udp::listen(&addr, peer.as_ref(), &opts, &mut t).await?;
@@ -550,7 +557,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             raw,
             talk,
         }) => {
-            let mut t = term(&talk);
+            let mut t = term(&talk, CtrlD::EndsInput);
             let mut opts = talk.options(&t, false);
             opts.raw = raw.raw;
             if !t.stdin_is_tty {

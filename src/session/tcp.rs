@@ -290,20 +290,14 @@ pub async fn listen(
         opts.wait_for_input = false;
     }
     let mut outbound = Outbound::new(&opts, false, term.events.clone());
-    if !keep_open {
-        let stream = accept(&listener, &term.events).await;
-        // One conversation: stop listening so nobody else queues up behind it.
-        drop(listener);
-        return talk(stream, term, &mut outbound, &opts, true).await;
-    }
-    // At a terminal, input keeps being read between clients, so that the quit word typed then
-    // ends the listener at once; what else is typed, and the end of input (Ctrl-D), is held
-    // for the next client. Piped input is read only in a conversation: a script's quit word
+    // At a terminal, input is read while waiting for a client, so that the quit word typed
+    // then ends the listener at once; what else is typed, and the end of input (Ctrl-D), is
+    // held for the client. Piped input is read only in a conversation: a script's quit word
     // is for a client.
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // A terminal's end of input is read once per wait: it does not repeat for a plain
-        // terminal, and repeats at once for the line editor.
+        // A terminal's end of input (Ctrl-D) is read once per wait: what is typed after it is
+        // for the client after the next, so it is read only once the next one's turn is over.
         let mut input_ended = !term.stdin_is_tty;
         let stream = loop {
             let read_more = !input_ended && outbound.held_bytes() < HELD_MAX;
@@ -326,6 +320,11 @@ pub async fn listen(
                 }
             }
         };
+        if !keep_open {
+            // One conversation: stop listening so nobody else queues up behind it.
+            drop(listener);
+            return talk(stream, term, &mut outbound, &opts, true).await;
+        }
         match talk(stream, term, &mut outbound, &opts, false).await {
             // The quit word typed, or nobody left to show the next client's data to.
             Ok(end @ (End::Quit(super::Side::Local) | End::OutputClosed)) => return Ok(end),

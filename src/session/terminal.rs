@@ -9,9 +9,7 @@ use std::io::{self, IsTerminal};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_util::io::StreamReader;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The process's input, output and event sink for conversations.
 pub struct Terminal {
@@ -29,13 +27,23 @@ pub struct Terminal {
     pub stdin_is_tty: bool,
 }
 
+/// What Ctrl-D typed in the line editor means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtrlD {
+    /// The end of all input: the editor stops.
+    EndsInput,
+    /// The end of one client's turn (`tcp listen -k`): the input ends once, and the editor goes
+    /// on for the next client, as a plain terminal's input does.
+    EndsTurn,
+}
+
 impl Terminal {
     /// The process's stdio; with `editor` and both ends terminals, the line editor.
-    pub fn stdio(editor: bool, quiet: bool) -> Terminal {
+    pub fn stdio(editor: bool, quiet: bool, ctrl_d: CtrlD) -> Terminal {
         let stdin_is_tty = io::stdin().is_terminal();
         let stdout_is_tty = io::stdout().is_terminal();
         if editor && stdin_is_tty && stdout_is_tty {
-            match start_editor(quiet) {
+            match start_editor(quiet, ctrl_d) {
                 Ok(t) => return t,
                 Err(e) => Events::stderr(quiet).warn(format!(
                     "line editor unavailable ({e}); reading stdin plainly"
@@ -162,11 +170,12 @@ pub fn silence_editor() -> Option<std::fs::File> {
     None
 }
 
-fn start_editor(quiet: bool) -> Result<Terminal, String> {
+fn start_editor(quiet: bool, ctrl_d: CtrlD) -> Result<Terminal, String> {
     // Unbounded, so the editor never waits for the conversation: while it waits it is out of
     // raw mode, and the terminal's cooked mode echoes type-ahead and drops what does not fit
-    // its 4 KiB buffer. What it holds is bounded by what the user types or pastes.
-    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<io::Result<Bytes>>();
+    // its 4 KiB buffer. What it holds is bounded by what the user types or pastes. An empty
+    // message is an end of input that the editor survives (see [`EditorInput`]).
+    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Printer, String>>();
     std::thread::spawn(move || {
         let mut editor = match rustyline::DefaultEditor::new() {
@@ -195,7 +204,7 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                     // When the conversation is over the line has nowhere to go, but the
                     // editor goes on: returning would drop a message still queued for its
                     // printer before it is shown.
-                    let _ = line_tx.send(Ok(Bytes::from(bytes)));
+                    let _ = line_tx.send(Bytes::from(bytes));
                 }
                 Err(rustyline::error::ReadlineError::Interrupted) => {
                     // Ctrl-C at the prompt means what it means elsewhere: stop wirechat.
@@ -222,6 +231,9 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
                         std::thread::park();
                     }
                 }
+                Err(rustyline::error::ReadlineError::Eof) if ctrl_d == CtrlD::EndsTurn => {
+                    let _ = line_tx.send(Bytes::new());
+                }
                 // Ctrl-D, or the terminal went away: our input is over.
                 Err(_) => return,
             }
@@ -240,13 +252,47 @@ fn start_editor(quiet: bool) -> Result<Terminal, String> {
         }
     });
     Ok(Terminal {
-        input: Box::pin(StreamReader::new(UnboundedReceiverStream::new(line_rx))),
+        input: Box::pin(EditorInput {
+            lines: line_rx,
+            rest: Bytes::new(),
+        }),
         output: Box::pin(PrinterWriter(printer)),
         events,
         spliceable: false,
         stdout_is_tty: true,
         stdin_is_tty: true,
     })
+}
+
+/// The lines the editor's thread sends, as a byte stream. An empty message is one end of input
+/// (a read of 0 bytes), after which reading goes on, as from a terminal after Ctrl-D; the
+/// editor's thread ending is the end for good.
+struct EditorInput {
+    lines: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    /// What the last line did not fit into the reader's buffer.
+    rest: Bytes,
+}
+
+impl AsyncRead for EditorInput {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.rest.is_empty() {
+            match self.lines.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                // The end of input, for good or once.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(line)) if line.is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(line)) => self.rest = line,
+            }
+        }
+        let n = self.rest.len().min(buf.remaining());
+        let part = self.rest.split_to(n);
+        buf.put_slice(&part);
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Output through the editor's external printer: each write is printed above the prompt.

@@ -368,10 +368,10 @@ fn ctrl_c_at_the_prompt_exits_130_even_when_sigint_was_blocked() {
     assert!(screen.contains("EXITED=130"), "{screen}");
 }
 
-/// `tcp listen -k` running in tmux with `options`: the session and the listening address.
+/// `tcp listen` running in tmux with `options`: the session and the listening address.
 fn listen_in_tmux(options: &str) -> (Tmux, String) {
     let tmux = Tmux::start(&format!(
-        "{} tcp listen 127.0.0.1:0 -k {options}; echo EXITED=$?; sleep 60",
+        "{} tcp listen 127.0.0.1:0 {options}; echo EXITED=$?; sleep 60",
         env!("CARGO_BIN_EXE_wirechat")
     ));
     let screen = tmux.wait("the listening line", |s| s.contains(" (tcp)"));
@@ -397,7 +397,7 @@ fn keep_open_at_a_terminal_acts_on_the_quit_word_between_clients() {
     if !have("tmux") {
         return;
     }
-    let (tmux, addr) = listen_in_tmux("--quit end");
+    let (tmux, addr) = listen_in_tmux("-k --quit end");
     tmux.keys("early");
     tmux.enter();
     let mut first = std::net::TcpStream::connect(&addr).unwrap();
@@ -417,7 +417,7 @@ fn keep_open_at_a_plain_terminal_gives_ctrl_d_to_the_next_client() {
     if !have("tmux") {
         return;
     }
-    let (tmux, addr) = listen_in_tmux("--no-editor --quit end");
+    let (tmux, addr) = listen_in_tmux("-k --no-editor --quit end");
     tmux.press("C-d");
     let mut second = std::net::TcpStream::connect(&addr).unwrap();
     second.set_read_timeout(Some(DEADLINE)).unwrap();
@@ -428,6 +428,54 @@ fn keep_open_at_a_plain_terminal_gives_ctrl_d_to_the_next_client() {
     assert!(rest.is_empty(), "{rest:?}");
     drop(second);
     quit_between_clients(&tmux);
+}
+
+/// With the line editor, Ctrl-D typed during a client's turn ends that turn only (the client
+/// gets our FIN), and the editor goes on: a line typed after it goes to the next client.
+#[test]
+fn keep_open_with_the_editor_ctrl_d_ends_one_turn_only() {
+    use std::io::Read;
+    if !have("tmux") {
+        return;
+    }
+    let (tmux, addr) = listen_in_tmux("-k --quit end");
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    first.set_read_timeout(Some(DEADLINE)).unwrap();
+    tmux.wait("the first client", |s| s.contains("connection from"));
+    tmux.press("C-d");
+    let mut rest = Vec::new();
+    first
+        .read_to_end(&mut rest)
+        .expect("our FIN before the deadline");
+    assert!(rest.is_empty(), "{rest:?}");
+    drop(first);
+    tmux.wait("the first client's end", |s| s.contains("closed:"));
+    tmux.keys("for the second");
+    tmux.enter();
+    let mut second = std::net::TcpStream::connect(&addr).unwrap();
+    second.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = [0u8; 15];
+    second
+        .read_exact(&mut got)
+        .expect("the typed line, not our FIN");
+    assert_eq!(&got, b"for the second\n");
+    drop(second);
+    quit_between_clients(&tmux);
+}
+
+/// Without `-k` too, the quit word typed before any client has come ends the listener at once,
+/// instead of being sent to the first client to connect.
+#[test]
+fn a_listener_at_a_terminal_ends_on_the_quit_word_typed_before_a_client() {
+    if !have("tmux") {
+        return;
+    }
+    let (tmux, _addr) = listen_in_tmux("--quit end");
+    tmux.keys("end");
+    tmux.enter();
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=0"), "{screen}");
+    assert!(screen.contains("ending (it was not sent)"), "{screen}");
 }
 
 /// `wirechat room PORT &` from an interactive shell: in the background it serves (reading the
