@@ -32,7 +32,7 @@ pub struct Cli {
     /// More diagnostics on stderr (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Print no events on stderr (warnings and errors still show).
+    /// Print no events on stderr (the listening line, warnings and errors still show).
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }

@@ -48,9 +48,14 @@ pub enum Event {
 }
 
 impl Event {
-    /// Warnings, and the ladder that `--trace` asked for, are shown even with `--quiet`.
+    /// Warnings, the ladder that `--trace` asked for and the listening line are shown even
+    /// with `--quiet`.
     pub fn always_shown(&self) -> bool {
-        matches!(self, Event::Warning(_) | Event::Trace(_))
+        // The listening line: with port 0 it is the only way to learn the port.
+        matches!(
+            self,
+            Event::Warning(_) | Event::Trace(_) | Event::Listening { .. }
+        )
     }
 }
 

@@ -203,6 +203,30 @@ fn free_chat_between_two_wirechats() {
     assert!(client.stderr.text().contains("peer said \"end\""));
 }
 
+/// `-q` keeps the conversation's events off stderr, but not the listening line: with port 0
+/// it is the only way to learn the port (tcp and udp alike).
+#[test]
+fn quiet_listeners_still_say_where_they_listen() {
+    let mut server = Proc::wirechat(&["-q", "tcp", "listen", "127.0.0.1:0"]);
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr(&server)]);
+    client.send(b"hi\n");
+    server.stdout.wait_text("hi\n");
+    client.close_stdin();
+    server.close_stdin();
+    assert_eq!(client.wait_exit(), 0);
+    assert_eq!(server.wait_exit(), 0);
+    let err = server.stderr.text();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("wirechat: listening on 127.0.0.1:"),
+        "{err}"
+    );
+
+    // Dropping it ends it.
+    let udp = Proc::wirechat(&["udp", "listen", "127.0.0.1:0", "-q"]);
+    assert!(udp.listening().port() > 0);
+}
+
 /// Binary data both ways at once through the pass-through path, identical by hash.
 #[test]
 fn binary_round_trip_both_directions() {
