@@ -134,8 +134,19 @@ pub enum Error {
     Output(io::Error),
     /// The socket failed (reset by the peer, unreachable). The message is the I/O error in
     /// words, so the error is not also given as the source (a full chain would say it twice).
-    #[error("{}", crate::transport::describe(.0))]
+    #[error("{}", describe_socket(.0))]
     Socket(io::Error),
+}
+
+/// A socket's error in words. A write meets EPIPE once the peer has closed the connection
+/// (its kernel answered our data with a reset): "broken pipe" alone reads like a fault of the
+/// shell's pipe.
+fn describe_socket(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        "the peer closed the connection before all of the input was sent (broken pipe)".into()
+    } else {
+        crate::transport::describe(e)
+    }
 }
 
 impl Error {

@@ -236,6 +236,41 @@ fn bad_arguments_are_status_2() {
     );
 }
 
+/// A peer that closes while our input still flows: our next data meets its reset, and the write
+/// after that EPIPE, which is told as the peer's doing, not as a shell pipe's.
+#[test]
+fn a_peer_gone_while_input_flows_is_named_not_a_broken_pipe() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut p = Proc::wirechat(&["tcp", "connect", &addr]);
+    let mut stream = crate::util::accept(&listener);
+    p.send(b"one\n");
+    let mut got = [0u8; 4];
+    stream.read_exact(&mut got).unwrap();
+    drop(stream);
+    p.stderr.wait_text("peer closed its side");
+    // Each line is another write on the socket: the first is answered by a reset, a later one
+    // fails. Bounded: the input pipe breaks once wirechat has exited.
+    let mut input = p.stdin.take().unwrap();
+    for _ in 0..100_000 {
+        if input.write_all(b"more\n").is_err() {
+            break;
+        }
+    }
+    drop(input);
+    let code = p.wait_exit();
+    let err = p.stderr.text();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "wirechat: error: connection with {addr}: the peer closed the connection before all \
+             of the input was sent (broken pipe)"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn reset_by_peer_is_status_1() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
