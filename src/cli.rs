@@ -289,8 +289,9 @@ pub struct TalkArgs {
     #[arg(short = 'C', long, conflicts_with = "eol")]
     pub crlf: bool,
     /// Line ending sent after each typed line: lf, crlf, or none (each line a message of its
-    /// own, as the tutorial's Python peers expect). Default: on TCP each line keeps its own; a
-    /// datagram, and the bytes of a hex line, carry none.
+    /// own, as the tutorial's Python peers expect; a terminal then also shows each read from
+    /// the peer at once). Default: on TCP each line keeps its own; a datagram, and the bytes of
+    /// a hex line, carry none.
     #[arg(long, value_enum, value_name = "EOL")]
     pub eol: Option<Eol>,
     /// Tag each received message with the sender's address (default for udp listen on a

@@ -5,8 +5,8 @@
 //! is sanitised and ends with a newline; tags (sender, time) start each message when asked for.
 //! It also watches for the quit word, compared on the wire bytes.
 
-use super::Options;
 use super::outbound::Flow;
+use super::{Eol, Options};
 use crate::codec::{Encoding, HexDump, TextDecoder, sanitize_into};
 use crate::transport::display_addr;
 use std::net::SocketAddr;
@@ -33,6 +33,9 @@ pub struct Inbound {
     /// On a terminal: the last line was ended by a time-out, not by the peer; a line end that
     /// comes first in the next read is that line's own, not an empty line.
     broken: bool,
+    /// On a terminal, an unfinished line waits for its rest; not with `--eol none`, where the
+    /// peer is taken to send bare messages, as we do, and each read is shown as it comes.
+    hold_lines: bool,
 }
 
 /// How long, on a terminal, a read that ends inside a line waits for the rest of that line.
@@ -83,6 +86,7 @@ impl Inbound {
             held: Vec::new(),
             held_since: None,
             broken: false,
+            hold_lines: opts.eol != Eol::None,
         }
     }
 
@@ -148,7 +152,7 @@ impl Inbound {
                     if end > start || self.held_since.is_none() {
                         self.held_since = Some(std::time::Instant::now());
                     }
-                    if quit || self.held.len() > HOLD_MAX {
+                    if quit || !self.hold_lines || self.held.len() > HOLD_MAX {
                         self.release_line(out);
                     }
                 } else {
@@ -390,6 +394,24 @@ mod tests {
         i.stream(b"\n", peer(), &mut out);
         i.stream(b"next\n", peer(), &mut out);
         assert_eq!(out, b"next\n");
+    }
+
+    /// With `--eol none` the peer's messages have no line ends: each read is shown at once, as
+    /// a line of its own, instead of waiting for the rest of a line that will not come.
+    #[test]
+    fn with_eol_none_each_read_is_shown_at_once() {
+        let opts = Options {
+            pretty: true,
+            eol: Eol::None,
+            ..Options::default()
+        };
+        let mut i = Inbound::new(&opts);
+        let mut out = Vec::new();
+        i.stream("第一行".as_bytes(), peer(), &mut out);
+        assert_eq!(i.hold_deadline(), None);
+        i.stream("第二行".as_bytes(), peer(), &mut out);
+        i.stream(b"three\n", peer(), &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "第一行\n第二行\nthree\n");
     }
 
     #[test]
