@@ -207,10 +207,16 @@ pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
 /// Characters allowed in nicknames: visible, and not able to act on a terminal or reorder text.
 /// Invisible ones are refused too, so that `server` plus a variation selector cannot pass for
 /// the server, nor `guest-1` plus a grapheme joiner for guest-1: Unicode's
-/// Default_Ignorable_Code_Point set (DerivedCoreProperties.txt), and the blank Braille pattern.
+/// Default_Ignorable_Code_Point set (DerivedCoreProperties.txt), every format character
+/// (General_Category Cf, which terminals draw with no width: `server` + U+FFFB looked like the
+/// server), the blank Braille pattern, and code points of no script (unassigned, private use,
+/// noncharacters: no one can tell what they look like).
 fn printable(c: char) -> bool {
+    use unicode_script::{Script, UnicodeScript};
     !(c.is_whitespace()
         || c.is_control()
+        || c.script() == Script::Unknown
+        || is_format(c)
         || matches!(
             c,
             '\u{ad}'
@@ -232,6 +238,35 @@ fn printable(c: char) -> bool {
                 | '\u{1d173}'..='\u{1d17a}'
                 | '\u{e0000}'..='\u{e0fff}'
         ))
+}
+
+/// General_Category Cf (format characters), from Unicode 16's DerivedGeneralCategory.txt. No
+/// crate we use exposes the general category; the list is short and changes rarely.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 #[cfg(test)]
@@ -287,9 +322,22 @@ mod tests {
             '\u{2800}',
             '\u{200b}',
             '\u{e0061}',
+            // Format characters outside Default_Ignorable (zero width in terminals).
+            '\u{fffb}',
+            '\u{13430}',
+            '\u{600}',
+            '\u{110bd}',
+            // Unassigned, a noncharacter, private use.
+            '\u{378}',
+            '\u{ffff}',
+            '\u{e000}',
         ] {
             assert!(check_nick(&format!("server{c}")).is_err(), "{c:?}");
             assert!(check_nick(&format!("{c}")).is_err(), "{c:?}");
+        }
+        // Visible names of every kind still pass: emoji, combining marks, other scripts.
+        for ok in ["bob😀", "e\u{301}ric", "नमस्ते", "guest_1", "ÿ"] {
+            assert!(check_nick(ok).is_ok(), "{ok}");
         }
         assert!(check_nick("Server").unwrap_err().contains("reserved"));
         // Lookalikes of "server": Cyrillic ѕ and е, a digit for a letter.
