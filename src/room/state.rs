@@ -420,7 +420,8 @@ impl Room {
     /// sender should then [`Room::wait_for_private_reader`] before it sends more, so that a
     /// burst of private lines slows its senders down rather than cutting off a reader.
     pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Option<ClientId>, String> {
-        let nobody = || format!("no one here is called {to:?} (/who lists who is)");
+        // The name as given, in quotes: the reply is sanitised once, by the caller.
+        let nobody = || format!("no one here is called \"{to}\" (/who lists who is)");
         if to.chars().count() > MAX_NICK_CHARS {
             return Err(nobody());
         }
@@ -435,7 +436,7 @@ impl Room {
                 .and_then(|o| st.members.get(o));
             return Err(match like {
                 Some(m) => format!(
-                    "no one here is called {to:?}; {} only looks like it (/who lists who is)",
+                    "no one here is called \"{to}\"; {} only looks like it (/who lists who is)",
                     m.nick
                 ),
                 None => nobody(),

@@ -170,6 +170,12 @@ fn three_kinds_of_client_and_every_command() {
             .line()
             .starts_with("! no one here is called \"nobody\"")
     );
+    // The name is escaped once, as everything from a client is.
+    alice.send("/msg no\x1bbody\\ hi");
+    assert_eq!(
+        alice.line(),
+        "! no one here is called \"no\\x1bbody\\\" (/who lists who is)"
+    );
     alice.send("/msg");
     assert_eq!(alice.line(), "! usage: /msg NICK text");
     alice.send("/me waves");
