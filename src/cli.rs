@@ -107,10 +107,12 @@ pub struct RoomArgs {
     /// Announce joins and leaves only while the room has at most N members.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub announce_max: usize,
-    /// Threads serving the room, each flushing a share of the clients (0: one per core). One
-    /// was best on 2 cores shared with the clients; more help when the cores are the room's.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub threads: usize,
+    /// Threads serving the room, each flushing a share of the clients (0: one per core; at
+    /// most 256). One was best on 2 cores shared with the clients; more help when the cores
+    /// are the room's.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub threads: u16,
 }
 
 impl RoomArgs {
@@ -505,7 +507,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => crate::demo::run().await?,
         // The room handles Ctrl-C and SIGTERM itself: it shuts down in order and exits 0.
         Command::Room(args) => {
-            crate::room::serve(&args.addr, args.config(), quiet, args.threads).await?
+            crate::room::serve(&args.addr, args.config(), quiet, args.threads.into()).await?
         }
         Command::Trace(args) => crate::trace::run(args.config()).await?,
         Command::Tcp(TcpCommand::Listen {

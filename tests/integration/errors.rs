@@ -234,6 +234,12 @@ fn bad_arguments_are_status_2() {
         2,
         &["the quit word \"€\" has characters GBK cannot carry"],
     );
+    // Thousands of room threads ended in a panic when the system refused one.
+    expect_error(
+        &["room", "127.0.0.1:0", "--threads", "100000"],
+        2,
+        &["100000 is not in 0..=256"],
+    );
 }
 
 /// A peer that closes while our input still flows: our next data meets its reset, and the write
