@@ -104,6 +104,11 @@ pub struct RoomArgs {
     /// is disconnected. The room keeps those lines once for all clients.
     #[arg(long, value_name = "LINES", default_value_t = 16_384)]
     pub queue: usize,
+    /// Bytes of lines a client may fall behind likewise: it is disconnected at --queue lines or
+    /// at this many bytes, whichever comes first (at least 65536). Also kept once for all.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(65536..))]
+    pub queue_bytes: u64,
     /// Announce joins and leaves only while the room has at most N members.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub announce_max: usize,
@@ -127,6 +132,7 @@ impl RoomArgs {
             encoding: self.encoding.unwrap_or(Encoding::UTF8),
             log: self.log.clone(),
             queue: self.queue,
+            queue_bytes: self.queue_bytes,
             announce_max: self.announce_max,
             ..crate::room::Config::default()
         }

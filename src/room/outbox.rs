@@ -36,11 +36,18 @@ const MAX_IOV: usize = 64;
 /// The most bytes one gather write carries.
 const MAX_WRITE: usize = 256 << 10;
 
-/// The most bytes of lines for one member alone (replies, private messages) kept unsent while
-/// it is not reading. A member that is reading is never cut off for them (only the room's
-/// total bounds them): instead, whoever sends it a private line while it has more than this
-/// unsent waits until it has caught up ([`super::state::Room::wait_for_private_reader`]).
+/// The most bytes of lines for one member alone (replies, private messages) kept unsent
+/// before whoever sends it a private line waits until it has caught up
+/// ([`super::state::Room::wait_for_private_reader`]): a burst of private lines slows its
+/// senders down rather than piling up.
 pub const PRIVATE_MAX: usize = 64 << 10;
+
+/// The most bytes of lines for one member alone kept while its socket is full, before it is
+/// cut off. Far more than [`PRIVATE_MAX`]: a member that reads but is behind on a busy room
+/// (its socket full for seconds at a time, and its senders not waiting for it then) must not
+/// be cut off by a few long private lines or a long `/who`, which it would read soon; one
+/// that does not read at all holds at most this much of the room's memory.
+pub const PRIVATE_BLOCKED_MAX: usize = 1 << 20;
 
 /// The most bytes of such lines kept unsent for all members together before members that are
 /// not reading are cut off.
@@ -398,8 +405,9 @@ impl Conn {
     }
 
     /// Queues a line for this member alone, after log entries before `tag`. Returns false when
-    /// the member must be cut off: it is not reading and has more than [`PRIVATE_MAX`] unsent,
-    /// or the room more than [`PRIVATE_TOTAL`]. A single line (the greeting) always fits.
+    /// the member must be cut off: its socket is full and it has more than
+    /// [`PRIVATE_BLOCKED_MAX`] unsent, or the room more than [`PRIVATE_TOTAL`]. A single line
+    /// (the greeting) always fits.
     pub fn push_private(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         out.private_bytes += chunk.len();
@@ -410,7 +418,8 @@ impl Conn {
         }
         // A member that is reading is not cut off for what others hold: its senders wait for
         // it instead (see PRIVATE_MAX).
-        out.mode != Mode::Blocked || (out.private_bytes <= PRIVATE_MAX && total <= PRIVATE_TOTAL)
+        out.mode != Mode::Blocked
+            || (out.private_bytes <= PRIVATE_BLOCKED_MAX && total <= PRIVATE_TOTAL)
     }
 
     /// Queues a chunk that many members share (the history for joiners): like
@@ -418,7 +427,9 @@ impl Conn {
     pub fn push_shared(&self, out: &mut Out, tag: u64, chunk: Chunk) -> bool {
         out.private_bytes += chunk.len();
         out.private.push_back((tag, chunk, false));
-        out.private.len() == 1 || out.mode != Mode::Blocked || out.private_bytes <= PRIVATE_MAX
+        out.private.len() == 1
+            || out.mode != Mode::Blocked
+            || out.private_bytes <= PRIVATE_BLOCKED_MAX
     }
 
     /// Sets the member's encoding for log entries written from now on.

@@ -929,6 +929,45 @@ mod tests {
         );
     }
 
+    /// A member behind on a busy room (its socket full) that is sent a few long private lines
+    /// is not cut off for them: it gets them, in order with the room's lines, when it reads.
+    #[tokio::test]
+    async fn private_lines_to_a_member_behind_do_not_cut_it_off() {
+        let r = room(Config {
+            queue: 1 << 20,
+            queue_bytes: 1 << 30,
+            ..Config::default()
+        });
+        let a = join(&r, 1).await;
+        let mut p = join(&r, 2).await;
+        let line = |i: usize| format!("{i:06} {}", "p".repeat(4000));
+        let mut sent = 0;
+        while p.conn.out().mode() != Mode::Blocked {
+            assert!(sent < 100_000, "the socket never filled");
+            r.say(a.id, &line(sent));
+            sent += 1;
+            tokio::task::yield_now().await;
+        }
+        // 80 kB of private lines, more than PRIVATE_MAX, while it is behind.
+        let private = "m".repeat(4000);
+        for _ in 0..20 {
+            assert!(r.private(a.id, "guest-2", &private).is_ok());
+        }
+        assert!(!p.conn.kick.token.is_cancelled(), "cut off while reading");
+        let mut publics = 0;
+        let mut privates = 0;
+        while publics < sent || privates < 20 {
+            let l = p.line().await;
+            if l.starts_with("*guest-1* ") {
+                privates += 1;
+            } else {
+                assert_eq!(l, format!("<guest-1> {}\n", line(publics)));
+                publics += 1;
+            }
+        }
+        assert!(!p.conn.kick.token.is_cancelled());
+    }
+
     #[tokio::test]
     async fn replies_to_a_member_that_never_reads_are_bounded_too() {
         let r = room(Config::default());

@@ -440,6 +440,44 @@ fn a_full_room_says_so() {
     }
 }
 
+/// `--queue-bytes` cuts off a client that does not read once the room holds that many bytes
+/// for it, however many lines `--queue` would allow: 4 MB of lines against a 64 KiB budget.
+#[test]
+fn queue_bytes_bounds_what_a_non_reader_may_fall_behind() {
+    let (server, port) = room(&[
+        "--rate",
+        "0",
+        "--queue",
+        "1000000",
+        "--queue-bytes",
+        "65536",
+    ]);
+    let slow = {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        let mut c = Client::join_stream(s.into());
+        c.send("/nick slow");
+        c.wait("known as slow");
+        c
+    };
+    let mut sender = Client::named(port, "sender");
+    let pad = "p".repeat(190);
+    let mut batch = String::new();
+    for i in 0..20_000 {
+        batch.push_str(&format!("{i}-{pad}\n"));
+        if batch.len() > 32 << 10 {
+            sender.send_bytes(batch.as_bytes());
+            batch.clear();
+        }
+    }
+    sender.send_bytes(batch.as_bytes());
+    server.stderr.wait_text("slow left (send queue full)");
+    drop(slow);
+}
+
 /// Two senders push 20,000 lines each while a third client reads everything and a fourth
 /// never reads: the reader gets every line, whole and in order; the fourth is cut off.
 #[test]
