@@ -93,7 +93,7 @@ pub struct RoomArgs {
     /// Append a timestamped transcript to FILE.
     #[arg(long, value_name = "FILE")]
     pub log: Option<std::path::PathBuf>,
-    /// Send each joiner the last N chat lines.
+    /// Send each joiner the last N chat lines (at most 512 KiB of them).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub history: usize,
     /// The wire encoding a client has until it says otherwise with /encoding (gbk for a room

@@ -25,6 +25,11 @@ const WHO_MAX_NAMES: usize = 100;
 /// The most log entries a member catching up on its own copies at once.
 const CATCH_UP_MAX: usize = 1024;
 
+/// The most bytes of history kept, whatever `--history` says: with long lines allowed
+/// (`--max-line`) the last N lines could otherwise pin gigabytes. Below
+/// [`super::outbox::PRIVATE_BLOCKED_MAX`], so a joiner always has room for it.
+pub const HISTORY_BYTES: usize = 512 << 10;
+
 /// The room's side of one client.
 struct Member {
     nick: String,
@@ -48,6 +53,8 @@ struct State {
     log: Log,
     /// The last chat lines, in the room's encoding, each shared by the queues of joiners.
     history: VecDeque<Chunk>,
+    /// Their bytes, at most [`HISTORY_BYTES`].
+    history_bytes: usize,
     transcript: Option<Transcript>,
     /// Whether joins and leaves are currently announced (see `Config::announce_max`).
     announcing: bool,
@@ -83,6 +90,7 @@ impl Room {
                 next_guest: 1,
                 log: Log::default(),
                 history: VecDeque::new(),
+                history_bytes: 0,
                 transcript: transcript.map(Transcript::new),
                 announcing: true,
                 closing: false,
@@ -288,10 +296,15 @@ impl Room {
         self.broadcast(st, from, &line, &mut cuts);
         log(st, line.trim_end());
         if self.config.history > 0 {
-            if st.history.len() == self.config.history {
-                st.history.pop_front();
+            let chunk = encode(&line, self.config.encoding);
+            st.history_bytes += chunk.len();
+            st.history.push_back(chunk);
+            while st.history.len() > self.config.history || st.history_bytes > HISTORY_BYTES {
+                match st.history.pop_front() {
+                    Some(old) => st.history_bytes -= old.len(),
+                    None => break,
+                }
             }
-            st.history.push_back(encode(&line, self.config.encoding));
         }
         self.settle(st, cuts);
     }
@@ -984,6 +997,35 @@ mod tests {
         assert!(a.conn.kick.token.is_cancelled());
         assert_eq!(a.conn.kick.reason(), "send queue full");
         assert_eq!(r.len(), 0);
+    }
+
+    /// The history keeps its last N lines up to HISTORY_BYTES: 200 lines of 64 kB with
+    /// `--history 10000` hold 512 KiB, not 12 MB.
+    #[tokio::test]
+    async fn the_history_is_bounded_in_bytes() {
+        let r = Room::new(
+            Arc::new(Config {
+                history: 10_000,
+                max_line: 1 << 20,
+                ..Config::default()
+            }),
+            EventSink::discard(),
+            None,
+        );
+        for i in 0..200 {
+            r.server_say(&format!("{i:03} {}", "h".repeat(64_000)));
+        }
+        let st = r.lock();
+        let bytes: usize = st.history.iter().map(|c| c.len()).sum();
+        assert_eq!(bytes, st.history_bytes);
+        assert!(bytes <= HISTORY_BYTES, "{bytes}");
+        assert_eq!(st.history.len(), HISTORY_BYTES / 64_014);
+        // The newest are kept.
+        assert!(
+            st.history
+                .back()
+                .is_some_and(|c| c.starts_with(b"<server> 199 "))
+        );
     }
 
     #[tokio::test]
