@@ -106,14 +106,14 @@ impl Entry {
 /// `iso-8859-11`) do the same, and x-user-defined puts U+F780-U+F79F there. For those, such
 /// characters are sent escaped (`\u{203a}`), like any other control sequence from a peer.
 /// Code pages whose own letters live there (windows-1250's `š`, ibm866's `А`-`Я`, macintosh's
-/// `é`) keep them. In any single-byte encoding, a character with no byte is sent escaped too,
-/// rather than as `?`.
+/// `é`) keep them. In any encoding, a character it cannot carry is sent escaped too, rather
+/// than as `?`: in GBK `bob😀` and `bob?` would look the same.
 pub fn encode(text: &str, enc: Encoding) -> Chunk {
     if enc.is_utf8() {
         return Arc::from(text.as_bytes());
     }
     let mut out = Vec::with_capacity(text.len());
-    if !enc.is_single_byte() || text.is_ascii() {
+    if text.is_ascii() {
         enc.encode_message(text, &mut out);
         return Arc::from(out);
     }
@@ -121,6 +121,14 @@ pub fn encode(text: &str, enc: Encoding) -> Chunk {
         enc.name(),
         "windows-1252" | "windows-1254" | "windows-874" | "x-user-defined"
     );
+    // Multi-byte encodings have no C1 risk: the whole line at once, unless something in it
+    // has no bytes there.
+    if !enc.is_single_byte() {
+        if enc.encode_message(text, &mut out) == 0 {
+            return Arc::from(out);
+        }
+        out.clear();
+    }
     let mut one = Vec::with_capacity(4);
     let mut utf8 = [0u8; 4];
     for c in text.chars() {
@@ -944,6 +952,17 @@ mod tests {
         }
         // Other encodings are untouched by this.
         assert_eq!(&encode("\u{4f60}", Encoding::GBK)[..], b"\xc4\xe3");
+        // What a multi-byte encoding cannot carry is escaped as in single-byte ones, not '?':
+        // `bob😀` must not read as `bob?`.
+        assert_eq!(
+            &encode("<bob\u{1f600}> \u{4f60}?", Encoding::GBK)[..],
+            b"<bob\\u{1f600}> \xc4\xe3?"
+        );
+        for label in ["shift_jis", "big5", "euc-kr", "euc-jp", "iso-2022-jp"] {
+            let enc = Encoding::from_label(label).unwrap();
+            let chunk = encode("a\u{1f600}b", enc);
+            assert_eq!(&chunk[..], b"a\\u{1f600}b", "{label}");
+        }
     }
 
     #[test]
