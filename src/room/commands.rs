@@ -163,6 +163,21 @@ fn look_words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `text` as it looks, in tokens between spaces: look-alike letters folded as in
+/// [`look_words`], invisible characters dropped, punctuation kept.
+fn look_tokens(text: &str) -> Vec<String> {
+    let folded: String = unicode_security::skeleton(text)
+        .take(96)
+        .flat_map(char::to_lowercase)
+        .filter(|c| c.is_whitespace() || printable(*c))
+        .collect();
+    folded
+        .split_whitespace()
+        .take(8)
+        .map(String::from)
+        .collect()
+}
+
 /// The room's notices that begin with a fixed word or two (`* more than N members: ...`,
 /// `* welcome to the room, ...`).
 const NOTICES: [&str; 7] = [
@@ -191,7 +206,21 @@ pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
         std::sync::LazyLock::new(|| NOTICES.iter().map(|n| look_words(n)).collect());
     let [joined, left, renamed, members, online] = &*PATTERNS;
     let said = look_words(text);
-    let about_member = [joined, left, renamed].iter().any(|p| starts(&said, p));
+    // Only the notices' own shapes: `joined` alone, `left` alone or followed by punctuation
+    // (`left (quit)`, `left: ...`), `is now known as` one name. `/me left the keys at home`
+    // is a sentence, not a notice.
+    let tokens = look_tokens(text);
+    let about_member = if starts(&said, joined) {
+        tokens.len() == 1
+    } else if starts(&said, left) {
+        let glued = tokens
+            .first()
+            .is_some_and(|t| t.chars().any(|c| !c.is_alphanumeric()));
+        let next = tokens.get(1).and_then(|t| t.chars().next());
+        tokens.len() == 1 || glued || next.is_some_and(|c| !c.is_alphanumeric())
+    } else {
+        starts(&said, renamed) && tokens.len() <= 5
+    };
     // A count: digits, or letters that pass for them.
     let number = nick.chars().any(char::is_numeric)
         && nick.chars().all(|c| c.is_numeric() || "lIoO|".contains(c));
@@ -409,6 +438,9 @@ mod tests {
             ("bob", "joined"),
             ("bob", "is now known as alice"),
             ("bob", "left: bye"),
+            ("bob", "left"),
+            ("bob", "joined."),
+            ("bob", "left , gone"),
             // Invisible and look-alike characters do not get past it.
             ("bob", "\u{200b}left (quit)"),
             ("bob", "\u{ad}joined"),
@@ -437,6 +469,10 @@ mod tests {
             ("3", "waves"),
             ("more", "coffee please"),
             ("lol", "members only"),
+            // Sentences that start with a notice's word but do not have its shape.
+            ("bob", "left the keys at home"),
+            ("bob", "joined the company last year"),
+            ("bob", "is now known as the best cook in town"),
         ] {
             assert!(check_me(nick, t).is_ok(), "{nick} {t}");
         }
