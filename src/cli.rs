@@ -82,7 +82,12 @@ pub struct RoomArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub max_line: usize,
     /// Lines a second each client may send on average (0: no limit); faster lines are held back.
-    #[arg(long, value_name = "MSGS_PER_SEC", default_value_t = 20.0)]
+    #[arg(
+        long,
+        value_name = "MSGS_PER_SEC",
+        default_value_t = 20.0,
+        allow_negative_numbers = true
+    )]
     pub rate: f64,
     /// Lines a client may send at once before --rate applies.
     #[arg(long, value_name = "N", default_value_t = 40)]

@@ -145,7 +145,10 @@ impl Config {
             return bad("--queue must be at least 16 lines");
         }
         if let Some((rate, _)) = self.rate {
-            if !(rate.is_finite() && rate >= MIN_RATE) {
+            if !rate.is_finite() {
+                return bad("--rate must be a number of lines a second (0 turns the limit off)");
+            }
+            if rate < MIN_RATE {
                 return bad("--rate must be at least 0.001 lines a second (0 turns the limit off)");
             }
         }

@@ -74,7 +74,16 @@ fn room_port_in_use_is_status_3_and_unknown_host_5() {
 fn room_settings_out_of_range_are_status_2() {
     for (setting, words) in [
         (["--rate", "1e-20"], "--rate must be at least 0.001"),
-        (["--rate", "nan"], "--rate must be at least 0.001"),
+        (
+            ["--rate", "nan"],
+            "--rate must be a number of lines a second",
+        ),
+        (
+            ["--rate", "inf"],
+            "--rate must be a number of lines a second",
+        ),
+        // A negative number is a value out of range, not a stray argument.
+        (["--rate", "-1"], "--rate must be at least 0.001"),
         (["--max-line", "15"], "--max-line must be at least 16"),
         (["--max-clients", "0"], "--max-clients must be at least 1"),
         (["--history", "100000"], "--history must be at most 10000"),
