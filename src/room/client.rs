@@ -1,13 +1,14 @@
-//! One connection: a reader (bounded lines -> decode -> rate limit -> command or chat) and a
-//! writer that takes over from the flushers while the client's socket is full, run together in
-//! one task. At the end the task writes what the client is still owed, then closes.
+//! One connection: a reader (telnet commands out -> line ends -> bounded lines -> decode ->
+//! rate limit -> command or chat) and a writer that takes over from the flushers while the
+//! client's socket is full, run together in one task. At the end the task writes what the
+//! client is still owed, then closes.
 
 use super::Config;
 use super::commands::{HELP, Input, parse};
 use super::limits::RateLimit;
 use super::outbox::{ClientId, Conn, Flushed};
 use super::state::Room;
-use crate::codec::{Encoding, LineSplitter, Piece, sanitize_into};
+use crate::codec::{Encoding, LineSplitter, Piece, TelnetFilter, sanitize_into};
 use crate::transport::describe;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,87 @@ enum Framed {
     Line(Vec<u8>),
     /// A line longer than `--max-line`; its bytes are dropped, not kept.
     TooLong,
+}
+
+/// Bounded line framing for one client: lines of at most `--max-line` bytes, and one
+/// [`Framed::TooLong`] for each longer line, whose bytes are dropped as they come.
+struct Framer {
+    splitter: LineSplitter,
+    /// True while the rest of a line that was too long is being dropped.
+    discarding: bool,
+    /// Framed, not yet acted on.
+    lines: Vec<Framed>,
+}
+
+impl Framer {
+    fn new(max_line: usize) -> Self {
+        Framer {
+            // Line ends reach it as one LF each (see `LineEnds`), so a line is too long exactly
+            // when the splitter has to pass it on in pieces.
+            splitter: LineSplitter::new(max_line),
+            discarding: false,
+            lines: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let Framer {
+            splitter,
+            discarding,
+            lines,
+        } = self;
+        splitter.push(bytes, &mut |p| frame(p, discarding, lines));
+    }
+
+    /// Takes an unfinished line as a line of its own.
+    fn finish(&mut self) {
+        let Framer {
+            splitter,
+            discarding,
+            lines,
+        } = self;
+        splitter.finish(&mut |p| frame(p, discarding, lines));
+    }
+}
+
+/// Takes one piece from the splitter into `lines`.
+fn frame(p: Piece<'_>, discarding: &mut bool, lines: &mut Vec<Framed>) {
+    match p {
+        Piece::Partial(_) => {
+            if !std::mem::replace(discarding, true) {
+                lines.push(Framed::TooLong);
+            }
+        }
+        Piece::Line { text, .. } => {
+            if !std::mem::take(discarding) {
+                lines.push(Framed::Line(text.to_vec()));
+            }
+        }
+    }
+}
+
+/// A client's bytes on their way to line framing: telnet commands taken out (a telnet client
+/// sends them mixed with its text), then line ends made one LF each.
+#[derive(Default)]
+struct Incoming {
+    telnet: TelnetFilter,
+    ends: LineEnds,
+}
+
+impl Incoming {
+    fn push(&mut self, data: &[u8], framer: &mut Framer) {
+        let Incoming { telnet, ends } = self;
+        telnet.filter(data, &mut |run| {
+            ends.normalize(run, &mut |run| framer.push(run))
+        });
+    }
+
+    /// The client is gone: what it sent last is a line even without a line end.
+    fn end(&mut self, framer: &mut Framer) {
+        let Incoming { telnet, ends } = self;
+        telnet.finish(&mut |run| ends.normalize(run, &mut |run| framer.push(run)));
+        framer.finish();
+    }
 }
 
 /// Serves one connection until it leaves, is cut off, or the room shuts down.
@@ -75,19 +157,27 @@ struct LineEnds {
 }
 
 impl LineEnds {
-    /// Rewrites `buf` in place; returns the length of what is left.
-    fn normalize(&mut self, buf: &mut [u8]) -> usize {
-        let mut w = 0;
-        for r in 0..buf.len() {
-            let b = buf[r];
+    /// Passes `data` on to `emit` in runs, each line end made one LF.
+    fn normalize(&mut self, data: &[u8], emit: &mut dyn FnMut(&[u8])) {
+        // Start of the run not yet passed on.
+        let mut start = 0;
+        for (i, &b) in data.iter().enumerate() {
             let after_cr = std::mem::replace(&mut self.after_cr, b == b'\r');
-            if (b == b'\n' || b == 0) && after_cr {
+            let drop = after_cr && (b == b'\n' || b == 0);
+            if b != b'\r' && !drop {
                 continue;
             }
-            buf[w] = if b == b'\r' { b'\n' } else { b };
-            w += 1;
+            if start < i {
+                emit(&data[start..i]);
+            }
+            if !drop {
+                emit(b"\n");
+            }
+            start = i + 1;
         }
-        w
+        if start < data.len() {
+            emit(&data[start..]);
+        }
     }
 }
 
@@ -171,19 +261,13 @@ async fn read_loop(
     let cut = kick.token.cancelled();
     let closing = shutdown.cancelled();
     tokio::pin!(cut, closing);
-    // One byte over the limit, for the '\r' of a CRLF line of exactly --max-line bytes; a line
-    // that is longer without it is refused below.
-    let mut splitter = LineSplitter::new(config.max_line + 1);
-    let mut ends = LineEnds::default();
-    let mut framed: Vec<Framed> = Vec::new();
-    let mut discarding = false;
+    let mut framer = Framer::new(config.max_line);
+    let mut incoming = Incoming::default();
     let mut encoding = config.encoding;
     let mut wait_for = None;
     let mut rate = config.rate.map(|(r, burst)| RateLimit::new(r, burst));
     let mut throttled = false;
     loop {
-        // Wait for data, then read it into a buffer on the stack: no buffer is held while a
-        // client is idle, which is most of the time for most of thousands of clients.
         let read = async {
             match config.idle_timeout {
                 Some(t) => tokio::time::timeout(t, rd.readable()).await.ok(),
@@ -205,40 +289,26 @@ async fn read_loop(
                 Some(Err(e)) => return describe(&e),
             },
         };
-        let mut buf = [0u8; READ_SIZE];
-        let n = match rd.try_read(&mut buf) {
-            Ok(0) => 0,
-            Ok(n) => match ends.normalize(&mut buf[..n]) {
-                // Only the LF of a CRLF split across reads: nothing new.
-                0 => continue,
-                n => n,
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return describe(&e),
-        };
-        let mut frame = |p: Piece<'_>| match p {
-            Piece::Partial(_) => {
-                if !discarding {
-                    framed.push(Framed::TooLong);
+        // A buffer on the stack, in a block with no await in it, so that it is not part of the
+        // task: nothing is held for a client while it is idle, which is most of the time for
+        // most of thousands of clients.
+        let closed = {
+            let mut buf = [0u8; READ_SIZE];
+            match rd.try_read(&mut buf) {
+                Ok(0) => {
+                    // A last line without a newline is still delivered, as a line of its own.
+                    incoming.end(&mut framer);
+                    true
                 }
-                discarding = true;
-            }
-            Piece::Line { text, .. } => {
-                if std::mem::take(&mut discarding) {
-                } else if text.len() > config.max_line {
-                    framed.push(Framed::TooLong);
-                } else {
-                    framed.push(Framed::Line(text.to_vec()));
+                Ok(n) => {
+                    incoming.push(&buf[..n], &mut framer);
+                    false
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return describe(&e),
             }
         };
-        if n == 0 {
-            // A last line without a newline is still delivered, as a line of its own.
-            splitter.finish(&mut frame);
-        } else {
-            splitter.push(&buf[..n], &mut frame);
-        }
-        for item in framed.drain(..) {
+        for item in framer.lines.drain(..) {
             if let Some(limit) = rate.as_mut() {
                 let mut first = true;
                 while let Some(wait) = limit.take() {
@@ -290,7 +360,7 @@ async fn read_loop(
                 }
             }
         }
-        if n == 0 {
+        if closed {
             return "connection closed".into();
         }
         // A sender faster than the flushers waits for them (and its socket fills), so the
@@ -382,16 +452,58 @@ fn handle(
 mod tests {
     use super::*;
 
+    /// `pieces` through one client's input. Returns the lines, with `!` for one that was too
+    /// long.
+    fn lines(max_line: usize, pieces: &[&[u8]]) -> Vec<String> {
+        let mut framer = Framer::new(max_line);
+        let mut incoming = Incoming::default();
+        for bytes in pieces {
+            incoming.push(bytes, &mut framer);
+        }
+        incoming.end(&mut framer);
+        framer
+            .lines
+            .drain(..)
+            .map(|l| match l {
+                Framed::Line(b) => String::from_utf8_lossy(&b).into_owned(),
+                Framed::TooLong => "!".into(),
+            })
+            .collect()
+    }
+
     #[test]
     fn line_ends_lf_crlf_and_bare_cr_become_one_lf() {
         let mut ends = LineEnds::default();
         let mut all = Vec::new();
         // A CRLF split across two reads, then bare CRs, then a read that is only the LF.
         for piece in [&b"a\r\nb\r"[..], b"\nc\rd\r\re", b"\r", b"\n", b"f\r\0g\n"] {
-            let mut buf = piece.to_vec();
-            let n = ends.normalize(&mut buf);
-            all.extend_from_slice(&buf[..n]);
+            ends.normalize(piece, &mut |run| {
+                assert!(!run.is_empty());
+                all.extend_from_slice(run)
+            });
         }
         assert_eq!(all, b"a\nb\nc\nd\n\ne\nf\ng\n");
+    }
+
+    /// Telnet commands go before line ends are looked at, so a CR NUL or a CRLF with a command
+    /// between its halves is still one line end; an option byte that is a CR or LF is no line
+    /// end.
+    #[test]
+    fn telnet_commands_come_out_before_line_ends() {
+        let putty = b"\xff\xfb\x1f\xff\xfb\x20\xff\xfb\x18\xff\xfb\x27\xff\xfd\x01";
+        assert_eq!(
+            lines(64, &[&putty[..], b"/nick alice\r\0hi\r", b"\xff\xf1\n"]),
+            ["/nick alice", "hi"]
+        );
+        assert_eq!(
+            lines(64, &[b"a\xff\xfd\rb\xff\xfa\x18\n\r\xff\xf0c\n"]),
+            ["abc"]
+        );
+    }
+
+    /// A 0xFF the stream ended on is passed on as the byte it was.
+    #[test]
+    fn an_iac_at_the_end_is_data() {
+        assert_eq!(lines(64, &[b"caf\xe9\xff"]), ["caf\u{fffd}\u{fffd}"]);
     }
 }

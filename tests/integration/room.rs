@@ -944,3 +944,56 @@ fn a_burst_of_private_lines_does_not_cut_off_a_reader() {
         got += 1;
     }
 }
+
+/// What PuTTY (connection type Telnet) sends as soon as it connects: WILL NAWS, TSPEED,
+/// TTYPE and NEW-ENVIRON, DO ECHO, WILL SGA, DO SGA.
+const PUTTY: &[u8] =
+    b"\xff\xfb\x1f\xff\xfb\x20\xff\xfb\x18\xff\xfb\x27\xff\xfd\x01\xff\xfb\x03\xff\xfd\x03";
+
+/// Telnet commands reach nobody and break no command; `IAC IAC` is one 0xFF, and a 0xFF before
+/// a byte below 0xF0 is the byte it is ('ÿ' in latin1).
+#[test]
+fn telnet_commands_are_taken_out_of_what_a_client_sends() {
+    let (_server, port) = room(&[]);
+    let mut b = Client::named(port, "bob");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Like PuTTY, before it has read anything.
+    stream.write_all(PUTTY).unwrap();
+    let mut a = Client::join_stream(stream);
+    let guest = a.nick.clone();
+    a.send_bytes(b"/nick alice\r\n");
+    assert_eq!(
+        b.wait("known as"),
+        format!("* {guest} is now known as alice")
+    );
+    a.send_bytes(b"hello everyone\r\n");
+    assert_eq!(b.line(), "<alice> hello everyone");
+    // netkit telnet's Ctrl-C in line mode (IAC IP, IAC DO TIMING-MARK), then a command.
+    a.send_bytes(b"\xff\xf4\xff\xfd\x06/me waves\r\n");
+    assert_eq!(b.line(), "* alice waves");
+    // A terminal type in a subnegotiation, in the middle of a line.
+    a.send_bytes(b"one \xff\xfa\x18\x00xterm\xff\xf0two\r\n");
+    assert_eq!(b.line(), "<alice> one two");
+    a.send("/encoding latin1");
+    a.wait("encoding is now");
+    a.send_bytes(b"\xff\xff \xffa \xff\r\n");
+    assert_eq!(b.line(), "<alice> \u{ff} \u{ff}a \u{ff}");
+}
+
+/// A telnet command split between two reads is taken out all the same, wherever the split.
+#[test]
+fn a_telnet_command_split_between_two_reads_is_taken_out() {
+    let (_server, port) = room(&["--rate", "0"]);
+    let mut b = Client::named(port, "bob");
+    let mut a = Client::named(port, "alice");
+    b.wait("known as alice");
+    let commands = b"\xff\xfb\x1f\xff\xfa\x18\x00xterm\xff\xff\xff\xf0\xff\xf4\xff\xfd\x06";
+    for k in 1..commands.len() {
+        // The reply to /who shows that the server has read the first part before the rest is
+        // sent.
+        a.send_bytes(&[&b"/who\r\n"[..], &commands[..k]].concat());
+        a.wait("online");
+        a.send_bytes(&[&commands[k..], format!("split at {k}\r\n").as_bytes()].concat());
+        assert_eq!(b.line(), format!("<alice> split at {k}"));
+    }
+}
