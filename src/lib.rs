@@ -8,7 +8,7 @@
 //! - [`cli`]: the command line (clap derive) and its translation into checked options.
 //! - [`exit`]: the stable exit statuses and the mapping from errors to them.
 //! - [`codec`]: bytes <-> text: encodings (encoding_rs), bounded line framing, hex in and out,
-//!   sanitising of control characters for terminals.
+//!   sanitising of control characters for terminals, taking telnet commands out.
 //! - [`transport`]: address specs, listeners and sockets (socket2 options), and on Linux the
 //!   zero-copy pass-through (splice, sendfile) and batched UDP receive (recvmmsg).
 //! - [`session`]: the conversation pump. Terminal input -> codec -> socket and socket -> codec ->

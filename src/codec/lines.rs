@@ -81,7 +81,14 @@ impl LineSplitter {
         }
     }
 
-    /// Ends the stream: a pending unterminated line is emitted.
+    /// True while part of a line has come without its end: [`finish`](Self::finish) would emit
+    /// a line.
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty() || self.continuing
+    }
+
+    /// Ends the stream: a pending unterminated line is emitted. The splitter can be used again
+    /// afterwards, for input that is taken line by line at pauses rather than only at the end.
     pub fn finish(&mut self, emit: &mut dyn FnMut(Piece<'_>)) {
         if !self.buf.is_empty() || self.continuing {
             let line = std::mem::take(&mut self.buf);
@@ -156,6 +163,45 @@ mod tests {
                 (b"efgh".to_vec(), "part"),
                 (b"ij".to_vec(), "end"),
                 (b"xy".to_vec(), "last")
+            ]
+        );
+    }
+
+    /// A line taken at a pause leaves the splitter empty and ready for the next line.
+    #[test]
+    fn finish_then_more() {
+        let mut s = LineSplitter::new(4);
+        let mut out = Vec::new();
+        let mut emit = |p: Piece<'_>| out.push(format!("{p:?}"));
+        assert!(!s.has_partial());
+        s.push(b"hel", &mut emit);
+        assert!(s.has_partial());
+        s.finish(&mut emit);
+        assert!(!s.has_partial());
+        s.push(b"abcdef", &mut emit);
+        assert!(s.has_partial());
+        s.finish(&mut emit);
+        assert!(!s.has_partial());
+        s.push(b"x\n", &mut emit);
+        assert!(!s.has_partial());
+        let line = |t: &str, terminated, whole| {
+            format!(
+                "{:?}",
+                Piece::Line {
+                    text: t.as_bytes(),
+                    terminated,
+                    whole,
+                    cr: false
+                }
+            )
+        };
+        assert_eq!(
+            out,
+            [
+                line("hel", false, true),
+                format!("{:?}", Piece::Partial(b"abcd")),
+                line("ef", false, false),
+                line("x", true, true),
             ]
         );
     }

@@ -1,4 +1,5 @@
-//! Bytes and text on the wire: encodings, bounded line framing, hex in and out, and sanitising.
+//! Bytes and text on the wire: encodings, bounded line framing, hex in and out, sanitising, and
+//! taking telnet commands out of what a client sends.
 //!
 //! Everything here is pure (no I/O) so that each piece can be tested on its own and with
 //! proptest. The session's `Outbound` and `Inbound` transforms are built from these parts.
@@ -7,11 +8,13 @@ mod encoding;
 mod hex;
 mod lines;
 mod sanitize;
+mod telnet;
 
 pub use encoding::{Encoding, TextDecoder, TextEncoder};
 pub use hex::{HexDump, parse_hex};
 pub use lines::{LineSplitter, Piece};
 pub use sanitize::sanitize_into;
+pub use telnet::TelnetFilter;
 
 /// What can go wrong turning user input into bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -3,9 +3,11 @@
 //!
 //! - [`server`]: the listener task. Accepts with a large backlog, caps connections with a
 //!   semaphore (a client over the cap is told the room is full), backs off on accept errors.
-//! - [`client`]: one task per connection. Reads bounded lines, decodes them with the client's
-//!   encoding, applies the rate limit and idle timeout, parses commands; takes over writing
-//!   while the client's socket is full, and writes its last lines when it leaves.
+//! - [`client`]: one task per connection. Takes telnet commands out of what the client sends,
+//!   reads bounded lines (a message without a line end is a line after a short pause), decodes
+//!   them with the client's encoding, applies the rate limit and idle timeout, parses commands;
+//!   takes over writing while the client's socket is full, and writes its last lines when it
+//!   leaves.
 //! - [`state`]: members by nickname; a line for everyone is appended once to a shared log, a
 //!   line for one member is queued on it; a member too far behind that is not reading is cut
 //!   off.

@@ -595,7 +595,8 @@ fn a_client_killed_mid_line() {
         assert_eq!(a.line(), "* victim left (connection closed)");
     }
 
-    // A connection reset after half a line: the half line is dropped.
+    // A connection reset right after half a line (before the pause that would make it a line):
+    // the half line is dropped.
     let mut r = Client::named(port, "resetter");
     a.wait("known as resetter");
     r.send_bytes(b"never fini");
@@ -987,4 +988,115 @@ fn a_burst_of_private_lines_does_not_cut_off_a_reader() {
         );
         got += 1;
     }
+}
+
+/// What PuTTY (connection type Telnet) sends as soon as it connects: WILL NAWS, TSPEED,
+/// TTYPE and NEW-ENVIRON, DO ECHO, WILL SGA, DO SGA.
+const PUTTY: &[u8] =
+    b"\xff\xfb\x1f\xff\xfb\x20\xff\xfb\x18\xff\xfb\x27\xff\xfd\x01\xff\xfb\x03\xff\xfd\x03";
+
+/// Telnet commands reach nobody and break no command; `IAC IAC` is one 0xFF, and a 0xFF before
+/// a byte below 0xF0 is the byte it is ('ÿ' in latin1).
+#[test]
+fn telnet_commands_are_taken_out_of_what_a_client_sends() {
+    let (_server, port) = room(&[]);
+    let mut b = Client::named(port, "bob");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // Like PuTTY, before it has read anything.
+    stream.write_all(PUTTY).unwrap();
+    let mut a = Client::join_stream(stream);
+    let guest = a.nick.clone();
+    a.send_bytes(b"/nick alice\r\n");
+    assert_eq!(
+        b.wait("known as"),
+        format!("* {guest} is now known as alice")
+    );
+    a.send_bytes(b"hello everyone\r\n");
+    assert_eq!(b.line(), "<alice> hello everyone");
+    // netkit telnet's Ctrl-C in line mode (IAC IP, IAC DO TIMING-MARK), then a command.
+    a.send_bytes(b"\xff\xf4\xff\xfd\x06/me waves\r\n");
+    assert_eq!(b.line(), "* alice waves");
+    // A terminal type in a subnegotiation, in the middle of a line.
+    a.send_bytes(b"one \xff\xfa\x18\x00xterm\xff\xf0two\r\n");
+    assert_eq!(b.line(), "<alice> one two");
+    a.send("/encoding latin1");
+    a.wait("encoding is now");
+    a.send_bytes(b"\xff\xff \xffa \xff\r\n");
+    assert_eq!(b.line(), "<alice> \u{ff} \u{ff}a \u{ff}");
+}
+
+/// A telnet command split between two reads is taken out all the same, wherever the split.
+#[test]
+fn a_telnet_command_split_between_two_reads_is_taken_out() {
+    let (_server, port) = room(&["--rate", "0"]);
+    let mut b = Client::named(port, "bob");
+    let mut a = Client::named(port, "alice");
+    b.wait("known as alice");
+    let commands = b"\xff\xfb\x1f\xff\xfa\x18\x00xterm\xff\xff\xff\xf0\xff\xf4\xff\xfd\x06";
+    for k in 1..commands.len() {
+        // The reply to /who shows that the server has read the first part before the rest is
+        // sent.
+        a.send_bytes(&[&b"/who\r\n"[..], &commands[..k]].concat());
+        a.wait("online");
+        a.send_bytes(&[&commands[k..], format!("split at {k}\r\n").as_bytes()].concat());
+        assert_eq!(b.line(), format!("<alice> split at {k}"));
+    }
+}
+
+/// A message sent without a line end (a GUI network assistant, the tutorial's
+/// `s.send("hello".encode("gbk"))`) reaches the others by itself after a short pause, without
+/// waiting for more bytes, and is never glued to the next one.
+#[test]
+fn a_message_without_a_line_end_is_a_line_after_a_pause() {
+    let (_server, port) = room(&[]);
+    let mut a = Client::join(port);
+    let mut b = Client::join(port);
+    a.wait(&format!("{} joined", b.nick));
+    let nick = a.nick.clone();
+    a.send_bytes(b"hello");
+    assert_eq!(b.wait(&format!("<{nick}>")), format!("<{nick}> hello"));
+    a.send_bytes(b"how are you");
+    assert_eq!(b.line(), format!("<{nick}> how are you"));
+    // A line end after such a message ends it: it makes no line of its own.
+    a.send_bytes(b"\r\n");
+    a.send("/encoding gbk");
+    a.wait("encoding is now");
+    a.send_bytes(&crate::util::gbk("你好"));
+    assert_eq!(b.line(), format!("<{nick}> 你好"));
+    // Commands too.
+    a.send_bytes(b"/nick anna");
+    assert_eq!(b.line(), format!("* {nick} is now known as anna"));
+}
+
+/// The idle timeout still closes a client that left a line unfinished, and that line is
+/// delivered, not lost: taken at the pause (a timeout of 1 s) or as the client leaves (0.3 s,
+/// shorter than the pause).
+#[test]
+fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
+    let dir = std::env::temp_dir().join(format!("wirechat-pause-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("room.log");
+    for secs in ["1", "0.3"] {
+        let _ = std::fs::remove_file(&log);
+        let (mut server, port) = room(&["--idle-timeout", secs, "--log", log.to_str().unwrap()]);
+        let mut a = Client::join(port);
+        a.send_bytes(b"almost");
+        let idle = format!("idle for {secs} s");
+        assert!(a.wait_closed().ends_with(&format!("! {idle}: closing\n")));
+        server
+            .stderr
+            .wait_text(&format!("{} left ({idle})", a.nick));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        assert_eq!(server.wait_exit(), 0);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains(&format!(" <{}> almost\n", a.nick)),
+            "{secs}: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
