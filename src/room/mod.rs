@@ -61,6 +61,12 @@ pub enum Error {
     Config(String),
 }
 
+/// `n` and `noun`, which takes an s unless `n` is 1: "1 line", "2 lines", "0.5 lines".
+pub(crate) fn count<N: fmt::Display + PartialEq + From<u8>>(n: N, noun: &str) -> String {
+    let s = if n == N::from(1) { "" } else { "s" };
+    format!("{n} {noun}{s}")
+}
+
 /// The largest `--max-clients`: far above what one machine's descriptors allow, and within what
 /// the connection cap (a semaphore) can count.
 pub const MAX_CLIENTS: usize = 100_000_000;
@@ -422,6 +428,15 @@ pub async fn run(
 mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    #[test]
+    fn a_count_of_one_is_singular() {
+        assert_eq!(count(1u64, "line"), "1 line");
+        assert_eq!(count(0u64, "line"), "0 lines");
+        assert_eq!(count(2usize, "member"), "2 members");
+        assert_eq!(count(1.0, "line"), "1 line");
+        assert_eq!(count(0.5, "line"), "0.5 lines");
+    }
 
     /// The room with in-memory operator input and a shutdown the test controls.
     #[tokio::test]

@@ -244,12 +244,16 @@ impl Room {
         if st.announcing && n > limit {
             st.announcing = false;
             let line = format!(
-                "* more than {limit} members: joins and leaves are no longer announced (/who counts)\n"
+                "* more than {}: joins and leaves are no longer announced (/who counts)\n",
+                super::count(limit, "member")
             );
             self.broadcast(st, None, &line, cuts);
         } else if !st.announcing && n <= limit {
             st.announcing = true;
-            let line = format!("* {n} members: joins and leaves are announced again\n");
+            let line = format!(
+                "* {}: joins and leaves are announced again\n",
+                super::count(n, "member")
+            );
             self.broadcast(st, None, &line, cuts);
         }
     }
@@ -582,19 +586,23 @@ impl Room {
         let warning = match news {
             None => return,
             Some(News::Failed { error, missing }) => format!(
-                "cannot write the log: {error}; {missing} lines lost so far, and lines are \
-                 dropped (and counted) until it can be written again"
+                "cannot write the log: {error}; {} lost so far, and lines are dropped (and \
+                 counted) until it can be written again",
+                super::count(missing, "line")
             ),
             Some(News::Resumed {
                 missing,
                 error: None,
-            }) => format!("the log is written again; {missing} lines are missing from it"),
+            }) => format!(
+                "the log is written again; {} missing from it",
+                lines_are(missing)
+            ),
             Some(News::Resumed {
                 missing,
                 error: Some(error),
             }) => format!(
-                "the log could not be written for a moment ({error}); {missing} lines are \
-                 missing from it"
+                "the log could not be written for a moment ({error}); {} missing from it",
+                lines_are(missing)
             ),
         };
         self.events.emit(RoomEvent::Warning(warning));
@@ -644,6 +652,15 @@ impl State {
             self.looks.remove(look);
         }
     }
+}
+
+/// "1 line is", "2 lines are".
+fn lines_are(n: u64) -> String {
+    format!(
+        "{} {}",
+        super::count(n, "line"),
+        if n == 1 { "is" } else { "are" }
+    )
 }
 
 /// Appends a timestamped line to the transcript, if there is one.

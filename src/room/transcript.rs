@@ -71,9 +71,9 @@ impl Transcript {
             // A line cut short by the failure is ended first.
             let cut = if self.at_line_start { "" } else { "\n" };
             self.buf = format!(
-                "{cut}{} * {} lines missing from the transcript here ({})\n",
+                "{cut}{} * {} missing from the transcript here ({})\n",
                 now(),
-                b.missing,
+                super::count(b.missing, "line"),
                 b.error
             )
             .into_bytes();

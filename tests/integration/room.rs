@@ -944,3 +944,34 @@ fn a_burst_of_private_lines_does_not_cut_off_a_reader() {
         got += 1;
     }
 }
+
+/// A count of one is singular: `* 1 member`, `room full (1 client)`, `1 line a second`.
+#[test]
+fn counts_of_one_are_singular() {
+    let (_server, port) = room(&["--announce-max", "1"]);
+    let mut a = Client::join(port);
+    let mut b = Client::join(port);
+    assert_eq!(
+        a.wait("no longer announced"),
+        "* more than 1 member: joins and leaves are no longer announced (/who counts)"
+    );
+    b.send("/quit");
+    b.wait_closed();
+    assert_eq!(
+        a.wait("announced again"),
+        "* 1 member: joins and leaves are announced again"
+    );
+
+    let (_server, port) = room(&["--max-clients", "1", "--rate", "1", "--burst", "1"]);
+    let mut a = Client::join(port);
+    a.send_bytes(b"one\ntwo\n");
+    assert_eq!(
+        a.wait("slow down"),
+        "! slow down: at most 1 line a second (bursts of 1); your lines are held back, not lost"
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut c, &mut text).unwrap();
+    assert_eq!(text, "! room full (1 client); try again later\n");
+}
