@@ -31,7 +31,7 @@ use crate::transport::{self, HostPort, display_addr};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncRead;
@@ -47,11 +47,12 @@ pub enum Error {
     /// The listening socket could not be opened.
     #[error(transparent)]
     Listen(#[from] transport::Error),
-    /// The `--log` file could not be opened for appending.
-    #[error("cannot open the log {path}")]
+    /// The `--log` file could not be opened for appending. The reason is put in words, with
+    /// what to do, in the message itself (not as a source, whose OS text would follow it).
+    #[error("cannot open the log {}: {}", .path.display(), describe_log_error(.path, .error))]
     Log {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A setting is out of range (a usage error).
     #[error("{0}")]
@@ -59,6 +60,56 @@ pub enum Error {
     /// The room could not start (no thread, no runtime).
     #[error("{0}")]
     Config(String),
+}
+
+impl Error {
+    /// The exit status that names the cause, when it has one of its own.
+    pub fn status(&self) -> Option<crate::exit::Status> {
+        use crate::exit::Status;
+        use std::io::ErrorKind as K;
+        match self {
+            Error::Listen(e) => e.status(),
+            Error::Setting(_) => Some(Status::Usage),
+            Error::Log { error, .. } => match error.kind() {
+                // The path cannot name a file: a bad argument, like a bad setting, and the
+                // room never started.
+                K::IsADirectory | K::NotFound | K::NotADirectory => Some(Status::Usage),
+                #[cfg(unix)]
+                _ if error.raw_os_error() == Some(nix::errno::Errno::ENAMETOOLONG as i32) => {
+                    Some(Status::Usage)
+                }
+                // Not allowed to write there, like a port that needs privileges.
+                K::ReadOnlyFilesystem => Some(Status::PermissionDenied),
+                kind => Status::from_io(kind),
+            },
+            Error::Config(_) => None,
+        }
+    }
+}
+
+/// Why the `--log` file `path` could not be opened, in words (as [`transport::describe`] puts
+/// them), with what to do where that is clear.
+fn describe_log_error(path: &Path, error: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    // The directory the file would be created in, when it is named.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    match error.kind() {
+        K::IsADirectory => "is a directory (give a file name)".into(),
+        // With create(true), a missing file is created: it is the directory that is missing
+        // (unless the path is a dangling symbolic link into one).
+        K::NotFound => match dir {
+            Some(dir) if !dir.is_dir() => {
+                format!("no such directory (create {} first)", dir.display())
+            }
+            _ => transport::describe(error),
+        },
+        K::NotADirectory => "a part of the path is a file, not a directory".into(),
+        K::PermissionDenied => {
+            "permission denied (give a file you may write, in a directory you may write to)".into()
+        }
+        K::ReadOnlyFilesystem => "read-only file system (give a file elsewhere)".into(),
+        _ => transport::describe(error),
+    }
 }
 
 /// `n` and `noun`, which takes an s unless `n` is 1: "1 line", "2 lines", "0.5 lines".
@@ -366,9 +417,9 @@ pub async fn run(
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(|source| Error::Log {
+                .map_err(|error| Error::Log {
                     path: path.clone(),
-                    source,
+                    error,
                 })?,
         ),
         None => None,
@@ -428,6 +479,72 @@ pub async fn run(
 mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// A `--log` that cannot be opened is one line in words, with what to do, and the status
+    /// names the cause: a path that cannot be a file is a usage error, a denial is 6.
+    #[cfg(unix)]
+    #[test]
+    fn log_errors_are_put_in_words_with_their_status() {
+        use crate::exit::Status;
+        use nix::errno::Errno;
+        let missing = "/nonexistent-wirechat-dir/sub";
+        let cases = [
+            (
+                "/tmp",
+                Errno::EISDIR,
+                "is a directory (give a file name)",
+                Status::Usage,
+            ),
+            (
+                &format!("{missing}/room.log"),
+                Errno::ENOENT,
+                &format!("no such directory (create {missing} first)"),
+                Status::Usage,
+            ),
+            (
+                "/etc/passwd/room.log",
+                Errno::ENOTDIR,
+                "a part of the path is a file, not a directory",
+                Status::Usage,
+            ),
+            (
+                "/x.log",
+                Errno::ENAMETOOLONG,
+                "file name too long",
+                Status::Usage,
+            ),
+            (
+                "/root/room.log",
+                Errno::EACCES,
+                "permission denied (give a file you may write, in a directory you may write to)",
+                Status::PermissionDenied,
+            ),
+            (
+                "/mnt/room.log",
+                Errno::EROFS,
+                "read-only file system (give a file elsewhere)",
+                Status::PermissionDenied,
+            ),
+            (
+                "/x.log",
+                Errno::ENOSPC,
+                "no space left on device",
+                Status::Failure,
+            ),
+        ];
+        for (path, errno, why, status) in cases {
+            let e = Error::Log {
+                path: path.into(),
+                error: std::io::Error::from_raw_os_error(errno as i32),
+            };
+            let e = anyhow::Error::new(e);
+            assert_eq!(
+                format!("{e:#}"),
+                format!("cannot open the log {path}: {why}")
+            );
+            assert_eq!(Status::classify(&e), status, "{errno}");
+        }
+    }
 
     #[test]
     fn a_count_of_one_is_singular() {

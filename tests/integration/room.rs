@@ -975,3 +975,52 @@ fn counts_of_one_are_singular() {
     std::io::Read::read_to_string(&mut c, &mut text).unwrap();
     assert_eq!(text, "! room full (1 client); try again later\n");
 }
+
+/// A `--log` path that cannot be opened is one line saying why, in words, and what to do, with
+/// a usage status (permission denied: 6); the room never starts.
+#[test]
+fn a_bad_log_path_is_one_clear_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("wirechat-badlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let mut cases = vec![
+        (
+            d.to_string(),
+            "is a directory (give a file name)".to_string(),
+            2,
+        ),
+        (
+            format!("{d}/missing/room.log"),
+            format!("no such directory (create {d}/missing first)"),
+            2,
+        ),
+    ];
+    // root may write anywhere.
+    if !nix::unistd::geteuid().is_root() {
+        let locked = dir.join("locked");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+        cases.push((
+            format!("{d}/locked/room.log"),
+            "permission denied (give a file you may write, in a directory you may write to)"
+                .to_string(),
+            6,
+        ));
+    }
+    for (path, why, status) in cases {
+        let mut p = Proc::wirechat(&["room", "127.0.0.1:0", "--log", &path]);
+        p.close_stdin();
+        assert_eq!(p.wait_exit(), status, "{path}: {}", p.stderr.text());
+        let stderr = p.stderr.text();
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "wirechat: error: cannot open the log {path}: {why}"
+            )],
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
