@@ -13,10 +13,12 @@
 //!   member's backlog in one gather write per pass (one flusher per worker thread).
 //! - [`commands`]: the slash commands and the nickname rules.
 //! - [`limits`]: the token bucket and the open-files limit.
-//! - [`transcript`]: the `--log` file, which survives a full disk.
+//! - [`transcript`]: the `--log` file, written by a thread of its own behind a bounded queue, so
+//!   a file that does not keep up never stalls the chat; it survives a full disk.
 //!
 //! Shutdown: one `CancellationToken` is seen by every task. On Ctrl-C, SIGTERM or SIGHUP everyone is
-//! sent `* server shutting down`, the writers drain, and the transcript is flushed last.
+//! sent `* server shutting down`, the writers drain, and the transcript is written out last
+//! (within [`transcript::CLOSE_GRACE`]: a stuck file does not keep the room from exiting).
 
 pub mod client;
 pub mod commands;
@@ -40,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use state::Room;
+pub use transcript::Transcript;
 
 /// What can stop the room from starting.
 #[derive(Debug, thiserror::Error)]
@@ -400,8 +403,25 @@ fn background_reader(tty: bool) -> impl Fn() -> bool {
     }
 }
 
+/// Opens the `--log` file `path` and starts its writer, which warns the operator through
+/// `events`.
+fn start_transcript(path: &Path, events: &EventSink) -> Result<Transcript, Error> {
+    let (file, at_line_start) = transcript::open(path).map_err(|error| Error::Log {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    // Told as it happens (a failure, lines dropped, a recovery): the sink never waits.
+    let events = events.clone();
+    let report = move |news: transcript::News| {
+        events.emit(RoomEvent::Warning(news.to_string()));
+    };
+    Transcript::start(file, at_line_start, report)
+        .map_err(|e| Error::Config(format!("cannot start the transcript's thread: {e}")))
+}
+
 /// Serves the room on `listener` until `shutdown` completes, then closes it in order: everyone
-/// is told, queued lines are delivered (within `Config::grace`), and the transcript is flushed.
+/// is told, queued lines are delivered (within `Config::grace`), and the transcript is written
+/// out (within [`transcript::CLOSE_GRACE`]).
 /// `input` is the operator's keyboard: each line goes to everyone as `<server> text`.
 pub async fn run(
     listener: TcpListener,
@@ -412,16 +432,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.check()?;
     let transcript = match &config.log {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|error| Error::Log {
-                    path: path.clone(),
-                    error,
-                })?,
-        ),
+        Some(path) => Some(start_transcript(path, &events)?),
         None => None,
     };
     #[cfg(unix)]
@@ -449,7 +460,7 @@ pub async fn run(
         tokio::spawn(server::keyboard(room.clone(), input, token.clone()));
     }
     if config.log.is_some() {
-        // Flushed every second, so a crash loses at most a second of transcript.
+        // Handed to the writer every second, so a crash loses at most a second of transcript.
         let (room, token) = (room.clone(), token.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -470,7 +481,7 @@ pub async fn run(
     token.cancel();
     tracker.close();
     let _ = tokio::time::timeout(config.grace, tracker.wait()).await;
-    room.flush_transcript();
+    room.close_transcript(transcript::CLOSE_GRACE).await;
     events.emit(RoomEvent::Closed);
     Ok(())
 }

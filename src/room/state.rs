@@ -2,17 +2,17 @@
 //! everyone (see [`super::outbox`]), the history kept for joiners, and the transcript.
 //!
 //! Every operation takes the lock once, never awaits while holding it, and makes no syscall on
-//! a client's socket: a line for everyone is one entry appended to the log, a line for one
-//! member is queued on that member; the flushers write them. A member that is more than
-//! `Config::queue` lines behind while its socket is full is not reading, and is cut off
-//! (`send queue full`); nobody else waits for it.
+//! a client's socket or on the transcript's file: a line for everyone is one entry appended to
+//! the log, a line for one member is queued on that member; the flushers write them (and the
+//! transcript's thread the file). A member that is more than `Config::queue` lines behind
+//! while its socket is full is not reading, and is cut off (`send queue full`); nobody else
+//! waits for it.
 
 use super::commands::{MAX_NICK_CHARS, NickKeys, check_me, check_nick};
 use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
-use super::transcript::{News, Transcript};
+use super::transcript::Transcript;
 use super::{Config, EventSink, RoomEvent};
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -70,8 +70,8 @@ pub struct Room {
 type Cuts = Vec<ClientId>;
 
 impl Room {
-    /// An empty room with `config.flushers` flushers; `transcript` is the opened `--log` file.
-    pub fn new(config: Arc<Config>, events: EventSink, transcript: Option<File>) -> Self {
+    /// An empty room with `config.flushers` flushers; `transcript` is the `--log` file's.
+    pub fn new(config: Arc<Config>, events: EventSink, transcript: Option<Transcript>) -> Self {
         let n = config.flushers.max(1);
         Room {
             state: Mutex::new(State {
@@ -83,7 +83,7 @@ impl Room {
                 next_guest: 1,
                 log: Log::default(),
                 history: VecDeque::new(),
-                transcript: transcript.map(Transcript::new),
+                transcript,
                 announcing: true,
                 closing: false,
             }),
@@ -580,32 +580,23 @@ impl Room {
         }
     }
 
-    /// Writes buffered transcript lines to the file (or tries again, if writing failed).
+    /// Hands buffered transcript lines to its writer. Never waits for the file: if the writer
+    /// does not keep up, the lines are dropped and counted (see [`Transcript`]).
     pub fn flush_transcript(&self) {
-        let news = self.lock().transcript.as_mut().and_then(Transcript::flush);
-        let warning = match news {
-            None => return,
-            Some(News::Failed { error, missing }) => format!(
-                "cannot write the log: {error}; {} lost so far, and lines are dropped (and \
-                 counted) until it can be written again",
-                super::count(missing, "line")
-            ),
-            Some(News::Resumed {
-                missing,
-                error: None,
-            }) => format!(
-                "the log is written again; {} missing from it",
-                lines_are(missing)
-            ),
-            Some(News::Resumed {
-                missing,
-                error: Some(error),
-            }) => format!(
-                "the log could not be written for a moment ({error}); {} missing from it",
-                lines_are(missing)
-            ),
-        };
-        self.events.emit(RoomEvent::Warning(warning));
+        if let Some(t) = self.lock().transcript.as_mut() {
+            t.flush();
+        }
+    }
+
+    /// Writes out the rest of the transcript, waiting for the file at most `grace`, and tells
+    /// the operator of lines that did not reach it. Lines logged after this are not kept.
+    pub async fn close_transcript(&self, grace: std::time::Duration) {
+        let transcript = self.lock().transcript.take();
+        if let Some(t) = transcript {
+            if let Some(news) = t.close(grace).await {
+                self.events.emit(RoomEvent::Warning(news.to_string()));
+            }
+        }
     }
 
     /// Tells everyone the server is shutting down; each member's lines end there, and its
@@ -654,15 +645,6 @@ impl State {
     }
 }
 
-/// "1 line is", "2 lines are".
-fn lines_are(n: u64) -> String {
-    format!(
-        "{} {}",
-        super::count(n, "line"),
-        if n == 1 { "is" } else { "are" }
-    )
-}
-
 /// Appends a timestamped line to the transcript, if there is one.
 fn log(st: &mut State, line: &str) {
     if let Some(t) = st.transcript.as_mut() {
@@ -679,8 +661,8 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::net::TcpListener;
 
-    /// A transcript that fails on a write (not only on a flush) is reported by the next flush,
-    /// once; the chat goes on.
+    /// A transcript that cannot be written is reported once, the chat goes on, and at
+    /// shutdown the operator is told how many lines never reached it.
     #[tokio::test]
     async fn a_transcript_that_cannot_be_written_is_reported_once() {
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
@@ -691,22 +673,38 @@ mod tests {
             let seen = seen.clone();
             EventSink::new(move |e: &RoomEvent| seen.lock().unwrap().push(e.clone()))
         };
-        let room = Room::new(Arc::new(Config::default()), events, Some(full));
-        // More than the transcript's 64 KiB buffer, so a write fails before any flush.
+        let report = {
+            let events = events.clone();
+            move |news: crate::room::transcript::News| {
+                events.emit(RoomEvent::Warning(news.to_string()))
+            }
+        };
+        let transcript = Transcript::start(full, true, report).unwrap();
+        let room = Room::new(Arc::new(Config::default()), events, Some(transcript));
+        // More than the transcript's 64 KiB buffer, so lines are written before any flush.
         for _ in 0..100 {
             room.server_say(&"x".repeat(1000));
         }
         room.flush_transcript();
         room.server_say("after");
         room.flush_transcript();
+        room.close_transcript(Duration::from_secs(10)).await;
         let warnings: Vec<_> = seen
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| matches!(e, RoomEvent::Warning(w) if w.contains("cannot write the log")))
-            .cloned()
+            .filter_map(|e| match e {
+                RoomEvent::Warning(w) => Some(w.clone()),
+                _ => None,
+            })
             .collect();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("cannot write the log: no space left on device; "));
+        assert_eq!(
+            warnings[1],
+            "the log still cannot be written (no space left on device); 101 lines did not \
+             reach it"
+        );
     }
 
     /// A room with its flushers running.
