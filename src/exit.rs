@@ -67,14 +67,11 @@ impl Status {
                     return s;
                 }
             }
-            match cause.downcast_ref::<crate::room::Error>() {
-                Some(crate::room::Error::Listen(t)) => {
-                    if let Some(s) = t.status() {
-                        return s;
-                    }
-                }
-                Some(crate::room::Error::Setting(_)) => return Status::Usage,
-                _ => {}
+            if let Some(s) = cause
+                .downcast_ref::<crate::room::Error>()
+                .and_then(crate::room::Error::status)
+            {
+                return s;
             }
             if let Some(s) = cause.downcast_ref::<crate::session::Error>() {
                 if let Some(s) = s.status() {

@@ -385,8 +385,9 @@ async fn read_loop(
                         room.tell(
                             id,
                             &format!(
-                                "! slow down: at most {r} lines a second (bursts of {b}); \
-                                 your lines are held back, not lost\n"
+                                "! slow down: at most {} a second (bursts of {b}); \
+                                 your lines are held back, not lost\n",
+                                super::count(r, "line")
                             ),
                         );
                         throttled = true;

@@ -192,19 +192,28 @@ const NOTICES: [&str; 7] = [
 
 /// Why `/me text` from `nick` is refused: the line `* nick text` must not read like one of
 /// the room's notices, or a member could fake its own leave (`/me left (quit)`), a new name
-/// (`/me is now known as alice`) or a count (nickname `3`, `/me members: ...`). The check
-/// sees through look-alike letters and invisible characters, as the nickname rules do.
+/// (`/me is now known as alice`) or a count (nickname `3`, `/me members: ...`, or nickname `1`,
+/// `/me member: ...`, as the room says it for one). The check sees through look-alike letters
+/// and invisible characters, as the nickname rules do.
 pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
     let starts = |words: &[String], with: &[String]| {
         words.len() >= with.len() && words.iter().zip(with).all(|(w, p)| w == p)
     };
     // The notices' words as they look, worked out once.
-    static PATTERNS: std::sync::LazyLock<[Vec<String>; 5]> = std::sync::LazyLock::new(|| {
-        ["joined", "left", "is now known as", "members", "online"].map(look_words)
+    static PATTERNS: std::sync::LazyLock<[Vec<String>; 6]> = std::sync::LazyLock::new(|| {
+        [
+            "joined",
+            "left",
+            "is now known as",
+            "members",
+            "member",
+            "online",
+        ]
+        .map(look_words)
     });
     static FIXED: std::sync::LazyLock<Vec<Vec<String>>> =
         std::sync::LazyLock::new(|| NOTICES.iter().map(|n| look_words(n)).collect());
-    let [joined, left, renamed, members, online] = &*PATTERNS;
+    let [joined, left, renamed, members, member, online] = &*PATTERNS;
     let said = look_words(text);
     // Only the notices' own shapes: `joined` alone, `left` alone or followed by punctuation
     // (`left (quit)`, `left: ...`), `is now known as` one name. `/me left the keys at home`
@@ -224,7 +233,7 @@ pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
     // A count: digits, or letters that pass for them.
     let number = nick.chars().any(char::is_numeric)
         && nick.chars().all(|c| c.is_numeric() || "lIoO|".contains(c));
-    let counted = number && (starts(&said, members) || starts(&said, online));
+    let counted = number && [members, member, online].iter().any(|p| starts(&said, p));
     let mut line = look_words(nick);
     line.extend(said);
     if about_member || counted || FIXED.iter().any(|p| starts(&line, p)) {
@@ -450,6 +459,7 @@ mod tests {
             ("bob", "is\u{a0}now known as alice"),
             // Nicknames that make a notice of their own with the right words.
             ("3", "members: joins and leaves are announced again"),
+            ("1", "member: joins and leaves are announced again"),
             ("12", "online: a, b"),
             (
                 "more",

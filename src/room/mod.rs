@@ -15,10 +15,12 @@
 //!   member's backlog in one gather write per pass (one flusher per worker thread).
 //! - [`commands`]: the slash commands and the nickname rules.
 //! - [`limits`]: the token bucket and the open-files limit.
-//! - [`transcript`]: the `--log` file, which survives a full disk.
+//! - [`transcript`]: the `--log` file, written by a thread of its own behind a bounded queue, so
+//!   a file that does not keep up never stalls the chat; it survives a full disk.
 //!
 //! Shutdown: one `CancellationToken` is seen by every task. On Ctrl-C, SIGTERM or SIGHUP everyone is
-//! sent `* server shutting down`, the writers drain, and the transcript is flushed last.
+//! sent `* server shutting down`, the writers drain, and the transcript is written out last
+//! (within [`transcript::CLOSE_GRACE`]: a stuck file does not keep the room from exiting).
 
 pub mod client;
 pub mod commands;
@@ -33,7 +35,7 @@ use crate::transport::{self, HostPort, display_addr};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncRead;
@@ -42,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use state::Room;
+pub use transcript::Transcript;
 
 /// What can stop the room from starting.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +52,12 @@ pub enum Error {
     /// The listening socket could not be opened.
     #[error(transparent)]
     Listen(#[from] transport::Error),
-    /// The `--log` file could not be opened for appending.
-    #[error("cannot open the log {path}")]
+    /// The `--log` file could not be opened for appending. The reason is put in words, with
+    /// what to do, in the message itself (not as a source, whose OS text would follow it).
+    #[error("cannot open the log {}: {}", .path.display(), describe_log_error(.path, .error))]
     Log {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A setting is out of range (a usage error).
     #[error("{0}")]
@@ -61,6 +65,62 @@ pub enum Error {
     /// The room could not start (no thread, no runtime).
     #[error("{0}")]
     Config(String),
+}
+
+impl Error {
+    /// The exit status that names the cause, when it has one of its own.
+    pub fn status(&self) -> Option<crate::exit::Status> {
+        use crate::exit::Status;
+        use std::io::ErrorKind as K;
+        match self {
+            Error::Listen(e) => e.status(),
+            Error::Setting(_) => Some(Status::Usage),
+            Error::Log { error, .. } => match error.kind() {
+                // The path cannot name a file: a bad argument, like a bad setting, and the
+                // room never started.
+                K::IsADirectory | K::NotFound | K::NotADirectory => Some(Status::Usage),
+                #[cfg(unix)]
+                _ if error.raw_os_error() == Some(nix::errno::Errno::ENAMETOOLONG as i32) => {
+                    Some(Status::Usage)
+                }
+                // Not allowed to write there, like a port that needs privileges.
+                K::ReadOnlyFilesystem => Some(Status::PermissionDenied),
+                kind => Status::from_io(kind),
+            },
+            Error::Config(_) => None,
+        }
+    }
+}
+
+/// Why the `--log` file `path` could not be opened, in words (as [`transport::describe`] puts
+/// them), with what to do where that is clear.
+fn describe_log_error(path: &Path, error: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    // The directory the file would be created in, when it is named.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    match error.kind() {
+        K::IsADirectory => "is a directory (give a file name)".into(),
+        // With create(true), a missing file is created: it is the directory that is missing
+        // (unless the path is a dangling symbolic link into one).
+        K::NotFound => match dir {
+            Some(dir) if !dir.is_dir() => {
+                format!("no such directory (create {} first)", dir.display())
+            }
+            _ => transport::describe(error),
+        },
+        K::NotADirectory => "a part of the path is a file, not a directory".into(),
+        K::PermissionDenied => {
+            "permission denied (give a file you may write, in a directory you may write to)".into()
+        }
+        K::ReadOnlyFilesystem => "read-only file system (give a file elsewhere)".into(),
+        _ => transport::describe(error),
+    }
+}
+
+/// `n` and `noun`, which takes an s unless `n` is 1: "1 line", "2 lines", "0.5 lines".
+pub(crate) fn count<N: fmt::Display + PartialEq + From<u8>>(n: N, noun: &str) -> String {
+    let s = if n == N::from(1) { "" } else { "s" };
+    format!("{n} {noun}{s}")
 }
 
 /// The largest `--max-clients`: far above what one machine's descriptors allow, and within what
@@ -348,8 +408,25 @@ fn background_reader(tty: bool) -> impl Fn() -> bool {
     }
 }
 
+/// Opens the `--log` file `path` and starts its writer, which warns the operator through
+/// `events`.
+fn start_transcript(path: &Path, events: &EventSink) -> Result<Transcript, Error> {
+    let (file, at_line_start) = transcript::open(path).map_err(|error| Error::Log {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    // Told as it happens (a failure, lines dropped, a recovery): the sink never waits.
+    let events = events.clone();
+    let report = move |news: transcript::News| {
+        events.emit(RoomEvent::Warning(news.to_string()));
+    };
+    Transcript::start(file, at_line_start, report)
+        .map_err(|e| Error::Config(format!("cannot start the transcript's thread: {e}")))
+}
+
 /// Serves the room on `listener` until `shutdown` completes, then closes it in order: everyone
-/// is told, queued lines are delivered (within `Config::grace`), and the transcript is flushed.
+/// is told, queued lines are delivered (within `Config::grace`), and the transcript is written
+/// out (within [`transcript::CLOSE_GRACE`]).
 /// `input` is the operator's keyboard: each line goes to everyone as `<server> text`.
 pub async fn run(
     listener: TcpListener,
@@ -360,16 +437,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.check()?;
     let transcript = match &config.log {
-        Some(path) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| Error::Log {
-                    path: path.clone(),
-                    source,
-                })?,
-        ),
+        Some(path) => Some(start_transcript(path, &events)?),
         None => None,
     };
     #[cfg(unix)]
@@ -397,7 +465,7 @@ pub async fn run(
         tokio::spawn(server::keyboard(room.clone(), input, token.clone()));
     }
     if config.log.is_some() {
-        // Flushed every second, so a crash loses at most a second of transcript.
+        // Handed to the writer every second, so a crash loses at most a second of transcript.
         let (room, token) = (room.clone(), token.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -418,7 +486,7 @@ pub async fn run(
     token.cancel();
     tracker.close();
     let _ = tokio::time::timeout(config.grace, tracker.wait()).await;
-    room.flush_transcript();
+    room.close_transcript(transcript::CLOSE_GRACE).await;
     events.emit(RoomEvent::Closed);
     Ok(())
 }
@@ -427,6 +495,81 @@ pub async fn run(
 mod tests {
     use super::*;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// A `--log` that cannot be opened is one line in words, with what to do, and the status
+    /// names the cause: a path that cannot be a file is a usage error, a denial is 6.
+    #[cfg(unix)]
+    #[test]
+    fn log_errors_are_put_in_words_with_their_status() {
+        use crate::exit::Status;
+        use nix::errno::Errno;
+        let missing = "/nonexistent-wirechat-dir/sub";
+        let cases = [
+            (
+                "/tmp",
+                Errno::EISDIR,
+                "is a directory (give a file name)",
+                Status::Usage,
+            ),
+            (
+                &format!("{missing}/room.log"),
+                Errno::ENOENT,
+                &format!("no such directory (create {missing} first)"),
+                Status::Usage,
+            ),
+            (
+                "/etc/passwd/room.log",
+                Errno::ENOTDIR,
+                "a part of the path is a file, not a directory",
+                Status::Usage,
+            ),
+            (
+                "/x.log",
+                Errno::ENAMETOOLONG,
+                "file name too long",
+                Status::Usage,
+            ),
+            (
+                "/root/room.log",
+                Errno::EACCES,
+                "permission denied (give a file you may write, in a directory you may write to)",
+                Status::PermissionDenied,
+            ),
+            (
+                "/mnt/room.log",
+                Errno::EROFS,
+                "read-only file system (give a file elsewhere)",
+                Status::PermissionDenied,
+            ),
+            (
+                "/x.log",
+                Errno::ENOSPC,
+                "no space left on device",
+                Status::Failure,
+            ),
+        ];
+        for (path, errno, why, status) in cases {
+            let e = Error::Log {
+                path: path.into(),
+                error: std::io::Error::from_raw_os_error(errno as i32),
+            };
+            let e = anyhow::Error::new(e);
+            assert_eq!(
+                format!("{e:#}"),
+                format!("cannot open the log {path}: {why}")
+            );
+            assert_eq!(Status::classify(&e), status, "{errno}");
+        }
+    }
+
+    #[test]
+    fn a_count_of_one_is_singular() {
+        assert_eq!(count(1u64, "line"), "1 line");
+        assert_eq!(count(0u64, "line"), "0 lines");
+        assert_eq!(count(2usize, "member"), "2 members");
+        assert_eq!(count(1.0, "line"), "1 line");
+        assert_eq!(count(0.5, "line"), "0.5 lines");
+    }
 
     /// The room with in-memory operator input and a shutdown the test controls.
     #[tokio::test]

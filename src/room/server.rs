@@ -118,7 +118,10 @@ impl Listener {
                     });
                 }
                 Err(_) => {
-                    let reason = format!("room full ({} clients)", self.config.max_clients);
+                    let reason = format!(
+                        "room full ({})",
+                        super::count(self.config.max_clients, "client")
+                    );
                     self.events.emit(RoomEvent::Refused {
                         peer,
                         reason: reason.clone(),

@@ -2,17 +2,17 @@
 //! everyone (see [`super::outbox`]), the history kept for joiners, and the transcript.
 //!
 //! Every operation takes the lock once, never awaits while holding it, and makes no syscall on
-//! a client's socket: a line for everyone is one entry appended to the log, a line for one
-//! member is queued on that member; the flushers write them. A member that is more than
-//! `Config::queue` lines behind while its socket is full is not reading, and is cut off
-//! (`send queue full`); nobody else waits for it.
+//! a client's socket or on the transcript's file: a line for everyone is one entry appended to
+//! the log, a line for one member is queued on that member; the flushers write them (and the
+//! transcript's thread the file). A member that is more than `Config::queue` lines behind
+//! while its socket is full is not reading, and is cut off (`send queue full`); nobody else
+//! waits for it.
 
 use super::commands::{MAX_NICK_CHARS, NickKeys, check_me, check_nick};
 use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
-use super::transcript::{News, Transcript};
+use super::transcript::Transcript;
 use super::{Config, EventSink, RoomEvent};
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,8 +77,8 @@ pub struct Room {
 type Cuts = Vec<ClientId>;
 
 impl Room {
-    /// An empty room with `config.flushers` flushers; `transcript` is the opened `--log` file.
-    pub fn new(config: Arc<Config>, events: EventSink, transcript: Option<File>) -> Self {
+    /// An empty room with `config.flushers` flushers; `transcript` is the `--log` file's.
+    pub fn new(config: Arc<Config>, events: EventSink, transcript: Option<Transcript>) -> Self {
         let n = config.flushers.max(1);
         Room {
             state: Mutex::new(State {
@@ -91,7 +91,7 @@ impl Room {
                 log: Log::default(),
                 history: VecDeque::new(),
                 history_bytes: 0,
-                transcript: transcript.map(Transcript::new),
+                transcript,
                 announcing: true,
                 closing: false,
             }),
@@ -252,12 +252,16 @@ impl Room {
         if st.announcing && n > limit {
             st.announcing = false;
             let line = format!(
-                "* more than {limit} members: joins and leaves are no longer announced (/who counts)\n"
+                "* more than {}: joins and leaves are no longer announced (/who counts)\n",
+                super::count(limit, "member")
             );
             self.broadcast(st, None, &line, cuts);
         } else if !st.announcing && n <= limit {
             st.announcing = true;
-            let line = format!("* {n} members: joins and leaves are announced again\n");
+            let line = format!(
+                "* {}: joins and leaves are announced again\n",
+                super::count(n, "member")
+            );
             self.broadcast(st, None, &line, cuts);
         }
     }
@@ -590,28 +594,23 @@ impl Room {
         }
     }
 
-    /// Writes buffered transcript lines to the file (or tries again, if writing failed).
+    /// Hands buffered transcript lines to its writer. Never waits for the file: if the writer
+    /// does not keep up, the lines are dropped and counted (see [`Transcript`]).
     pub fn flush_transcript(&self) {
-        let news = self.lock().transcript.as_mut().and_then(Transcript::flush);
-        let warning = match news {
-            None => return,
-            Some(News::Failed { error, missing }) => format!(
-                "cannot write the log: {error}; {missing} lines lost so far, and lines are \
-                 dropped (and counted) until it can be written again"
-            ),
-            Some(News::Resumed {
-                missing,
-                error: None,
-            }) => format!("the log is written again; {missing} lines are missing from it"),
-            Some(News::Resumed {
-                missing,
-                error: Some(error),
-            }) => format!(
-                "the log could not be written for a moment ({error}); {missing} lines are \
-                 missing from it"
-            ),
-        };
-        self.events.emit(RoomEvent::Warning(warning));
+        if let Some(t) = self.lock().transcript.as_mut() {
+            t.flush();
+        }
+    }
+
+    /// Writes out the rest of the transcript, waiting for the file at most `grace`, and tells
+    /// the operator of lines that did not reach it. Lines logged after this are not kept.
+    pub async fn close_transcript(&self, grace: std::time::Duration) {
+        let transcript = self.lock().transcript.take();
+        if let Some(t) = transcript {
+            if let Some(news) = t.close(grace).await {
+                self.events.emit(RoomEvent::Warning(news.to_string()));
+            }
+        }
     }
 
     /// Tells everyone the server is shutting down; each member's lines end there, and its
@@ -676,8 +675,8 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     use tokio::net::TcpListener;
 
-    /// A transcript that fails on a write (not only on a flush) is reported by the next flush,
-    /// once; the chat goes on.
+    /// A transcript that cannot be written is reported once, the chat goes on, and at
+    /// shutdown the operator is told how many lines never reached it.
     #[tokio::test]
     async fn a_transcript_that_cannot_be_written_is_reported_once() {
         let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
@@ -688,22 +687,38 @@ mod tests {
             let seen = seen.clone();
             EventSink::new(move |e: &RoomEvent| seen.lock().unwrap().push(e.clone()))
         };
-        let room = Room::new(Arc::new(Config::default()), events, Some(full));
-        // More than the transcript's 64 KiB buffer, so a write fails before any flush.
+        let report = {
+            let events = events.clone();
+            move |news: crate::room::transcript::News| {
+                events.emit(RoomEvent::Warning(news.to_string()))
+            }
+        };
+        let transcript = Transcript::start(full, true, report).unwrap();
+        let room = Room::new(Arc::new(Config::default()), events, Some(transcript));
+        // More than the transcript's 64 KiB buffer, so lines are written before any flush.
         for _ in 0..100 {
             room.server_say(&"x".repeat(1000));
         }
         room.flush_transcript();
         room.server_say("after");
         room.flush_transcript();
+        room.close_transcript(Duration::from_secs(10)).await;
         let warnings: Vec<_> = seen
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| matches!(e, RoomEvent::Warning(w) if w.contains("cannot write the log")))
-            .cloned()
+            .filter_map(|e| match e {
+                RoomEvent::Warning(w) => Some(w.clone()),
+                _ => None,
+            })
             .collect();
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("cannot write the log: no space left on device; "));
+        assert_eq!(
+            warnings[1],
+            "the log still cannot be written (no space left on device); 101 lines did not \
+             reach it"
+        );
     }
 
     /// A room with its flushers running.

@@ -776,8 +776,13 @@ fn a_transcript_over_the_size_limit_resumes_with_a_count() {
         "{note}\n{stderr}"
     );
     assert!(text.contains(" <a> 00 xxx"), "{text}");
-    assert!(!text.contains("while it is full"), "{text}");
     let after = text.split(note).nth(1).unwrap();
+    // A line said while the file was full is missing, or (if it was still buffered when the
+    // limit was raised) written after the note: never before it.
+    assert!(
+        !text.contains("while it is full") || after.contains(" <a> while it is full\n"),
+        "{text}"
+    );
     assert!(after.contains(" <a> after\n"), "{text}");
     assert!(after.ends_with(" * server shutting down\n"), "{text}");
     assert_eq!(
@@ -1099,4 +1104,197 @@ fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+
+/// A `--log` that does not keep up (a FIFO whose reader never reads) never stops the room:
+/// lines go round, a newcomer is greeted, and SIGTERM still ends it, with status 0, within a
+/// few seconds, saying how many lines did not reach the transcript.
+#[test]
+fn a_log_nobody_reads_does_not_stop_the_room() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("wirechat-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("room.log");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Its reader: open, so the room can open the FIFO to write, and never read.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&fifo)
+        .unwrap();
+    let (mut server, port) = room(&["--log", fifo.to_str().unwrap(), "--rate", "0"]);
+    let mut a = Client::named(port, "a");
+    let mut b = Client::named(port, "b");
+    // A room that stops reading must fail the test, not hang it.
+    a.stream.set_write_timeout(Some(DEADLINE)).unwrap();
+    // 2 MB of transcript: far more than the pipe and the transcript's queue hold.
+    let text = "y".repeat(1000);
+    for i in 0..2000 {
+        a.send(&format!("{i} {text}"));
+    }
+    assert_eq!(b.wait("<a> 1999 "), format!("<a> 1999 {text}"));
+    server
+        .stderr
+        .wait_text("the log is not being written fast enough");
+    let mut c = Client::join(port);
+    c.send("still here");
+    assert_eq!(b.wait("still here"), format!("<{}> still here", c.nick));
+    let start = Instant::now();
+    says_goodbye_on(
+        &mut server,
+        nix::sys::signal::Signal::SIGTERM,
+        [&mut a, &mut b, &mut c],
+    );
+    let took = start.elapsed();
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    let stderr = server.stderr.text();
+    assert!(
+        stderr.contains("so it is left unfinished; ") && stderr.contains(" did not reach it"),
+        "{stderr}"
+    );
+    drop(reader);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A log that ends in the middle of a line (an earlier run's write was cut short) is not
+/// glued to: the room's first line starts a line of its own.
+#[test]
+fn a_log_cut_off_mid_line_goes_on_on_a_new_line() {
+    let dir = std::env::temp_dir().join(format!("wirechat-glue-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("room.log");
+    std::fs::write(&log, "cut off mid-li").unwrap();
+    let (mut server, port) = room(&["--log", log.to_str().unwrap()]);
+    let mut a = Client::named(port, "a");
+    says_goodbye_on(&mut server, nix::sys::signal::Signal::SIGTERM, [&mut a]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("cut off mid-li"), "{text}");
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.ends_with("Z * guest-1 joined")),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A log that can never be written (`/dev/full`): the operator is told once (one line is one
+/// line), the chat goes on, and at shutdown hears how many lines never reached it.
+#[test]
+fn a_log_that_cannot_be_written_is_counted_to_the_end() {
+    if crate::util::dev_full().is_none() {
+        return;
+    }
+    let (mut server, port) = room(&["--log", "/dev/full"]);
+    // One line for the transcript: "* guest-1 joined".
+    let mut a = Client::join(port);
+    server.stderr.wait_text(
+        "cannot write the log: no space left on device; 1 line lost so far, and lines are \
+         dropped (and counted) until it can be written again\n",
+    );
+    let mut b = Client::join(port);
+    b.send("hello");
+    assert_eq!(a.wait("hello"), format!("<{}> hello", b.nick));
+    says_goodbye_on(
+        &mut server,
+        nix::sys::signal::Signal::SIGTERM,
+        [&mut a, &mut b],
+    );
+    let stderr = server.stderr.text();
+    assert_eq!(
+        stderr.matches("cannot write the log").count(),
+        1,
+        "{stderr}"
+    );
+    // Two joins, "hello" and "* server shutting down".
+    assert!(
+        stderr.contains(
+            "warning: the log still cannot be written (no space left on device); 4 lines did \
+             not reach it\n"
+        ),
+        "{stderr}"
+    );
+}
+
+/// A `--log` path that cannot be opened is one line saying why, in words, and what to do, with
+/// a usage status (permission denied: 6); the room never starts.
+#[test]
+fn a_bad_log_path_is_one_clear_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("wirechat-badlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let mut cases = vec![
+        (
+            d.to_string(),
+            "is a directory (give a file name)".to_string(),
+            2,
+        ),
+        (
+            format!("{d}/missing/room.log"),
+            format!("no such directory (create {d}/missing first)"),
+            2,
+        ),
+    ];
+    // root may write anywhere.
+    if !nix::unistd::geteuid().is_root() {
+        let locked = dir.join("locked");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+        cases.push((
+            format!("{d}/locked/room.log"),
+            "permission denied (give a file you may write, in a directory you may write to)"
+                .to_string(),
+            6,
+        ));
+    }
+    for (path, why, status) in cases {
+        let mut p = Proc::wirechat(&["room", "127.0.0.1:0", "--log", &path]);
+        p.close_stdin();
+        assert_eq!(p.wait_exit(), status, "{path}: {}", p.stderr.text());
+        let stderr = p.stderr.text();
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(
+            errors,
+            [format!(
+                "wirechat: error: cannot open the log {path}: {why}"
+            )],
+            "{stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A count of one is singular: `* 1 member`, `room full (1 client)`, `1 line a second`.
+#[test]
+fn counts_of_one_are_singular() {
+    let (_server, port) = room(&["--announce-max", "1"]);
+    let mut a = Client::join(port);
+    let mut b = Client::join(port);
+    assert_eq!(
+        a.wait("no longer announced"),
+        "* more than 1 member: joins and leaves are no longer announced (/who counts)"
+    );
+    b.send("/quit");
+    b.wait_closed();
+    assert_eq!(
+        a.wait("announced again"),
+        "* 1 member: joins and leaves are announced again"
+    );
+
+    let (_server, port) = room(&["--max-clients", "1", "--rate", "1", "--burst", "1"]);
+    let mut a = Client::join(port);
+    a.send_bytes(b"one\ntwo\n");
+    assert_eq!(
+        a.wait("slow down"),
+        "! slow down: at most 1 line a second (bursts of 1); your lines are held back, not lost"
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut c, &mut text).unwrap();
+    assert_eq!(text, "! room full (1 client); try again later\n");
 }
