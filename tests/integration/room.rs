@@ -1106,7 +1106,6 @@ fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-
 /// A `--log` that does not keep up (a FIFO whose reader never reads) never stops the room:
 /// lines go round, a newcomer is greeted, and SIGTERM still ends it, with status 0, within a
 /// few seconds, saying how many lines did not reach the transcript.
