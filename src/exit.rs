@@ -47,7 +47,7 @@ impl Status {
         (Status::UnknownHost, "unknown host"),
         (
             Status::PermissionDenied,
-            "permission denied (a port below 1024; live capture without CAP_NET_RAW)",
+            "permission denied (a port below 1024; live capture without CAP_NET_RAW; a `--log` file that may not be written)",
         ),
         (Status::TimedOut, "connect timed out"),
         (Status::Unreachable, "host or network unreachable"),
