@@ -41,7 +41,10 @@ impl Status {
             Status::Failure,
             "error during the conversation (connection reset, I/O error)",
         ),
-        (Status::Usage, "bad arguments"),
+        (
+            Status::Usage,
+            "bad arguments (an address that is not this machine's to listen on, a `--log` path that cannot name a file)",
+        ),
         (Status::AddrInUse, "address already in use"),
         (Status::Refused, "connection refused"),
         (Status::UnknownHost, "unknown host"),

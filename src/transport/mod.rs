@@ -63,6 +63,10 @@ impl Error {
             Error::UnknownHost { .. } => Some(Status::UnknownHost),
             Error::ConnectTimeout { .. } => Some(Status::TimedOut),
             Error::Family { .. } => Some(Status::Usage),
+            // An address that is not this machine's is a bad argument, as a bad port is.
+            Error::Bind { error, .. } if error.kind() == io::ErrorKind::AddrNotAvailable => {
+                Some(Status::Usage)
+            }
             Error::Bind { error, .. } | Error::Connect { error, .. } => {
                 Status::from_io(error.kind())
             }

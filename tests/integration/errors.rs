@@ -94,6 +94,22 @@ fn room_settings_out_of_range_are_status_2() {
     }
 }
 
+/// Listening on (or binding to) an address that is not this machine's is a bad argument.
+#[test]
+fn an_address_not_on_this_machine_is_status_2() {
+    // TEST-NET-1 (RFC 5737): never a local address.
+    expect_error(
+        &["tcp", "listen", "192.0.2.1:0"],
+        2,
+        &["cannot listen on 192.0.2.1:0: address not available on this machine"],
+    );
+    expect_error(
+        &["room", "192.0.2.1:0"],
+        2,
+        &["address not available on this machine"],
+    );
+}
+
 #[test]
 fn udp_port_in_use_is_status_3() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
