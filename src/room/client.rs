@@ -99,6 +99,11 @@ fn frame(p: Piece<'_>, discarding: &mut bool, lines: &mut Vec<Framed>) {
 
 /// A client's bytes on their way to line framing: telnet commands taken out (a telnet client
 /// sends them mixed with its text), then line ends made one LF each.
+///
+/// Telnet commands are told from text only where a 0xFF byte cannot be text: UTF-8 and the
+/// multi-byte encodings (GBK, Big5, Shift_JIS, EUC-*). In a single-byte code page 0xF0-0xFF
+/// are letters (windows-1251 `р`-`я`, KOI8-R capitals), so for a client in one, every byte is
+/// text: `мясо` must not lose its `яс` as "IAC SB".
 #[derive(Default)]
 struct Incoming {
     telnet: TelnetFilter,
@@ -106,11 +111,18 @@ struct Incoming {
 }
 
 impl Incoming {
-    fn push(&mut self, data: &[u8], framer: &mut Framer) {
+    /// `data` from a client whose encoding is `enc`.
+    fn push(&mut self, data: &[u8], enc: Encoding, framer: &mut Framer) {
         let Incoming { telnet, ends } = self;
-        telnet.filter(data, &mut |run| {
-            ends.normalize(run, &mut |run| framer.push(run))
-        });
+        if enc.is_single_byte() {
+            // A command cut short by a change of encoding ends here.
+            telnet.finish(&mut |run| ends.normalize(run, &mut |run| framer.push(run)));
+            ends.normalize(data, &mut |run| framer.push(run));
+        } else {
+            telnet.filter(data, &mut |run| {
+                ends.normalize(run, &mut |run| framer.push(run))
+            });
+        }
     }
 
     /// The client has sent nothing for [`LINE_PAUSE`]: its unfinished line is a line of its
@@ -368,7 +380,7 @@ async fn read_loop(
                         Some("connection closed".into())
                     }
                     Ok(n) => {
-                        incoming.push(&buf[..n], &mut framer);
+                        incoming.push(&buf[..n], encoding, &mut framer);
                         None
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -532,7 +544,7 @@ mod tests {
         let mut incoming = Incoming::default();
         for p in pieces {
             match p {
-                Some(bytes) => incoming.push(bytes, &mut framer),
+                Some(bytes) => incoming.push(bytes, Encoding::UTF8, &mut framer),
                 None => incoming.pause(&mut framer),
             }
         }

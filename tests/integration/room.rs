@@ -1024,10 +1024,22 @@ fn telnet_commands_are_taken_out_of_what_a_client_sends() {
     // A terminal type in a subnegotiation, in the middle of a line.
     a.send_bytes(b"one \xff\xfa\x18\x00xterm\xff\xf0two\r\n");
     assert_eq!(b.line(), "<alice> one two");
+    // In a single-byte code page 0xF0-0xFF are letters, so nothing is taken out: windows-1252
+    // ÿ, windows-1251 я before р-ю (я+с read as IAC SB), KOI8-R capitals.
     a.send("/encoding latin1");
     a.wait("encoding is now");
     a.send_bytes(b"\xff\xff \xffa \xff\r\n");
-    assert_eq!(b.line(), "<alice> \u{ff} \u{ff}a \u{ff}");
+    assert_eq!(b.line(), "<alice> ÿÿ ÿa ÿ");
+    a.send("/encoding windows-1251");
+    a.wait("encoding is now");
+    let (cp1251, _, _) = encoding_rs::WINDOWS_1251.encode("пять, мясо, объясните, я ухожу\r\n");
+    a.send_bytes(&cp1251);
+    assert_eq!(b.line(), "<alice> пять, мясо, объясните, я ухожу");
+    a.send("/encoding koi8-r");
+    a.wait("encoding is now");
+    let (koi8, _, _) = encoding_rs::KOI8_R.encode("ОБЪЯВЛЕНИЕ\r\n");
+    a.send_bytes(&koi8);
+    assert_eq!(b.line(), "<alice> ОБЪЯВЛЕНИЕ");
 }
 
 /// A telnet command split between two reads is taken out all the same, wherever the split.
