@@ -411,16 +411,22 @@ fn background_reader(tty: bool) -> impl Fn() -> bool {
 /// Opens the `--log` file `path` and starts its writer, which warns the operator through
 /// `events`.
 fn start_transcript(path: &Path, events: &EventSink) -> Result<Transcript, Error> {
-    let (file, at_line_start) = transcript::open(path).map_err(|error| Error::Log {
+    let opened = transcript::open(path).map_err(|error| Error::Log {
         path: path.to_path_buf(),
         error,
     })?;
+    if opened.waits_for_reader {
+        events.emit(RoomEvent::Warning(format!(
+            "the log {} is a FIFO that nobody reads yet: lines wait for a reader",
+            path.display()
+        )));
+    }
     // Told as it happens (a failure, lines dropped, a recovery): the sink never waits.
     let events = events.clone();
     let report = move |news: transcript::News| {
         events.emit(RoomEvent::Warning(news.to_string()));
     };
-    Transcript::start(file, at_line_start, report)
+    Transcript::start(opened.out, opened.at_line_start, report)
         .map_err(|e| Error::Config(format!("cannot start the transcript's thread: {e}")))
 }
 

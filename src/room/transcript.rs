@@ -148,15 +148,81 @@ impl fmt::Display for News {
     }
 }
 
-/// Opens `path` for appending, creating it. The flag says whether the file ends at the end of a
-/// line (or is empty, or is not a regular file), as the writer must know.
-pub fn open(path: &Path) -> io::Result<(File, bool)> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
+/// The `--log` file, opened.
+pub struct Opened {
+    /// Where the writer writes.
+    pub out: Box<dyn Write + Send>,
+    /// The file ends at the end of a line (or is empty, or is not a regular file), as the
+    /// writer must know.
+    pub at_line_start: bool,
+    /// A FIFO that nobody reads yet: the writer opens it, once a reader comes.
+    pub waits_for_reader: bool,
+}
+
+/// Opens `path` for appending, creating it.
+///
+/// Opening a FIFO for writing waits until someone opens it for reading; that wait must not
+/// happen here, where it would hold up the room before it even listens. So the file is opened
+/// without waiting, and a FIFO with no reader yet (ENXIO) is opened by the writer's thread
+/// instead, where lines queue (and, past the queue's bound, are counted as missing) until a
+/// reader comes.
+pub fn open(path: &Path) -> io::Result<Opened> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+    }
+    let file = match options.open(path) {
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENXIO as i32) => {
+            return Ok(Opened {
+                out: Box::new(Fifo {
+                    path: path.to_path_buf(),
+                    file: None,
+                }),
+                at_line_start: true,
+                waits_for_reader: true,
+            });
+        }
+        r => r?,
+    };
+    // Writes wait again: the writer has a thread of its own for that.
+    #[cfg(unix)]
+    {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let flags = OFlag::from_bits_truncate(fcntl(&file, FcntlArg::F_GETFL)?);
+        fcntl(&file, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    }
     let at_line_start = !ends_mid_line(path, &file);
-    Ok((file, at_line_start))
+    Ok(Opened {
+        out: Box::new(file),
+        at_line_start,
+        waits_for_reader: false,
+    })
+}
+
+/// A FIFO opened on the first write, in the writer's thread: opening waits for a reader.
+struct Fifo {
+    path: std::path::PathBuf,
+    file: Option<File>,
+}
+
+impl Write for Fifo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => {
+                let f = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+                self.file.insert(f).write(buf)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
 }
 
 /// Whether `file`, opened from `path`, is a regular file whose last byte is not a newline: an
@@ -809,9 +875,10 @@ mod tests {
         for (before, starts_line) in [("cut off mid-li", false), ("whole\n", true), ("", true)] {
             let path = dir.join("x.log");
             std::fs::write(&path, before).unwrap();
-            let (file, at_line_start) = open(&path).unwrap();
-            assert_eq!(at_line_start, starts_line, "{before:?}");
-            let mut t = Transcript::start(file, at_line_start, |_| {}).unwrap();
+            let opened = open(&path).unwrap();
+            assert_eq!(opened.at_line_start, starts_line, "{before:?}");
+            assert!(!opened.waits_for_reader);
+            let mut t = Transcript::start(opened.out, opened.at_line_start, |_| {}).unwrap();
             t.line("<a> hi");
             assert_eq!(t.close(DEADLINE).await, None);
             let text = std::fs::read_to_string(&path).unwrap();

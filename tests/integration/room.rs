@@ -1169,6 +1169,52 @@ fn a_log_nobody_reads_does_not_stop_the_room() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A `--log` FIFO that nobody has opened for reading yet does not hold up the room (opening it
+/// to write would wait for a reader): the room listens and chats, says the log waits for a
+/// reader, and the reader that comes later gets the lines said before it came.
+#[test]
+fn a_log_fifo_without_a_reader_yet_does_not_hold_up_the_room() {
+    let dir = std::env::temp_dir().join(format!("wirechat-fifo-late-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("room.log");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (mut server, port) = room(&["--log", fifo.to_str().unwrap()]);
+    server
+        .stderr
+        .wait_text("is a FIFO that nobody reads yet: lines wait for a reader");
+    let mut a = Client::named(port, "a");
+    let mut b = Client::named(port, "b");
+    a.send("before the reader");
+    assert_eq!(b.wait("before the reader"), "<a> before the reader");
+    // The reader comes: it gets what was said before it came, within the second the
+    // transcript takes to be written.
+    let reader = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&got).contains("<a> before the reader\n") {
+                match std::io::Read::read(&mut f, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        }
+    });
+    let text = reader.join().unwrap();
+    assert!(text.contains(" * guest-2 is now known as b\n"), "{text}");
+    assert!(text.contains(" <a> before the reader\n"), "{text}");
+    says_goodbye_on(
+        &mut server,
+        nix::sys::signal::Signal::SIGTERM,
+        [&mut a, &mut b],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A log that ends in the middle of a line (an earlier run's write was cut short) is not
 /// glued to: the room's first line starts a line of its own.
 #[test]
