@@ -204,11 +204,13 @@ pub fn open(path: &Path) -> io::Result<Opened> {
 }
 
 /// A FIFO opened on the first write, in the writer's thread: opening waits for a reader.
+#[cfg(unix)]
 struct Fifo {
     path: std::path::PathBuf,
     file: Option<File>,
 }
 
+#[cfg(unix)]
 impl Write for Fifo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.file {
