@@ -1065,7 +1065,9 @@ fn a_telnet_command_split_between_two_reads_is_taken_out() {
 /// waiting for more bytes, and is never glued to the next one.
 #[test]
 fn a_message_without_a_line_end_is_a_line_after_a_pause() {
-    let (_server, port) = room(&[]);
+    // Tokens for exactly the five lines below and none to spare: an empty line made of the
+    // line end that follows a message taken at a pause would hold back the last one.
+    let (_server, port) = room(&["--rate", "0.001", "--burst", "5"]);
     let mut a = Client::join(port);
     let mut b = Client::join(port);
     a.wait(&format!("{} joined", b.nick));
@@ -1074,7 +1076,8 @@ fn a_message_without_a_line_end_is_a_line_after_a_pause() {
     assert_eq!(b.wait(&format!("<{nick}>")), format!("<{nick}> hello"));
     a.send_bytes(b"how are you");
     assert_eq!(b.line(), format!("<{nick}> how are you"));
-    // A line end after such a message ends it: it makes no line of its own.
+    // A line end after such a message ends it: it makes no line of its own (which would take
+    // a token).
     a.send_bytes(b"\r\n");
     a.send("/encoding gbk");
     a.wait("encoding is now");
