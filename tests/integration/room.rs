@@ -1121,17 +1121,24 @@ fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A directory of this test's own (`tag`) holding a FIFO: the directory, to remove at the end,
+/// and the FIFO's path.
+fn temp_fifo(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("wirechat-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("room.log");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    (dir, fifo)
+}
+
 /// A `--log` that does not keep up (a FIFO whose reader never reads) never stops the room:
 /// lines go round, a newcomer is greeted, and SIGTERM still ends it, with status 0, within a
 /// few seconds, saying how many lines did not reach the transcript.
 #[test]
 fn a_log_nobody_reads_does_not_stop_the_room() {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir().join(format!("wirechat-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("room.log");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (dir, fifo) = temp_fifo("fifo");
     // Its reader: open, so the room can open the FIFO to write, and never read.
     let reader = std::fs::OpenOptions::new()
         .read(true)
@@ -1177,11 +1184,7 @@ fn a_log_nobody_reads_does_not_stop_the_room() {
 /// reader, and the reader that comes later gets the lines said before it came.
 #[test]
 fn a_log_fifo_without_a_reader_yet_does_not_hold_up_the_room() {
-    let dir = std::env::temp_dir().join(format!("wirechat-fifo-late-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("room.log");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (dir, fifo) = temp_fifo("fifo-late");
     let (mut server, port) = room(&["--log", fifo.to_str().unwrap()]);
     server
         .stderr
