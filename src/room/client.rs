@@ -324,6 +324,11 @@ async fn read_loop(
     let mut throttled = false;
     let mut idle_at = None;
     let mut woke = Woke::Readable;
+    // The last read, taken in one line at a time: a line may change the client's encoding
+    // (`/encoding windows-1251`), and the text after it in the same read must be taken in the
+    // new one (whether a 0xFF byte is a telnet command depends on it). Empty between reads,
+    // so it holds no memory while a client is idle.
+    let mut read_bytes: Vec<u8> = Vec::new();
     loop {
         // The idle time counts from when the reader began to wait after the client's last
         // bytes: taking its unfinished line at a pause does not start it again.
@@ -380,7 +385,7 @@ async fn read_loop(
                         Some("connection closed".into())
                     }
                     Ok(n) => {
-                        incoming.push(&buf[..n], encoding, &mut framer);
+                        read_bytes.extend_from_slice(&buf[..n]);
                         None
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -388,59 +393,76 @@ async fn read_loop(
                 }
             }
         };
-        for item in framer.lines.drain(..) {
-            if let Some(limit) = rate.as_mut() {
-                let mut first = true;
-                while let Some(wait) = limit.take() {
-                    if !throttled {
-                        let (r, b) = config.rate.unwrap_or_default();
+        let mut taken = 0;
+        loop {
+            // Up to and including the next line end (a CR or LF: telnet's CR NUL and a CRLF
+            // split here are put together again by `LineEnds`).
+            if taken < read_bytes.len() {
+                let end = read_bytes[taken..]
+                    .iter()
+                    .position(|&b| b == b'\n' || b == b'\r')
+                    .map_or(read_bytes.len(), |i| taken + i + 1);
+                incoming.push(&read_bytes[taken..end], encoding, &mut framer);
+                taken = end;
+            }
+            for item in framer.lines.drain(..) {
+                if let Some(limit) = rate.as_mut() {
+                    let mut first = true;
+                    while let Some(wait) = limit.take() {
+                        if !throttled {
+                            let (r, b) = config.rate.unwrap_or_default();
+                            room.tell(
+                                id,
+                                &format!(
+                                    "! slow down: at most {} a second (bursts of {b}); \
+                                 your lines are held back, not lost\n",
+                                    super::count(r, "line")
+                                ),
+                            );
+                            throttled = true;
+                        }
+                        first = false;
+                        tokio::select! {
+                            biased;
+                            () = &mut cut => return kick.reason(),
+                            () = &mut closing => return "server shutting down".into(),
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                    if first {
+                        throttled = false;
+                    }
+                }
+                let quit = match item {
+                    Framed::TooLong => {
                         room.tell(
                             id,
                             &format!(
-                                "! slow down: at most {} a second (bursts of {b}); \
-                                 your lines are held back, not lost\n",
-                                super::count(r, "line")
+                                "! line too long (more than {} bytes): not sent\n",
+                                config.max_line
                             ),
                         );
-                        throttled = true;
+                        None
                     }
-                    first = false;
+                    Framed::Line(bytes) => handle(room, id, &mut encoding, &bytes, &mut wait_for),
+                };
+                if let Some(reason) = quit {
+                    return reason;
+                }
+                if let Some(target) = wait_for.take() {
                     tokio::select! {
                         biased;
                         () = &mut cut => return kick.reason(),
                         () = &mut closing => return "server shutting down".into(),
-                        () = tokio::time::sleep(wait) => {}
+                        () = room.wait_for_private_reader(target) => {}
                     }
                 }
-                if first {
-                    throttled = false;
-                }
             }
-            let quit = match item {
-                Framed::TooLong => {
-                    room.tell(
-                        id,
-                        &format!(
-                            "! line too long (more than {} bytes): not sent\n",
-                            config.max_line
-                        ),
-                    );
-                    None
-                }
-                Framed::Line(bytes) => handle(room, id, &mut encoding, &bytes, &mut wait_for),
-            };
-            if let Some(reason) = quit {
-                return reason;
-            }
-            if let Some(target) = wait_for.take() {
-                tokio::select! {
-                    biased;
-                    () = &mut cut => return kick.reason(),
-                    () = &mut closing => return "server shutting down".into(),
-                    () = room.wait_for_private_reader(target) => {}
-                }
+            if taken >= read_bytes.len() {
+                break;
             }
         }
+        read_bytes = Vec::new();
         if let Some(reason) = leaving {
             if let Woke::Idle = woke {
                 // The client is leaving: its own queue has room or it is cut off anyway.

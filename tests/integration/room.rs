@@ -1040,6 +1040,13 @@ fn telnet_commands_are_taken_out_of_what_a_client_sends() {
     let (koi8, _, _) = encoding_rs::KOI8_R.encode("ОБЪЯВЛЕНИЕ\r\n");
     a.send_bytes(&koi8);
     assert_eq!(b.line(), "<alice> ОБЪЯВЛЕНИЕ");
+    // The switch and the first text in the new encoding in one read, as a script sends them:
+    // the text is taken in the encoding its line comes after.
+    a.send("/encoding utf-8");
+    a.wait("encoding is now");
+    let (text, _, _) = encoding_rs::WINDOWS_1251.encode("мясо ячейка\n");
+    a.send_bytes(&[&b"/encoding windows-1251\n"[..], &text].concat());
+    assert_eq!(b.line(), "<alice> мясо ячейка");
 }
 
 /// A telnet command split between two reads is taken out all the same, wherever the split.
