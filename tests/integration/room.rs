@@ -440,6 +440,19 @@ fn a_full_room_says_so() {
     }
 }
 
+/// A client named `slow` with a small receive buffer, which the test then does not read.
+fn slow_client(port: u16) -> Client {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut c = Client::join_stream(s.into());
+    c.send("/nick slow");
+    c.wait("known as slow");
+    c
+}
+
 /// `--queue-bytes` cuts off a client that does not read once the room holds that many bytes
 /// for it, however many lines `--queue` would allow: 4 MB of lines against a 64 KiB budget.
 #[test]
@@ -452,17 +465,7 @@ fn queue_bytes_bounds_what_a_non_reader_may_fall_behind() {
         "--queue-bytes",
         "65536",
     ]);
-    let slow = {
-        use socket2::{Domain, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_recv_buffer_size(4096).unwrap();
-        s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-            .unwrap();
-        let mut c = Client::join_stream(s.into());
-        c.send("/nick slow");
-        c.wait("known as slow");
-        c
-    };
+    let slow = slow_client(port);
     let mut sender = Client::named(port, "sender");
     let pad = "p".repeat(190);
     let mut batch = String::new();
@@ -485,17 +488,7 @@ fn a_client_that_never_reads_is_cut_off_and_nobody_else_loses_anything() {
     const LINES: usize = 20_000;
     let (server, port) = room(&["--rate", "0"]);
     let mut checker = Client::named(port, "checker");
-    let slow = {
-        use socket2::{Domain, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_recv_buffer_size(4096).unwrap();
-        s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-            .unwrap();
-        let mut c = Client::join_stream(s.into());
-        c.send("/nick slow");
-        c.wait("known as slow");
-        c
-    };
+    let slow = slow_client(port);
     checker.wait("known as slow");
     // As soon as the server says it cut the slow client off, that client reads again: the
     // reason comes last.
