@@ -887,23 +887,30 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_member_that_pauses_reading_gets_everything_when_it_reads_again() {
-        // The flushers find its socket full; its own task takes over and must be woken when
-        // the socket drains, then hand it back to the flushers.
+    /// A room whose queue cuts nobody off, with members 1 and 2.
+    async fn roomy() -> (Arc<Room>, Client, Client) {
         let r = room(Config {
             queue: 1 << 20,
             queue_bytes: 1 << 30,
             ..Config::default()
         });
         let a = join(&r, 1).await;
-        let mut p = join(&r, 2).await;
-        let line = |i: usize| format!("{i:06} {}", "p".repeat(4000));
+        let p = join(&r, 2).await;
+        (r, a, p)
+    }
+
+    /// The `i`th of the long lines that fill a socket quickly.
+    fn long_line(i: usize) -> String {
+        format!("{i:06} {}", "p".repeat(4000))
+    }
+
+    /// `a` says long lines until the flusher finds `p`'s socket full; returns how many.
+    async fn fill(r: &Room, a: &Client, p: &Client) -> usize {
         let mut sent = 0;
         let from = p.conn.out().cursor();
         while p.conn.out().mode() != Mode::Blocked {
             assert!(sent < 100_000, "the socket never filled");
-            r.say(a.id, &line(sent));
+            r.say(a.id, &long_line(sent));
             sent += 1;
             // Until the flusher has written the line or found the socket full.
             let mut turns = 0;
@@ -914,13 +921,22 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         }
+        sent
+    }
+
+    #[tokio::test]
+    async fn a_member_that_pauses_reading_gets_everything_when_it_reads_again() {
+        // The flushers find its socket full; its own task takes over and must be woken when
+        // the socket drains, then hand it back to the flushers.
+        let (r, a, mut p) = roomy().await;
+        let mut sent = fill(&r, &a, &p).await;
         for _ in 0..200 {
-            r.say(a.id, &line(sent));
+            r.say(a.id, &long_line(sent));
             sent += 1;
         }
         for i in 0..sent {
             let l = p.line().await;
-            assert_eq!(l, format!("<guest-1> {}\n", line(i)), "line {i}");
+            assert_eq!(l, format!("<guest-1> {}\n", long_line(i)), "line {i}");
         }
         // Back with the flushers: a new line arrives at once.
         r.say(a.id, "after");
@@ -961,21 +977,8 @@ mod tests {
     /// is not cut off for them: it gets them, in order with the room's lines, when it reads.
     #[tokio::test]
     async fn private_lines_to_a_member_behind_do_not_cut_it_off() {
-        let r = room(Config {
-            queue: 1 << 20,
-            queue_bytes: 1 << 30,
-            ..Config::default()
-        });
-        let a = join(&r, 1).await;
-        let mut p = join(&r, 2).await;
-        let line = |i: usize| format!("{i:06} {}", "p".repeat(4000));
-        let mut sent = 0;
-        while p.conn.out().mode() != Mode::Blocked {
-            assert!(sent < 100_000, "the socket never filled");
-            r.say(a.id, &line(sent));
-            sent += 1;
-            tokio::task::yield_now().await;
-        }
+        let (r, a, mut p) = roomy().await;
+        let sent = fill(&r, &a, &p).await;
         // 80 kB of private lines, more than PRIVATE_MAX, while it is behind.
         let private = "m".repeat(4000);
         for _ in 0..20 {
@@ -989,7 +992,7 @@ mod tests {
             if l.starts_with("*guest-1* ") {
                 privates += 1;
             } else {
-                assert_eq!(l, format!("<guest-1> {}\n", line(publics)));
+                assert_eq!(l, format!("<guest-1> {}\n", long_line(publics)));
                 publics += 1;
             }
         }
