@@ -872,8 +872,11 @@ mod tests {
     /// before the first line, so it is not glued to the partial one; other files get none.
     #[tokio::test]
     async fn a_file_cut_off_mid_line_gets_a_line_of_its_own() {
-        let dir = std::env::temp_dir().join(format!("wirechat-glue-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::Builder::new()
+            .prefix("wirechat-glue-")
+            .tempdir()
+            .expect("a temporary directory");
+        let dir = scratch.path();
         for (before, starts_line) in [("cut off mid-li", false), ("whole\n", true), ("", true)] {
             let path = dir.join("x.log");
             std::fs::write(&path, before).unwrap();
@@ -894,7 +897,6 @@ mod tests {
                 "{text:?}"
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A writer that does not keep up never makes the room's side wait: lines are dropped and

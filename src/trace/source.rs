@@ -419,8 +419,11 @@ mod tests {
     /// takes the link type of the first frame, and frames of another type are left out.
     #[test]
     fn the_file_takes_the_first_frames_link_type() {
-        let dir = std::env::temp_dir().join(format!("wirechat-recorder-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let scratch = tempfile::Builder::new()
+            .prefix("wirechat-recorder-")
+            .tempdir()
+            .expect("a temporary directory");
+        let dir = scratch.path();
         let path = dir.join("raw.pcap");
         let frame = |link, byte| Frame {
             ts: Duration::from_secs(1),
@@ -452,15 +455,17 @@ mod tests {
         let r = pcap_file::pcap::PcapReader::new(File::open(&empty).expect("open"))
             .expect("a pcap file");
         assert_eq!(r.header().datalink, DataLink::LINUX_SLL);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Frames on `lo` with GSO are larger than 64 KiB; BIG TCP ones can pass the snap length,
     /// and are cut there with their original length kept.
     #[test]
     fn large_frames_are_written_whole_up_to_the_snap_length() {
-        let dir = std::env::temp_dir().join(format!("wirechat-big-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let scratch = tempfile::Builder::new()
+            .prefix("wirechat-big-")
+            .tempdir()
+            .expect("a temporary directory");
+        let dir = scratch.path();
         let path = dir.join("big.pcap");
         let mut rec = Recorder::create(&path, Link::Ethernet).expect("create");
         for len in [65_549usize, 300_000] {
@@ -481,6 +486,5 @@ mod tests {
             lens.push((f.data.len(), f.orig_len));
         }
         assert_eq!(lens, [(65_549, 65_549), (262_144, 300_000)]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

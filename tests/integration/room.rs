@@ -605,8 +605,8 @@ fn a_client_killed_mid_line() {
 
 #[test]
 fn sigterm_says_goodbye_flushes_the_log_and_exits_0() {
-    let dir = std::env::temp_dir().join(format!("wirechat-room-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("room");
+    let dir = scratch.path();
     let log = dir.join("room.log");
     let _ = std::fs::remove_file(&log);
     let log_arg = log.to_str().unwrap();
@@ -645,7 +645,6 @@ fn sigterm_says_goodbye_flushes_the_log_and_exits_0() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(" <a> three\n") && text.contains(" <c> four\n"));
     assert_eq!(text.matches("server shutting down").count(), 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends `signal` to the room: each of `clients` is told `* server shutting down` and closed,
@@ -668,8 +667,8 @@ fn says_goodbye_on<const N: usize>(
 #[test]
 fn sighup_shuts_down_in_order_unless_ignored() {
     use nix::sys::signal::{Signal, kill};
-    let dir = std::env::temp_dir().join(format!("wirechat-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("hup");
+    let dir = scratch.path();
     let log = dir.join("room.log");
     let (mut server, port) = room(&["--log", log.to_str().unwrap()]);
     let mut a = Client::named(port, "a");
@@ -680,7 +679,6 @@ fn sighup_shuts_down_in_order_unless_ignored() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(" <a> before the hangup\n"), "{text}");
     assert!(text.ends_with(" * server shutting down\n"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     if !crate::util::have("nohup") {
         return;
@@ -719,8 +717,8 @@ fn a_transcript_over_the_size_limit_resumes_with_a_count() {
     if !have("sh") || !have("prlimit") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("wirechat-fsize-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("fsize");
+    let dir = scratch.path();
     let log = dir.join("room.log");
     let _ = std::fs::remove_file(&log);
     let mut cmd = std::process::Command::new("sh");
@@ -783,7 +781,6 @@ fn a_transcript_over_the_size_limit_resumes_with_a_count() {
         1,
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// When the process runs out of descriptors (a hard limit below --max-clients), the next client
@@ -1093,8 +1090,8 @@ fn a_message_without_a_line_end_is_a_line_after_a_pause() {
 /// shorter than the pause).
 #[test]
 fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
-    let dir = std::env::temp_dir().join(format!("wirechat-pause-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("pause");
+    let dir = scratch.path();
     let log = dir.join("room.log");
     for secs in ["1", "0.3"] {
         let _ = std::fs::remove_file(&log);
@@ -1118,16 +1115,13 @@ fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
             "{secs}: {text}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A directory of this test's own (`tag`) holding a FIFO: the directory, to remove at the end,
-/// and the FIFO's path.
-fn temp_fifo(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("wirechat-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("room.log");
-    let _ = std::fs::remove_file(&fifo);
+/// A directory of this test's own (`tag`, removed when dropped) holding a FIFO, and the FIFO's
+/// path.
+fn temp_fifo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = crate::util::scratch(tag);
+    let fifo = dir.path().join("room.log");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     (dir, fifo)
 }
@@ -1138,7 +1132,7 @@ fn temp_fifo(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn a_log_nobody_reads_does_not_stop_the_room() {
     use std::os::unix::fs::OpenOptionsExt;
-    let (dir, fifo) = temp_fifo("fifo");
+    let (_dir, fifo) = temp_fifo("fifo");
     // Its reader: open, so the room can open the FIFO to write, and never read.
     let reader = std::fs::OpenOptions::new()
         .read(true)
@@ -1176,7 +1170,6 @@ fn a_log_nobody_reads_does_not_stop_the_room() {
         "{stderr}"
     );
     drop(reader);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A `--log` FIFO that nobody has opened for reading yet does not hold up the room (opening it
@@ -1184,7 +1177,7 @@ fn a_log_nobody_reads_does_not_stop_the_room() {
 /// reader, and the reader that comes later gets the lines said before it came.
 #[test]
 fn a_log_fifo_without_a_reader_yet_does_not_hold_up_the_room() {
-    let (dir, fifo) = temp_fifo("fifo-late");
+    let (_dir, fifo) = temp_fifo("fifo-late");
     let (mut server, port) = room(&["--log", fifo.to_str().unwrap()]);
     server
         .stderr
@@ -1218,15 +1211,14 @@ fn a_log_fifo_without_a_reader_yet_does_not_hold_up_the_room() {
         nix::sys::signal::Signal::SIGTERM,
         [&mut a, &mut b],
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A log that ends in the middle of a line (an earlier run's write was cut short) is not
 /// glued to: the room's first line starts a line of its own.
 #[test]
 fn a_log_cut_off_mid_line_goes_on_on_a_new_line() {
-    let dir = std::env::temp_dir().join(format!("wirechat-glue-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("glue");
+    let dir = scratch.path();
     let log = dir.join("room.log");
     std::fs::write(&log, "cut off mid-li").unwrap();
     let (mut server, port) = room(&["--log", log.to_str().unwrap()]);
@@ -1241,7 +1233,6 @@ fn a_log_cut_off_mid_line_goes_on_on_a_new_line() {
             .is_some_and(|l| l.ends_with("Z * guest-1 joined")),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A log that can never be written (`/dev/full`): the operator is told once (one line is one
@@ -1287,8 +1278,8 @@ fn a_log_that_cannot_be_written_is_counted_to_the_end() {
 #[test]
 fn a_bad_log_path_is_one_clear_line() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("wirechat-badlog-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("badlog");
+    let dir = scratch.path();
     let d = dir.to_str().unwrap();
     let mut cases = vec![
         (
@@ -1328,7 +1319,6 @@ fn a_bad_log_path_is_one_clear_line() {
             "{stderr}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A count of one is singular: `* 1 member`, `room full (1 client)`, `1 line a second`.

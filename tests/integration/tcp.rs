@@ -250,8 +250,8 @@ fn binary_round_trip_both_directions() {
 /// stdin from a regular file (sendfile on Linux) and stdout to a regular file.
 #[test]
 fn binary_file_to_file() {
-    let dir = std::env::temp_dir().join(format!("wirechat-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("test");
+    let dir = scratch.path();
     let (src, dst) = (dir.join("in.bin"), dir.join("out.bin"));
     let data = payload(3 << 20);
     std::fs::write(&src, &data).unwrap();
@@ -270,7 +270,6 @@ fn binary_file_to_file() {
     assert!(status.success());
     assert_eq!(server.wait_exit(), 0);
     assert_eq!(sha256(&std::fs::read(&dst).unwrap()), sha256(&data));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The peer reads until EOF and only then replies: wirechat's FIN must not end the

@@ -337,8 +337,8 @@ fn a_capture_cut_by_a_snap_length_gives_the_same_ladder() {
     if !crate::util::have("editcap") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("wirechat-snaplen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("snaplen");
+    let dir = scratch.path();
     let whole = ladder("four-way-close.pcap");
     // 14 + 20 + 32 header bytes, so each of the two data segments keeps 4 bytes.
     let cut = dir.join("cut.pcap");
@@ -354,7 +354,6 @@ fn a_capture_cut_by_a_snap_length_gives_the_same_ladder() {
         .arg(&cut)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     // The SYNs carry 40 bytes of TCP header and are cut inside it: damage, said so.
@@ -402,8 +401,8 @@ fn interrupted_with_stdout_stuck_the_written_file_is_complete() {
     use std::process::Stdio;
     use std::time::Instant;
 
-    let dir = std::env::temp_dir().join(format!("wirechat-stuck-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("stuck");
+    let dir = scratch.path();
     let (input, output) = (dir.join("many.pcap"), dir.join("out.pcap"));
     {
         // 20,000 data segments: far more rows than a pipe and the output buffer hold.
@@ -472,7 +471,6 @@ fn interrupted_with_stdout_stuck_the_written_file_is_complete() {
     }
     assert!(frames > 100, "{frames} frames");
     drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A duration too long to count (`-d inf`, `1e30`) is no deadline, not a crash.
@@ -491,8 +489,8 @@ fn a_duration_too_long_to_count_is_no_deadline() {
 
 #[test]
 fn not_a_capture_file() {
-    let dir = std::env::temp_dir().join(format!("wirechat-trace-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("trace");
+    let dir = scratch.path();
     let f = dir.join("text.pcap");
     std::fs::write(&f, "this is not a capture\n").unwrap();
     let out = wirechat()
@@ -504,7 +502,6 @@ fn not_a_capture_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a capture wirechat can read"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The port of a `tcp listen` child, once its whole "listening on ADDR (tcp)" line is in.
@@ -582,8 +579,8 @@ fn live_trace_matches_tshark() {
     if skip_unless_root("live_trace_matches_tshark") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("wirechat-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("live");
+    let dir = scratch.path();
     let pcap = dir.join("live.pcap");
     let mut server = Proc::wirechat(&SERVER);
     let port = listen_port(&server).to_string();
@@ -692,7 +689,6 @@ fn live_trace_matches_tshark() {
         })
         .collect();
     assert_eq!(ours, theirs);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `tcp connect --trace`: the conversation's own handshake and close on stderr.
@@ -934,8 +930,8 @@ fn pcapng_without_ethernet_is_written_back_whole() {
         b.write(&mut out, &[]).unwrap();
         out
     };
-    let dir = std::env::temp_dir().join(format!("wirechat-rawng-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("rawng");
+    let dir = scratch.path();
     let (input, output) = (dir.join("raw.pcapng"), dir.join("out.pcap"));
     {
         let mut w = PcapNgWriter::new(std::fs::File::create(&input).unwrap()).unwrap();
@@ -990,7 +986,6 @@ fn pcapng_without_ethernet_is_written_back_whole() {
         ports.push(u16::from_be_bytes([data[20], data[21]]));
     }
     assert_eq!(ports, [40001, 40003]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A record with an impossible timestamp or original length still has a known length: its
@@ -1006,8 +1001,8 @@ fn a_record_with_a_bad_header_field_does_not_end_the_reading() {
     // The first record's header follows the 24-byte file header.
     bytes[28..32].copy_from_slice(&u32::MAX.to_le_bytes()); // ts_usec
     bytes[36..40].copy_from_slice(&0u32.to_le_bytes()); // orig_len
-    let dir = std::env::temp_dir().join(format!("wirechat-badrec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("badrec");
+    let dir = scratch.path();
     let f = dir.join("bad-record.pcap");
     // The file written, then read: the status and what was printed.
     let read = |bytes: &[u8]| {
@@ -1031,7 +1026,6 @@ fn a_record_with_a_bad_header_field_does_not_end_the_reading() {
         text.contains("damaged record, reading stops here"),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A receiver with no room left is probed with one byte at a time (as Windows and the BSDs
@@ -1081,8 +1075,8 @@ fn zero_window_probes_are_labelled_and_their_acks_are_not_dup_acks() {
         bld.write(&mut out, s.5).unwrap();
         out
     };
-    let dir = std::env::temp_dir().join(format!("wirechat-zwp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = crate::util::scratch("zwp");
+    let dir = scratch.path();
     let file = dir.join("zero-window-probes.pcap");
     {
         let mut w = PcapWriter::new(std::fs::File::create(&file).unwrap()).unwrap();
@@ -1100,7 +1094,6 @@ fn zero_window_probes_are_labelled_and_their_acks_are_not_dup_acks() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("#1   +")).collect();
     assert_eq!(rows.len(), segs.len(), "{stdout}");

@@ -429,8 +429,9 @@ fn raw_connect_sends_a_binary_file_untouched() {
         .set_read_timeout(Some(crate::util::DEADLINE))
         .unwrap();
     let data = crate::util::payload(150_000);
-    let dir = std::env::temp_dir().join(format!("wirechat-raw-{}", std::process::id()));
-    std::fs::write(&dir, &data).unwrap();
+    let scratch = crate::util::scratch("raw");
+    let file = scratch.path().join("payload.bin");
+    std::fs::write(&file, &data).unwrap();
     let mut cmd = crate::util::wirechat();
     cmd.args([
         "udp",
@@ -439,7 +440,7 @@ fn raw_connect_sends_a_binary_file_untouched() {
         "--raw",
         "-q",
     ]);
-    cmd.stdin(std::fs::File::open(&dir).unwrap());
+    cmd.stdin(std::fs::File::open(&file).unwrap());
     let mut sender = Proc::spawn_stderr(cmd);
     let mut got = Vec::new();
     let mut sizes = Vec::new();
@@ -449,7 +450,6 @@ fn raw_connect_sends_a_binary_file_untouched() {
         sizes.push(n);
         got.extend_from_slice(&buf[..n]);
     }
-    let _ = std::fs::remove_file(&dir);
     assert_eq!(sender.wait_exit(), 0, "{}", sender.stderr.text());
     assert!(got == data, "the datagrams are not the file");
     assert!(

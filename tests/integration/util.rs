@@ -30,6 +30,15 @@ pub fn gbk(text: &str) -> Vec<u8> {
     encoding_rs::GBK.encode(text).0.into_owned()
 }
 
+/// A directory of the test's own under the system's temporary directory, named after `tag`.
+/// It is removed when dropped, so also when the test fails or returns early.
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("wirechat-{tag}-"))
+        .tempdir()
+        .expect("a temporary directory")
+}
+
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
