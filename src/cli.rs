@@ -89,8 +89,8 @@ pub struct RoomArgs {
         allow_negative_numbers = true
     )]
     pub rate: f64,
-    /// Lines a client may send at once before --rate applies.
-    #[arg(long, value_name = "N", default_value_t = 40)]
+    /// Lines a client may send at once before --rate applies (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
     /// Disconnect a client that sends nothing for SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_secs, allow_negative_numbers = true)]

@@ -333,7 +333,10 @@ async fn read_loop(
         // The idle time counts from when the reader began to wait after the client's last
         // bytes: taking its unfinished line at a pause does not start it again.
         if !matches!(woke, Woke::Pause) {
-            idle_at = config.idle_timeout.map(|t| Instant::now() + t);
+            // A timeout too long to count (`--idle-timeout inf`) is none.
+            idle_at = config
+                .idle_timeout
+                .and_then(|t| Instant::now().checked_add(t));
         }
         let read = async {
             match idle_at {

@@ -92,13 +92,14 @@ pub fn parse(line: &str) -> Input<'_> {
 
 /// Why a nickname is refused (before uniqueness, which the room checks).
 pub fn check_nick(nick: &str) -> Result<(), String> {
-    let chars = nick.chars().count();
+    let chars = name_chars(nick, MAX_NICK_CHARS);
     if chars == 0 {
         return Err("a nickname needs at least one character".into());
     }
     if chars > MAX_NICK_CHARS {
         return Err(format!(
-            "{chars} characters is too long (at most {MAX_NICK_CHARS})"
+            "{} characters is too long (at most {MAX_NICK_CHARS})",
+            nick.chars().nfc().count()
         ));
     }
     if let Some(c) = nick.chars().find(|c| !printable(*c)) {
@@ -107,8 +108,10 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
             c
         ));
     }
+    static SERVER: std::sync::LazyLock<NickKeys> =
+        std::sync::LazyLock::new(|| NickKeys::of("server"));
     let keys = NickKeys::of(nick);
-    if keys.id == "server" || keys.looks.iter().any(|l| l == "server") {
+    if keys.id == SERVER.id || keys.looks.iter().any(|l| SERVER.looks.contains(l)) {
         return Err(if nick.eq_ignore_ascii_case("server") {
             "\"server\" is reserved for the server's own messages".into()
         } else {
@@ -128,11 +131,12 @@ pub struct NickKeys {
     /// form (NFD, case folding, NFD), so `Bob` is `bob`, `e` + U+0301 is `é`, `ΝΙΚΟΣ` is
     /// `νικος` and `STRASSE` is `straße`.
     pub id: String,
-    /// What the name looks like: Unicode's confusable skeletons (UTS #39) of the name as typed
-    /// and of its caseless form. So `biII` looks like `bill` (a capital I for an l), `аlice`
-    /// (a Cyrillic `а`) like `alice` and therefore `Alice`, and `B0B` like `BOB`; but `IAN`
-    /// is not `lan`, nor `b0b` `bob`.
-    pub looks: [String; 2],
+    /// What the name looks like: Unicode's confusable skeletons (UTS #39) of the name as typed,
+    /// of its caseless form and of its capitals. So `biII` looks like `bill` (a capital I for
+    /// an l), `аlice` (a Cyrillic `а`) like `alice` and therefore `Alice`, `B0B` like `BOB`,
+    /// and `ВОВ` (Cyrillic capitals) like `BOB`, the capitals of `Bob`. Only these spellings
+    /// count, not every mix of cases: `IAN` is not `lan`, since that would need `lAN`.
+    pub looks: [String; 3],
 }
 
 impl NickKeys {
@@ -141,10 +145,21 @@ impl NickKeys {
         let id: String = nick.chars().nfd().default_case_fold().nfd().collect();
         let skeleton = |s: &str| unicode_security::skeleton(s).collect::<String>();
         NickKeys {
-            looks: [skeleton(nick), skeleton(&id)],
+            looks: [
+                skeleton(nick),
+                skeleton(&id),
+                skeleton(&nick.to_uppercase()),
+            ],
             id,
         }
     }
+}
+
+/// How many characters `name` has, counted as Unicode's composed form (NFC) has them, so that
+/// `é` typed as `e` and a combining accent is one character, as it is when typed as `é`.
+/// Counting stops after `limit + 1`.
+pub fn name_chars(name: &str, limit: usize) -> usize {
+    name.chars().nfc().take(limit + 1).count()
 }
 
 /// Words as they look, for comparing text with the room's notices: confusable letters folded
@@ -230,9 +245,12 @@ pub fn check_me(nick: &str, text: &str) -> Result<(), String> {
     } else {
         starts(&said, renamed) && tokens.len() <= 5
     };
-    // A count: digits, or letters that pass for them.
-    let number = nick.chars().any(char::is_numeric)
-        && nick.chars().all(|c| c.is_numeric() || "lIoO|".contains(c));
+    // A count: digits, or characters that pass for them (UTS #39 takes `З` and `Ʒ` for 3, `O`
+    // and `0` for each other, `l`, `I`, `|` and `1` likewise).
+    let shape: String = unicode_security::skeleton(nick).collect();
+    let digit = |t: &str| t.chars().any(char::is_numeric);
+    let number = (digit(nick) || digit(&shape))
+        && shape.chars().all(|c| c.is_numeric() || "lIoO|".contains(c));
     let counted = number && [members, member, online].iter().any(|p| starts(&said, p));
     let mut line = look_words(nick);
     line.extend(said);
@@ -385,6 +403,18 @@ mod tests {
                 .contains("looks like \"server\"")
         );
         assert!(check_nick("SERVER").unwrap_err().contains("reserved"));
+        // Greek capital epsilons: "SERVER" as it looks.
+        assert!(
+            check_nick("S\u{395}RV\u{395}R")
+                .unwrap_err()
+                .contains("looks like \"server\"")
+        );
+        // Length in characters as they are composed: é typed as e and an accent is one.
+        assert!(check_nick(&"e\u{301}".repeat(MAX_NICK_CHARS)).is_ok());
+        assert_eq!(
+            check_nick(&"e\u{301}".repeat(MAX_NICK_CHARS + 1)).unwrap_err(),
+            "33 characters is too long (at most 32)"
+        );
         assert!(check_nick("").is_err());
     }
 
@@ -421,6 +451,14 @@ mod tests {
             ("BOB", "B0B"),
             ("modern", "rnodern"),
             ("server", "\u{405}\u{415}RV\u{415}R"),
+            // Look-alikes of a name's capitals: Cyrillic and Greek letters, and digits for
+            // letters.
+            ("Bob", "\u{412}\u{41e}\u{412}"),
+            ("Bob", "\u{392}\u{39f}\u{392}"),
+            ("alice", "\u{391}LIC\u{395}"),
+            ("eve", "\u{395}V\u{395}"),
+            ("Bob", "B0B"),
+            ("bob", "b0b"),
         ] {
             assert_eq!(clash(a, b), Some("look"), "{a:?} {b:?}");
         }
@@ -429,11 +467,10 @@ mod tests {
             ("张三", "张四"),
             ("bob", "bop"),
             ("é", "e"),
+            // A capital I is an l only in a mix of cases nobody types: `lAN`, `NElL`.
             ("lan", "IAN"),
             ("Nell", "NEIL"),
             ("all", "ALI"),
-            ("bob", "b0b"),
-            ("Bob", "B0B"),
         ] {
             assert_eq!(clash(a, b), None, "{a:?} {b:?}");
         }
@@ -461,6 +498,10 @@ mod tests {
             ("3", "members: joins and leaves are announced again"),
             ("1", "member: joins and leaves are announced again"),
             ("12", "online: a, b"),
+            // Letters that pass for a digit: Cyrillic Ze and Latin Ezh for 3, O for 0.
+            ("\u{417}", "members: joins and leaves are announced again"),
+            ("\u{1b7}", "online: a, b"),
+            ("1O", "members: joins and leaves are announced again"),
             (
                 "more",
                 "than 1000 members: joins and leaves are no longer announced",

@@ -8,7 +8,7 @@
 //! while its socket is full is not reading, and is cut off (`send queue full`); nobody else
 //! waits for it.
 
-use super::commands::{MAX_NICK_CHARS, NickKeys, check_me, check_nick};
+use super::commands::{MAX_NICK_CHARS, NickKeys, check_me, check_nick, name_chars};
 use super::outbox::{Chunk, ClientId, Conn, Entry, Log, PRIVATE_MAX, Shard, Snapshot, encode};
 use super::transcript::Transcript;
 use super::{Config, EventSink, RoomEvent};
@@ -439,7 +439,7 @@ impl Room {
     pub fn private(&self, id: ClientId, to: &str, text: &str) -> Result<Option<ClientId>, String> {
         // The name as given, in quotes: the reply is sanitised once, by the caller.
         let nobody = || format!("no one here is called \"{to}\" (/who lists who is)");
-        if to.chars().count() > MAX_NICK_CHARS {
+        if name_chars(to, MAX_NICK_CHARS) > MAX_NICK_CHARS {
             return Err(nobody());
         }
         let keys = NickKeys::of(to);
@@ -800,6 +800,25 @@ mod tests {
         assert_eq!(a.line().await, "* guest-1 is now known as alice\n");
         assert_eq!(a.line().await, "*guest-2* psst\n");
         assert_eq!(a.line().await, "<guest-2> after\n");
+    }
+
+    /// A name is found however its accents are typed, also at the length limit: `é` typed as
+    /// `e` and a combining accent is one character.
+    #[tokio::test]
+    async fn msg_finds_a_name_typed_with_combining_accents() {
+        let r = room(Config::default());
+        let mut a = join(&r, 1).await;
+        let b = join(&r, 2).await;
+        let composed = "\u{e9}".repeat(MAX_NICK_CHARS);
+        r.rename(a.id, &composed).unwrap();
+        let decomposed = "e\u{301}".repeat(MAX_NICK_CHARS);
+        assert_eq!(r.private(b.id, &decomposed, "psst"), Ok(None), "delivered");
+        assert_eq!(a.line().await, "* guest-2 joined\n");
+        assert_eq!(
+            a.line().await,
+            format!("* guest-1 is now known as {composed}\n")
+        );
+        assert_eq!(a.line().await, "*guest-2* psst\n");
     }
 
     #[tokio::test]

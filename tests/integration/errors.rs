@@ -87,6 +87,8 @@ fn room_settings_out_of_range_are_status_2() {
         (["--max-line", "15"], "--max-line must be at least 16"),
         (["--max-clients", "0"], "--max-clients must be at least 1"),
         (["--history", "100000"], "--history must be at most 10000"),
+        // A burst of 0 was taken as 1 and told as "bursts of 0".
+        (["--burst", "0"], "'--burst <N>': 0 is not in 1..="),
     ] {
         let mut args = vec!["room", "127.0.0.1:0"];
         args.extend(setting);

@@ -1117,6 +1117,19 @@ fn an_unfinished_line_is_delivered_and_the_idle_timeout_still_closes() {
     }
 }
 
+/// An idle timeout too long to count (`inf`, `1e30`) is none: it panicked in every client's
+/// task, so that no one got so much as a greeting.
+#[test]
+fn an_idle_timeout_too_long_to_count_is_none() {
+    for secs in ["inf", "1e30"] {
+        let (_server, port) = room(&["--idle-timeout", secs]);
+        let mut a = Client::named(port, "a");
+        let mut b = Client::named(port, "b");
+        a.send("still here");
+        b.wait("<a> still here");
+    }
+}
+
 /// A directory of this test's own (`tag`, removed when dropped) holding a FIFO, and the FIFO's
 /// path.
 fn temp_fifo(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
