@@ -30,10 +30,13 @@ pub enum Flow {
 pub struct Outbound {
     lines: Option<LineSplitter>,
     sink: LineSink,
-    /// Messages made while there was no peer to send them to (`tcp listen -k` between
-    /// clients), for the next peer.
-    held: Vec<Vec<u8>>,
-    /// Bytes in `held`.
+    /// Messages made and not yet sent, in order: those made while there was no peer
+    /// (`tcp listen -k` between clients), and those of a conversation that ended before all of
+    /// them were written (a client of `-k` that closed its side). They are the next peer's.
+    held: std::collections::VecDeque<Vec<u8>>,
+    /// How much of the first message in `held` has been sent already.
+    held_sent: usize,
+    /// Bytes in `held` not yet sent.
     held_bytes: usize,
     /// The input ended while nobody was connected.
     held_end: bool,
@@ -91,7 +94,8 @@ impl Outbound {
                 line_no: 0,
                 events,
             },
-            held: Vec::new(),
+            held: std::collections::VecDeque::new(),
+            held_sent: 0,
             held_bytes: 0,
             held_end: false,
         }
@@ -107,9 +111,37 @@ impl Outbound {
         } else {
             self.feed(input, &mut msgs)
         };
-        self.held_bytes += msgs.iter().map(Vec::len).sum::<usize>();
-        self.held.append(&mut msgs);
+        self.queue(&mut msgs);
         flow
+    }
+
+    /// Moves `msgs` to the end of the queue of messages to send, where they stay until
+    /// [`Outbound::sent`] says they were written: a conversation that ends while writing them
+    /// leaves the rest for the next peer.
+    pub fn queue(&mut self, msgs: &mut Vec<Vec<u8>>) {
+        for m in msgs.drain(..).filter(|m| !m.is_empty()) {
+            self.held_bytes += m.len();
+            self.held.push_back(m);
+        }
+    }
+
+    /// What to write next: the unsent part of the first queued message.
+    pub fn next_unsent(&self) -> Option<&[u8]> {
+        self.held.front().map(|m| &m[self.held_sent..])
+    }
+
+    /// `n` bytes of [`Outbound::next_unsent`] were written.
+    pub fn sent(&mut self, n: usize) {
+        let Some(front) = self.held.front() else {
+            return;
+        };
+        let n = n.min(front.len() - self.held_sent);
+        self.held_sent += n;
+        self.held_bytes -= n;
+        if self.held_sent == front.len() {
+            self.held.pop_front();
+            self.held_sent = 0;
+        }
     }
 
     /// Records that the input ended while nobody was connected: the next peer is sent what
@@ -124,15 +156,9 @@ impl Outbound {
         std::mem::take(&mut self.held_end)
     }
 
-    /// Bytes kept by [`Outbound::hold`] and not yet taken.
+    /// Bytes queued and not yet sent.
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
-    }
-
-    /// The messages [`Outbound::hold`] kept, in order.
-    pub fn take_held(&mut self) -> Vec<Vec<u8>> {
-        self.held_bytes = 0;
-        std::mem::take(&mut self.held)
     }
 
     /// Turns `input` into messages appended to `out` (TCP: write them in order; UDP: one

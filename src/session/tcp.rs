@@ -34,12 +34,10 @@ where
     let peer = stream.peer_addr().unwrap_or(super::UNKNOWN_PEER);
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
-        // What was typed while nobody was connected goes first.
-        for m in outbound.take_held() {
-            wr.write_all(&m).await.map_err(Error::Socket)?;
-            activity.sent(m.len());
-        }
         let mut ended_before = outbound.take_held_end();
+        // What was typed while nobody was connected, or left unsent by the last client, goes
+        // first.
+        send_queued(&mut wr, outbound, activity).await?;
         let mut buf = vec![0u8; 64 * 1024];
         let mut msgs = Vec::new();
         loop {
@@ -52,23 +50,18 @@ where
                 0 => outbound.finish(&mut msgs),
                 n => outbound.feed(&buf[..n], &mut msgs),
             };
-            if opts.eol == Eol::None {
-                // Each line goes out in a write of its own: a message boundary where possible.
-                for m in msgs.drain(..) {
-                    wr.write_all(&m).await.map_err(Error::Socket)?;
-                    activity.sent(m.len());
-                }
-            } else if let [one] = msgs.as_slice() {
-                // The usual case, one message per read: no second copy.
-                wr.write_all(one).await.map_err(Error::Socket)?;
-                activity.sent(one.len());
-                msgs.clear();
-            } else if !msgs.is_empty() {
+            // Each line goes out in a write of its own with `--eol none` (a message boundary
+            // where possible); otherwise a read's lines go out in one write.
+            if opts.eol != Eol::None && msgs.len() > 1 {
                 let wire = msgs.concat();
                 msgs.clear();
-                wr.write_all(&wire).await.map_err(Error::Socket)?;
-                activity.sent(wire.len());
+                msgs.push(wire);
             }
+            // Queued before writing, and taken off the queue as written: if the conversation
+            // ends in the middle (a client of `-k` closed its side), the rest is the next
+            // client's, not lost.
+            outbound.queue(&mut msgs);
+            send_queued(&mut wr, outbound, activity).await?;
             if flow == Flow::Quit {
                 // FIN right after the quit word, so the peer sees a clean close.
                 let _ = wr.shutdown().await;
@@ -146,6 +139,25 @@ where
         let _ = show(&mut output, &out).await;
     }
     end
+}
+
+/// Writes the messages `outbound` has queued, in order, taking each piece off the queue as it
+/// is written. Each write is cancel-safe, so a conversation that ends in the middle leaves
+/// exactly what was not written.
+async fn send_queued<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    outbound: &mut Outbound,
+    activity: &Activity,
+) -> Result<(), Error> {
+    while let Some(next) = outbound.next_unsent() {
+        let n = wr.write(next).await.map_err(Error::Socket)?;
+        if n == 0 {
+            return Err(Error::Socket(std::io::ErrorKind::WriteZero.into()));
+        }
+        outbound.sent(n);
+        activity.sent(n);
+    }
+    Ok(())
 }
 
 /// Writes what arrived to the output, at once.

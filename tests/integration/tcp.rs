@@ -477,6 +477,56 @@ fn keep_open_with_one_client(stdout: Stdio, data: &[u8]) -> (Proc, u16, TcpStrea
     (server, port, first)
 }
 
+/// `tcp listen -k` fed from a file: a turn that ends while the listener is in the middle of
+/// writing to its client (here the idle timeout, with a client that stopped reading; also a
+/// client that closes its side, as `nc -N` does) leaves what was not written to the next
+/// client. Every byte reaches one of them, once and in order; the rest of a 64 KiB piece used
+/// to be lost, and the byte count was short.
+#[test]
+fn keep_open_loses_nothing_when_a_turn_ends_mid_write() {
+    let data = payload(16 << 20);
+    let scratch = crate::util::scratch("keep-open");
+    let file = scratch.path().join("input.bin");
+    std::fs::write(&file, &data).unwrap();
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["tcp", "listen", "127.0.0.1:0", "-k", "-w", "1"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .stdout(Stdio::null());
+    let server = Proc::spawn_stderr(cmd);
+    let port = server.port();
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+    // A part is read, then no more: the listener's writes fill the socket, wait, and the
+    // turn ends idle in the middle of one.
+    let mut got = vec![0u8; 1 << 20];
+    first.read_exact(&mut got).unwrap();
+    let text = server.stderr.wait_text(" bytes, received 0 bytes");
+    let sent: usize = text
+        .split("closed: sent ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a byte count");
+    first.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        got.len(),
+        sent,
+        "what the first client got is what it was sent"
+    );
+    let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second
+        .set_read_timeout(Some(crate::util::DEADLINE))
+        .unwrap();
+    second.read_to_end(&mut got).unwrap();
+    let same = got.iter().zip(&data).take_while(|(a, b)| a == b).count();
+    assert!(
+        got.len() == data.len() && same == data.len(),
+        "{} of {} bytes arrived, the first {same} in order; the first client got {sent}",
+        got.len(),
+        data.len()
+    );
+}
+
 /// `tcp listen -k | head -1`: once nobody reads the output, the listener ends (status 0)
 /// instead of taking the next clients' data and dropping it.
 #[test]
