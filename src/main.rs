@@ -37,37 +37,34 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
-    let status = match runtime {
+    // The error that ends wirechat is shown with the line editor's last output (see
+    // flush_editor_output), so that it starts a line of its own.
+    let (status, error) = match runtime {
         Ok(rt) => {
-            let status = rt.block_on(async {
+            let ended = rt.block_on(async {
                 tokio::select! {
                     r = wirechat::run(cli) => match r {
-                        Ok(()) => Status::Ok,
-                        Err(e) => {
-                            say(format_args!("wirechat: error: {e:#}"));
-                            Status::classify(&e)
-                        }
+                        Ok(()) => (Status::Ok, None),
+                        Err(e) => (Status::classify(&e), Some(format!("wirechat: error: {e:#}"))),
                     },
                     () = async {
                         match interrupted {
                             Some(signal) => signal.await,
                             None => std::future::pending().await,
                         }
-                    } => Status::Interrupted,
+                    } => (Status::Interrupted, None),
                 }
             });
             // Do not wait for threads still blocked reading stdin: the conversation is over.
             rt.shutdown_background();
-            status
+            ended
         }
-        Err(e) => {
-            say(format_args!(
-                "wirechat: error: cannot start the runtime: {e}"
-            ));
-            Status::Failure
-        }
+        Err(e) => (
+            Status::Failure,
+            Some(format!("wirechat: error: cannot start the runtime: {e}")),
+        ),
     };
-    wirechat::session::terminal::flush_editor_output(std::time::Duration::from_secs(1));
+    wirechat::session::terminal::flush_editor_output(std::time::Duration::from_secs(1), error);
     let mut screen = wirechat::session::terminal::silence_editor();
     tty.restore(screen.as_mut());
     let _ = std::io::stdout().flush();

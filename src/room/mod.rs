@@ -345,67 +345,18 @@ async fn serve_with(addr: &HostPort, config: Config, events: EventSink) -> Resul
         }
     }
     let listener = transport::tcp_listen(addr).await?;
+    // Read by a thread that leaves the terminal alone while the room is in the background
+    // (`wirechat room 8080 &`): the keyboard is the room's after `fg`.
+    let stdin = crate::session::terminal::stdin_reader(false)
+        .map_err(|e| Error::Config(format!("cannot start the stdin thread: {e}")))?;
     run(
         listener,
         config,
-        Some(stdin_reader()),
+        Some(stdin),
         events,
         crate::exit::interrupted_or_hung_up(),
     )
     .await
-}
-
-/// The process's stdin as an `AsyncRead`, read on a detached thread: tokio's own stdin would
-/// keep the runtime from shutting down while a read is blocked, and the room must exit at once.
-fn stdin_reader() -> impl AsyncRead + Unpin + Send + 'static {
-    use std::io::Read;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(16);
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        #[cfg(unix)]
-        let in_background = background_reader(std::io::IsTerminal::is_terminal(&stdin));
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let item = match stdin.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => Ok(bytes::Bytes::copy_from_slice(&buf[..n])),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                #[cfg(unix)]
-                Err(e)
-                    if in_background()
-                        && e.raw_os_error() == Some(nix::errno::Errno::EIO as i32) =>
-                {
-                    // Started with `&` or sent to the background: the keyboard is the
-                    // foreground job's. Look again later; `fg` gives it back.
-                    std::thread::sleep(Duration::from_millis(300));
-                    continue;
-                }
-                Err(e) => Err(e),
-            };
-            let failed = item.is_err();
-            if tx.blocking_send(item).is_err() || failed {
-                return;
-            }
-        }
-    });
-    tokio_util::io::StreamReader::new(tokio_stream::wrappers::ReceiverStream::new(rx))
-}
-
-/// Sets up the reading thread for a room in the background of its terminal (`wirechat room 8080
-/// &`): a read of the terminal from there would stop the whole process with SIGTTIN. With the
-/// signal blocked in this thread, the read fails with EIO instead. `tty`: stdin is a terminal.
-/// Returns the test for "stdin is a terminal whose foreground job is not ours".
-#[cfg(unix)]
-fn background_reader(tty: bool) -> impl Fn() -> bool {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-    if tty {
-        let mut ttin = SigSet::empty();
-        ttin.add(Signal::SIGTTIN);
-        let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttin), None);
-    }
-    move || {
-        tty && nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg != nix::unistd::getpgrp())
-    }
 }
 
 /// Opens the `--log` file `path` and starts its writer, which warns the operator through

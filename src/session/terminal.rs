@@ -2,6 +2,11 @@
 //! a terminal without the editor), or, when both are terminals, a line editor (rustyline) whose
 //! external printer shows incoming messages and events above the line being typed, so they
 //! never tear it.
+//!
+//! Started in the background of a shell (`wirechat tcp listen 5000 > file.bin &`), wirechat
+//! neither reads the terminal nor changes its mode, either of which would stop the whole
+//! process (SIGTTIN, SIGTTOU): the conversation runs, and typing works once it is brought to
+//! the foreground (`fg`). The room reads its stdin the same way (`stdin_reader`).
 
 use super::Events;
 use bytes::Bytes;
@@ -55,8 +60,18 @@ impl Terminal {
         } else {
             Box::pin(tokio::io::stdout())
         };
+        // A terminal is read by a thread that leaves it alone while wirechat is in the
+        // background; after Ctrl-D it goes on reading, as a terminal does. Pipes and files
+        // need none of this.
+        let input: Pin<Box<dyn AsyncRead + Send>> = match stdin_is_tty {
+            true => match stdin_reader(true) {
+                Ok(reader) => Box::pin(reader),
+                Err(_) => Box::pin(tokio::io::stdin()),
+            },
+            false => Box::pin(tokio::io::stdin()),
+        };
         Terminal {
-            input: Box::pin(tokio::io::stdin()),
+            input,
             output,
             events: Events::stderr(quiet),
             spliceable: !stdin_is_tty && !stdout_is_tty,
@@ -64,6 +79,84 @@ impl Terminal {
             stdin_is_tty,
         }
     }
+}
+
+/// How often a reader in the background looks again whether it has been brought to the
+/// foreground: there is no signal for that which every shell sends.
+const FOREGROUND_POLL: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// True when stdin is a terminal whose foreground job is not ours: wirechat was started with
+/// `&` or sent to the background. A read of the terminal from there stops the whole process
+/// with SIGTTIN, a change of its mode (the line editor's raw mode) with SIGTTOU.
+#[cfg(unix)]
+pub fn in_background() -> bool {
+    let stdin = io::stdin();
+    stdin.is_terminal()
+        && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|fg| fg != nix::unistd::getpgrp())
+}
+
+/// Elsewhere there is no job control to keep out of the way of.
+#[cfg(not(unix))]
+pub fn in_background() -> bool {
+    false
+}
+
+/// Returns once wirechat is not in the background of its terminal (at once if it never was).
+fn wait_for_foreground() {
+    while in_background() {
+        std::thread::sleep(FOREGROUND_POLL);
+    }
+}
+
+/// The process's stdin as an `AsyncRead`, read on a detached thread of its own: tokio's stdin
+/// would keep the runtime from shutting down while a read is blocked, and it stops the process
+/// when it reads a terminal from the background. Here SIGTTIN is blocked in the reading thread,
+/// so such a read fails (EIO) instead, and the thread looks again later: `fg` gives the keyboard
+/// back. With `eof_once`, an end of input read from a terminal (Ctrl-D) is one end, after which
+/// reading goes on; otherwise it is the end. Fails when the thread cannot start.
+pub(crate) fn stdin_reader(eof_once: bool) -> io::Result<ThreadInput> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(16);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = io::stdin().lock();
+            let tty = stdin.is_terminal();
+            #[cfg(unix)]
+            if tty {
+                use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+                let mut ttin = SigSet::empty();
+                ttin.add(Signal::SIGTTIN);
+                let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttin), None);
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let item = match stdin.read(&mut buf) {
+                    Ok(0) if eof_once && tty => Ok(Bytes::new()),
+                    Ok(0) => return,
+                    Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    #[cfg(unix)]
+                    Err(e)
+                        if e.raw_os_error() == Some(nix::errno::Errno::EIO as i32)
+                            && in_background() =>
+                    {
+                        // The keyboard is the foreground job's until `fg`.
+                        wait_for_foreground();
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        })?;
+    Ok(ThreadInput {
+        chunks: Chunks::Read(rx),
+        rest: Bytes::new(),
+    })
 }
 
 /// True when stdout is a regular file or a device that is not a terminal (/dev/null): writes
@@ -118,15 +211,51 @@ type Printer = Arc<Mutex<Box<dyn rustyline::ExternalPrinter + Send>>>;
 /// at exit.
 static PRINTER: std::sync::OnceLock<Printer> = std::sync::OnceLock::new();
 
-/// Waits, at most `limit`, until the line editor has shown everything given to its printer.
-/// The editor's thread prints messages after they are handed over, so without this the last
-/// ones (`closed: ...`) could be lost when the process exits.
+/// stderr is the terminal the editor draws on, so what goes to stderr goes through its printer.
+static STDERR_ON_EDITOR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when stderr is the terminal the line editor draws on (stdout's).
+#[cfg(unix)]
+fn stderr_is_editors_terminal() -> bool {
+    use nix::sys::stat::fstat;
+    let (err, out) = (io::stderr(), io::stdout());
+    err.is_terminal()
+        && match (fstat(&err), fstat(&out)) {
+            (Ok(e), Ok(o)) => e.st_rdev == o.st_rdev,
+            _ => false,
+        }
+}
+
+/// Elsewhere a terminal stderr is taken for the console the editor draws on.
+#[cfg(not(unix))]
+fn stderr_is_editors_terminal() -> bool {
+    io::stderr().is_terminal()
+}
+
+/// Shows `last` (wirechat's last words: the error that ends it), then waits, at most `limit`,
+/// until the line editor has shown everything given to its printer. The editor's thread prints
+/// messages after they are handed over, so without this the last ones (`closed: ...`) could be
+/// lost when the process exits. `last` goes to stderr, through the editor's printer when that
+/// is the editor's terminal: written straight there, it would follow the editor's prompt on
+/// its line (`> wirechat: error: ...`).
 ///
 /// rustyline has no flush: the printer hands messages over through a queue of one, so the
 /// second of two marker messages is taken only after the editor has finished with everything
 /// before the first. The marker moves the cursor up a line and back down, which shows nothing.
-pub fn flush_editor_output(limit: std::time::Duration) {
-    let Some(printer) = PRINTER.get().cloned() else {
+pub fn flush_editor_output(limit: std::time::Duration, last: Option<String>) {
+    let printer = PRINTER.get().cloned();
+    let last = match (last, &printer) {
+        (Some(line), Some(_)) if STDERR_ON_EDITOR.load(std::sync::atomic::Ordering::Relaxed) => {
+            Some(line)
+        }
+        (Some(line), _) => {
+            use std::io::Write as _;
+            let _ = writeln!(io::stderr().lock(), "{line}");
+            None
+        }
+        (None, _) => None,
+    };
+    let Some(printer) = printer else {
         return;
     };
     let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -134,8 +263,9 @@ pub fn flush_editor_output(limit: std::time::Duration) {
     // not keep wirechat from exiting.
     std::thread::spawn(move || {
         if let Ok(mut p) = printer.lock() {
-            for _ in 0..2 {
-                if p.print("\x1b[1A\n".to_string()).is_err() {
+            let messages = last.map(|line| format!("{line}\n")).into_iter();
+            for m in messages.chain(std::iter::repeat_n("\x1b[1A\n".to_string(), 2)) {
+                if p.print(m).is_err() {
                     break;
                 }
             }
@@ -174,7 +304,7 @@ fn start_editor(quiet: bool, ctrl_d: CtrlD) -> Result<Terminal, String> {
     // Unbounded, so the editor never waits for the conversation: while it waits it is out of
     // raw mode, and the terminal's cooked mode echoes type-ahead and drops what does not fit
     // its 4 KiB buffer. What it holds is bounded by what the user types or pastes. An empty
-    // message is an end of input that the editor survives (see [`EditorInput`]).
+    // message is an end of input that the editor survives (see [`ThreadInput`]).
     let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Printer, String>>();
     std::thread::spawn(move || {
@@ -196,6 +326,10 @@ fn start_editor(quiet: bool, ctrl_d: CtrlD) -> Result<Terminal, String> {
             }
         }
         loop {
+            // In the background the editor leaves the terminal alone: its raw mode would stop
+            // wirechat (SIGTTOU). Until `fg` its printer writes straight to the terminal.
+            wait_for_foreground();
+            save_mode();
             match editor.readline("> ") {
                 Ok(line) => {
                     let _ = editor.add_history_entry(line.as_str());
@@ -243,17 +377,24 @@ fn start_editor(quiet: bool, ctrl_d: CtrlD) -> Result<Terminal, String> {
         .recv()
         .map_err(|_| "editor thread ended".to_string())??;
     let _ = PRINTER.set(printer.clone());
-    let events_printer = printer.clone();
-    let events = Events::new(move |e: &super::Event| {
-        if !quiet || e.always_shown() {
-            if let Ok(mut p) = events_printer.lock() {
-                let _ = p.print(format!("wirechat: {e}\n"));
+    // Events go where stderr goes; through the printer (above the prompt, which is redrawn)
+    // only when that is the terminal the editor draws on.
+    let events = if stderr_is_editors_terminal() {
+        STDERR_ON_EDITOR.store(true, std::sync::atomic::Ordering::Relaxed);
+        let events_printer = printer.clone();
+        Events::new(move |e: &super::Event| {
+            if !quiet || e.always_shown() {
+                if let Ok(mut p) = events_printer.lock() {
+                    let _ = p.print(format!("wirechat: {e}\n"));
+                }
             }
-        }
-    });
+        })
+    } else {
+        Events::stderr(quiet)
+    };
     Ok(Terminal {
-        input: Box::pin(EditorInput {
-            lines: line_rx,
+        input: Box::pin(ThreadInput {
+            chunks: Chunks::Lines(line_rx),
             rest: Bytes::new(),
         }),
         output: Box::pin(PrinterWriter(printer)),
@@ -264,28 +405,41 @@ fn start_editor(quiet: bool, ctrl_d: CtrlD) -> Result<Terminal, String> {
     })
 }
 
-/// The lines the editor's thread sends, as a byte stream. An empty message is one end of input
-/// (a read of 0 bytes), after which reading goes on, as from a terminal after Ctrl-D; the
-/// editor's thread ending is the end for good.
-struct EditorInput {
-    lines: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
-    /// What the last line did not fit into the reader's buffer.
+/// What a thread reading the terminal (or stdin) sends, as a byte stream. An empty chunk is one
+/// end of input (a read of 0 bytes), after which reading goes on, as from a terminal after
+/// Ctrl-D; the thread ending is the end for good.
+pub(crate) struct ThreadInput {
+    chunks: Chunks,
+    /// What the last chunk did not fit into the reader's buffer.
     rest: Bytes,
 }
 
-impl AsyncRead for EditorInput {
+/// Where a [`ThreadInput`] gets its chunks.
+enum Chunks {
+    /// From [`stdin_reader`]: bounded, so a fast pipe waits for the conversation.
+    Read(tokio::sync::mpsc::Receiver<io::Result<Bytes>>),
+    /// The editor's lines (see [`start_editor`] for why unbounded).
+    Lines(tokio::sync::mpsc::UnboundedReceiver<Bytes>),
+}
+
+impl AsyncRead for ThreadInput {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.rest.is_empty() {
-            match self.lines.poll_recv(cx) {
+            let next = match &mut self.chunks {
+                Chunks::Read(rx) => rx.poll_recv(cx),
+                Chunks::Lines(rx) => rx.poll_recv(cx).map(|line| line.map(Ok)),
+            };
+            match next {
                 Poll::Pending => return Poll::Pending,
                 // The end of input, for good or once.
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(line)) if line.is_empty() => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(line)) => self.rest = line,
+                Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Ok(chunk))) => self.rest = chunk,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
             }
         }
         let n = self.rest.len().min(buf.remaining());
@@ -325,13 +479,35 @@ impl AsyncWrite for PrinterWriter {
 /// The terminal's mode when wirechat started, put back on the way out: the editor may be in
 /// the middle of reading a line (raw mode) when a conversation ends.
 #[derive(Clone)]
-pub struct TtyGuard(#[cfg(unix)] Option<nix::sys::termios::Termios>);
+pub struct TtyGuard(());
+
+/// The mode [`TtyGuard`] puts back. Started in the background, wirechat takes it once it is in
+/// the foreground, before the editor first changes it: the mode seen from the background is the
+/// foreground job's (the shell's own, while it reads its next command).
+#[cfg(unix)]
+static SAVED_MODE: Mutex<Option<nix::sys::termios::Termios>> = Mutex::new(None);
+
+/// Saves stdin's terminal mode for [`TtyGuard`], unless one is saved, stdin is not a terminal,
+/// or wirechat is in the background of it.
+#[cfg(unix)]
+fn save_mode() {
+    let Ok(mut saved) = SAVED_MODE.lock() else {
+        return;
+    };
+    if saved.is_none() && !in_background() {
+        *saved = nix::sys::termios::tcgetattr(io::stdin()).ok();
+    }
+}
+
+/// Elsewhere the console's mode is the line editor's own business.
+#[cfg(not(unix))]
+fn save_mode() {}
 
 #[cfg(not(unix))]
 impl TtyGuard {
     /// Elsewhere the console's mode is the line editor's own business.
     pub fn save() -> TtyGuard {
-        TtyGuard()
+        TtyGuard(())
     }
 
     /// Nothing to restore.
@@ -340,24 +516,37 @@ impl TtyGuard {
 
 #[cfg(unix)]
 impl TtyGuard {
-    /// Saves stdin's terminal mode, if stdin is a terminal.
+    /// Saves stdin's terminal mode, if stdin is a terminal and wirechat is in the foreground
+    /// (otherwise the line editor saves it once it is).
     pub fn save() -> TtyGuard {
-        TtyGuard(nix::sys::termios::tcgetattr(io::stdin()).ok())
+        save_mode();
+        TtyGuard(())
     }
 
     /// Restores the saved mode. If the editor was in the middle of reading a line (raw mode),
     /// its prompt line is cleared on `screen` (the terminal [`silence_editor`] gave, or stdout)
     /// so the shell's prompt takes its place; a redraw the editor left half done (inside a
     /// synchronized update) is ended first.
+    ///
+    /// In the background of the terminal nothing is done: the mode is the foreground job's,
+    /// and changing it would stop wirechat (SIGTTOU) on its way out. The editor is never in
+    /// raw mode there (see `start_editor`).
     pub fn restore(&self, screen: Option<&mut std::fs::File>) {
         use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
         use std::io::Write;
-        if let Some(saved) = &self.0 {
+        if in_background() {
+            return;
+        }
+        let saved = match SAVED_MODE.lock() {
+            Ok(saved) => saved.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(saved) = saved {
             let was_reading = tcgetattr(io::stdin()).is_ok_and(|now| {
                 saved.local_flags.contains(LocalFlags::ICANON)
                     && !now.local_flags.contains(LocalFlags::ICANON)
             });
-            let _ = tcsetattr(io::stdin(), SetArg::TCSANOW, saved);
+            let _ = tcsetattr(io::stdin(), SetArg::TCSANOW, &saved);
             if was_reading {
                 let last = b"\x1b[?2026l\r\x1b[K";
                 let _ = match screen {

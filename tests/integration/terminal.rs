@@ -478,6 +478,74 @@ fn a_listener_at_a_terminal_ends_on_the_quit_word_typed_before_a_client() {
     assert!(screen.contains("ending (it was not sent)"), "{screen}");
 }
 
+/// `wirechat ARGS &` typed at an interactive shell (bash) in tmux, `redirect` added (`> FILE`):
+/// the session, once wirechat's listening line is on the screen, and the address there.
+fn in_the_background(args: &str, redirect: &str) -> (Tmux, std::net::SocketAddr) {
+    let tmux = Tmux::start("bash --norc --noprofile");
+    tmux.keys(&format!(
+        "{} {args} {redirect} &",
+        env!("CARGO_BIN_EXE_wirechat")
+    ));
+    tmux.enter();
+    let screen = tmux.wait("the listening line", |s| {
+        s.contains(" (tcp)") || s.contains(" (udp)")
+    });
+    (tmux, crate::util::listening_addr(&screen))
+}
+
+/// Checks with `jobs` that the background job is running, not stopped (reading the terminal
+/// from the background, or changing its mode, would have stopped it).
+fn still_running(tmux: &Tmux) {
+    tmux.keys("jobs");
+    tmux.enter();
+    let screen = tmux.wait("the job's state", |s| {
+        s.contains("Running") || s.contains("Stopped")
+    });
+    assert!(!screen.contains("Stopped"), "{screen}");
+}
+
+/// Types `fg` and waits until the job started as `wirechat ARGS` is in the foreground.
+fn bring_to_the_foreground(tmux: &Tmux, args: &str) {
+    tmux.keys("fg");
+    tmux.enter();
+    tmux.wait("the job in the foreground", |s| {
+        s.lines().any(|l| l.trim_end().ends_with(args))
+    });
+}
+
+/// Ends the background job with SIGTERM (`kill %1`) and checks that it exits at once, with
+/// the status of an interrupt.
+fn terminate(tmux: &Tmux) {
+    tmux.keys("kill %1; wait %1; echo EXITED=$?");
+    tmux.enter();
+    let screen = tmux.wait("the job's exit", |s| {
+        s.lines().any(|l| l.starts_with("EXITED="))
+    });
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "EXITED=130"),
+        "{screen}"
+    );
+}
+
+/// Waits until the file at `path` holds `want`.
+fn wait_for_file(path: &std::path::Path, want: &[u8]) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let got = std::fs::read(path).unwrap_or_default();
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "waiting for {}: {:?}",
+            path.display(),
+            String::from_utf8_lossy(&got)
+        );
+        // Polling a file, which has no event to wait on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `wirechat room PORT &` from an interactive shell: in the background it serves (reading the
 /// terminal there would stop it with SIGTTIN), and after `fg` the keyboard is the server's.
 #[test]
@@ -486,14 +554,7 @@ fn a_room_in_the_background_serves_and_takes_the_keyboard_after_fg() {
     if !have("tmux") || !have("bash") {
         return;
     }
-    let tmux = Tmux::start("bash --norc --noprofile");
-    tmux.keys(&format!(
-        "{} room 127.0.0.1:0 &",
-        env!("CARGO_BIN_EXE_wirechat")
-    ));
-    tmux.enter();
-    let screen = tmux.wait("the listening line", |s| s.contains(" (tcp)"));
-    let addr = crate::util::listening_addr(&screen);
+    let (tmux, addr) = in_the_background("room 127.0.0.1:0", "");
     let client = std::net::TcpStream::connect(addr).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut reader = BufReader::new(client);
@@ -502,16 +563,137 @@ fn a_room_in_the_background_serves_and_takes_the_keyboard_after_fg() {
         .read_line(&mut line)
         .expect("a greeting while in the background");
     assert!(line.contains("welcome"), "{line:?}");
-    tmux.keys("fg");
-    tmux.enter();
-    tmux.wait("the job in the foreground", |s| {
-        s.lines().any(|l| l.ends_with("room 127.0.0.1:0"))
-    });
+    bring_to_the_foreground(&tmux, "room 127.0.0.1:0");
     tmux.keys("hello from the keyboard");
     tmux.enter();
     line.clear();
     reader.read_line(&mut line).expect("the server's line");
     assert_eq!(line, "<server> hello from the keyboard\n");
+}
+
+/// The README's `wirechat tcp listen 5000 > file.bin &`: in the background, with the terminal
+/// as its stdin, the listener leaves the keyboard alone and writes what arrives to the file;
+/// SIGTERM (`kill %1`) ends it.
+#[test]
+fn a_tcp_listener_in_the_background_writes_its_file_and_ends_on_sigterm() {
+    if !have("tmux") || !have("bash") {
+        return;
+    }
+    let dir = crate::util::scratch("bg-tcp");
+    let file = dir.path().join("out.bin");
+    let (tmux, addr) =
+        in_the_background("tcp listen 127.0.0.1:0", &format!("> {}", file.display()));
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    let data = crate::util::payload(10_000);
+    client.write_all(&data).unwrap();
+    wait_for_file(&file, &data);
+    still_running(&tmux);
+    terminate(&tmux);
+    // The connection is gone with it.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut client, &mut rest).expect("the listener's close");
+}
+
+/// `wirechat udp listen PORT > log &` likewise: the datagrams are logged, the job runs on.
+#[test]
+fn a_udp_listener_in_the_background_writes_its_log_and_ends_on_sigterm() {
+    if !have("tmux") || !have("bash") {
+        return;
+    }
+    let dir = crate::util::scratch("bg-udp");
+    let file = dir.path().join("log");
+    let (tmux, addr) =
+        in_the_background("udp listen 127.0.0.1:0", &format!("> {}", file.display()));
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(b"one datagram\n", addr).unwrap();
+    wait_for_file(&file, b"one datagram\n");
+    still_running(&tmux);
+    terminate(&tmux);
+}
+
+/// `wirechat tcp listen PORT &` with the terminal as stdin and stdout: in the background the
+/// line editor leaves the terminal's mode alone (changing it would stop wirechat with SIGTTOU)
+/// while messages are shown; after `fg` it reads the keyboard.
+#[test]
+fn a_tcp_listener_with_the_editor_in_the_background_takes_the_keyboard_after_fg() {
+    use std::io::{BufRead, BufReader};
+    if !have("tmux") || !have("bash") {
+        return;
+    }
+    let (tmux, addr) = in_the_background("tcp listen 127.0.0.1:0", "");
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client.write_all(b"from the peer\n").unwrap();
+    tmux.wait("the peer's message", |s| {
+        s.lines().any(|l| l.trim_end() == "from the peer")
+    });
+    still_running(&tmux);
+    bring_to_the_foreground(&tmux, "tcp listen 127.0.0.1:0");
+    tmux.keys("typed after fg");
+    tmux.enter();
+    let mut line = String::new();
+    BufReader::new(client)
+        .read_line(&mut line)
+        .expect("the typed line");
+    assert_eq!(line, "typed after fg\n");
+}
+
+/// With stderr redirected, events go there as README says, not to the screen through the line
+/// editor; the editor still shows the peer's messages.
+#[test]
+fn events_go_to_a_redirected_stderr_not_to_the_screen() {
+    if !have("tmux") {
+        return;
+    }
+    let dir = crate::util::scratch("events");
+    let log = dir.path().join("ev.log");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (tmux, mut peer) = connect_in_tmux(&listener, &format!("2>{}", log.display()));
+    peer.write_all(b"hi\n").unwrap();
+    drop(peer);
+    let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+    assert!(screen.contains("EXITED=0"), "{screen}");
+    assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
+    assert!(!screen.contains("wirechat:"), "{screen}");
+    let events = std::fs::read_to_string(&log).unwrap();
+    assert!(events.contains("wirechat: connected to "), "{events}");
+    assert!(
+        events.contains("wirechat: closed: sent 0 bytes, received 3 bytes"),
+        "{events}"
+    );
+}
+
+/// An error at start-up (nothing listening) starts a line of its own: it does not follow the
+/// line editor's prompt (`> wirechat: error: ...`). It depends on timing: three rounds.
+#[test]
+fn a_startup_error_at_a_terminal_starts_a_line_of_its_own() {
+    if !have("tmux") {
+        return;
+    }
+    for round in 0..3 {
+        // A port with nothing listening on it.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let tmux = Tmux::start(&format!(
+            "{} tcp connect {addr}; echo EXITED=$?; sleep 60",
+            env!("CARGO_BIN_EXE_wirechat")
+        ));
+        let screen = tmux.wait("the exit", |s| s.contains("EXITED="));
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.starts_with("wirechat: error: cannot connect")),
+            "round {round}:\n{screen}"
+        );
+        assert!(!screen.contains("> "), "round {round}:\n{screen}");
+        assert!(
+            screen.lines().any(|l| l.starts_with("EXITED=")),
+            "round {round}:\n{screen}"
+        );
+    }
 }
 
 /// At a terminal, `udp listen` without `--peer` reads typed lines at once: before anyone has
