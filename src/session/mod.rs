@@ -353,6 +353,7 @@ fn report_end(
     opts: &Options,
     events: &Events,
 ) -> Result<End, Error> {
+    tracing::debug!(?end, "conversation over");
     let end = end?;
     let word = || opts.quit.clone().unwrap_or_default();
     match end {

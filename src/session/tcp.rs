@@ -250,11 +250,19 @@ async fn talk_with(
     let activity = std::sync::Arc::new(Activity::default());
     #[cfg(target_os = "linux")]
     if single && term.spliceable && opts.is_passthrough() {
+        tracing::debug!("pass-through: both directions copied inside the kernel (splice)");
         let end = converse_spliced(stream, opts, &events, activity.clone()).await;
         return super::report_end(end, &activity, opts, &events);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = single;
+    tracing::debug!(
+        encoding = opts.encoding.map_or("UTF-8", |e| e.name()),
+        hex = opts.hex,
+        quit = ?opts.quit,
+        eol = ?opts.eol,
+        "conversation through the terminal side"
+    );
     let end = converse(
         stream,
         &mut term.input,

@@ -320,6 +320,13 @@ pub async fn connect(
             addr: dest.to_string(),
             error,
         })?;
+    if dests.len() > 1 {
+        tracing::debug!(
+            %dest,
+            not_tried = ?&dests[1..],
+            "datagrams go to the first address: UDP has no handshake to tell which one answers"
+        );
+    }
     term.events.emit(Event::UdpReady {
         local: socket.local_addr()?,
         peer: Some(dest),

@@ -183,6 +183,7 @@ pub async fn resolve(target: &HostPort) -> Result<Vec<SocketAddr>, Error> {
     }
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs.dedup();
+    tracing::debug!(host, ?addrs, "resolved");
     Ok(addrs)
 }
 
@@ -239,10 +240,14 @@ async fn bind_first<T>(
     let all = spec.host.is_none();
     let mut last = None;
     for addr in local_addrs(spec).await? {
+        tracing::debug!(%addr, dual_stack = all && addr.is_ipv6(), "trying to {what}");
         match bind(addr, all) {
             Ok(t) => return Ok(t),
             // Without IPv6 in this kernel, fall back to the IPv4 wildcard.
-            Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => last = Some(e),
+            Err(e) if all && addr.is_ipv6() && is_family_unsupported(&e) => {
+                tracing::debug!(%addr, error = %e, "no IPv6 here: trying IPv4");
+                last = Some(e)
+            }
             Err(error) => return Err(Error::Bind { what, addr, error }),
         }
     }
@@ -279,13 +284,18 @@ pub async fn tcp_connect(
         let addrs = resolve(target).await?;
         let mut last = None;
         for addr in &addrs {
+            tracing::debug!(%addr, "connecting");
             match TcpStream::connect(addr).await {
                 Ok(s) => {
                     // Interactive lines go out at once; bulk data comes in large writes anyway.
                     let _ = s.set_nodelay(true);
+                    tracing::debug!(%addr, local = ?s.local_addr().ok(), "connected");
                     return Ok((s, *addr));
                 }
-                Err(e) => last = Some((addr, e)),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "connect failed");
+                    last = Some((addr, e))
+                }
             }
         }
         let (addr, error) = match last {
@@ -327,11 +337,17 @@ fn grow_receive_buffer(socket: &Socket) {
     {
         use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
         if setsockopt(socket, RcvBufForce, &UDP_RCVBUF).is_ok() {
+            tracing::debug!(asked = UDP_RCVBUF, got = ?socket.recv_buffer_size().ok(), "UDP receive buffer (forced)");
             return;
         }
     }
     // Unprivileged: the kernel clamps this to net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RCVBUF);
+    tracing::debug!(
+        asked = UDP_RCVBUF,
+        got = ?socket.recv_buffer_size().ok(),
+        "UDP receive buffer (as much as net.core.rmem_max allows)"
+    );
 }
 
 /// Shows an address the way people write it: IPv4-mapped IPv6 addresses as plain IPv4.

@@ -463,6 +463,33 @@ fn ipv6_loopback() {
     assert!(server.stderr.text().contains("connection from [::1]:"));
 }
 
+/// `-v` tells what happens underneath: each address tried, the way the bytes are moved, how
+/// the conversation ended; in plain text when stderr is not a terminal.
+#[test]
+fn verbose_tells_the_steps() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["-v", "tcp", "connect", &addr, "-e", "gbk"]);
+    let (mut peer, _) = listener.accept().unwrap();
+    client.send("你好\n".as_bytes());
+    client.close_stdin();
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, gbk("你好\n"));
+    drop(peer);
+    assert_eq!(client.wait_exit(), 0);
+    let err = client.stderr.text();
+    for step in [
+        &format!("DEBUG wirechat::transport: connecting addr={addr}"),
+        &format!("DEBUG wirechat::transport: connected addr={addr}"),
+        "conversation through the terminal side encoding=\"GBK\"",
+        "conversation over end=Ok(Closed)",
+    ] {
+        assert!(err.contains(step), "{step:?} not in {err}");
+    }
+    assert!(!err.contains('\x1b'), "{err}");
+}
+
 /// `tcp listen -k` with no input and `stdout` as its output; one client connects and sends
 /// `data`. Returns the server, its port and the client's connection (kept open by the caller).
 fn keep_open_with_one_client(stdout: Stdio, data: &[u8]) -> (Proc, u16, TcpStream) {
