@@ -81,6 +81,18 @@ impl LineSplitter {
         }
     }
 
+    /// Passes on what has come of an unfinished line now, as a [`Piece::Partial`], instead of
+    /// holding it until its end comes. A trailing `\r` is kept back: it may be half a CRLF.
+    pub fn flush_partial(&mut self, emit: &mut dyn FnMut(Piece<'_>)) {
+        let keep_cr = self.buf.last() == Some(&b'\r');
+        let cut = self.buf.len() - usize::from(keep_cr);
+        if cut > 0 {
+            emit(Piece::Partial(&self.buf[..cut]));
+            self.buf.drain(..cut);
+            self.continuing = true;
+        }
+    }
+
     /// True while part of a line has come without its end: [`finish`](Self::finish) would emit
     /// a line.
     pub fn has_partial(&self) -> bool {

@@ -29,6 +29,10 @@ pub enum Flow {
 /// The terminal -> wire transform of one conversation.
 pub struct Outbound {
     lines: Option<LineSplitter>,
+    /// Text over TCP goes out as it comes, not held for the end of its line (as nc sends it).
+    /// Hex lines and datagrams need the whole line, and with `--eol none` each line is one
+    /// message.
+    flush_partials: bool,
     sink: LineSink,
     /// Messages made and not yet sent, in order: those made while there was no peer
     /// (`tcp listen -k` between clients), and those of a conversation that ended before all of
@@ -50,6 +54,9 @@ struct LineSink {
     datagram: bool,
     /// Decoder for a line that arrives in pieces (a UTF-8 character may straddle two pieces).
     partial: Option<TextDecoder>,
+    /// The start of the line passed on so far in pieces, up to one byte more than the quit
+    /// word, to tell whether the whole line is the quit word.
+    head: Vec<u8>,
     /// A datagram-mode (or hex) line outgrew `max`; its pieces are being skipped.
     oversize: bool,
     /// The longest line kept whole.
@@ -76,6 +83,7 @@ impl Outbound {
         };
         Outbound {
             lines: (!raw).then(|| LineSplitter::new(max)),
+            flush_partials: !datagram && !opts.hex && opts.eol != Eol::None,
             sink: LineSink {
                 encoding: opts.encoding.filter(|e| !e.is_utf8()),
                 hex: opts.hex,
@@ -88,6 +96,7 @@ impl Outbound {
                 },
                 datagram,
                 partial: None,
+                head: Vec::new(),
                 oversize: false,
                 max,
                 quit_seen: false,
@@ -99,6 +108,12 @@ impl Outbound {
             held_bytes: 0,
             held_end: false,
         }
+    }
+
+    /// Holds each line until its end, as for datagrams: `tcp listen -k` gives the clients its
+    /// input a line at a time, so that a line is not split between two of them.
+    pub fn keep_lines_whole(&mut self) {
+        self.flush_partials = false;
     }
 
     /// Like [`Outbound::feed`] (or [`Outbound::finish`] when `input` is empty), but the
@@ -167,7 +182,12 @@ impl Outbound {
         let sink = &mut self.sink;
         match &mut self.lines {
             None => out.push(input.to_vec()),
-            Some(lines) => lines.push(input, &mut |piece| sink.piece(piece, out)),
+            Some(lines) => {
+                lines.push(input, &mut |piece| sink.piece(piece, out));
+                if self.flush_partials {
+                    lines.flush_partial(&mut |piece| sink.piece(piece, out));
+                }
+            }
         }
         self.flow()
     }
@@ -201,6 +221,10 @@ impl LineSink {
                     self.oversize = true;
                     return;
                 }
+                if let Some(q) = &self.quit {
+                    let room = (q.len() + 1).saturating_sub(self.head.len());
+                    self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
                 out.push(self.transcode(bytes, false));
             }
             Piece::Line {
@@ -222,11 +246,21 @@ impl LineSink {
                     ));
                     return;
                 }
-                // The quit word is compared with whole lines as typed, never with the tail of
-                // a line that came in pieces. In hex mode a line is hex whenever it parses as
-                // hex (below).
-                if whole && !self.hex && self.quit.as_deref().is_some_and(|q| q.as_bytes() == text)
-                {
+                // The quit word is compared with whole lines as typed, also with one that came
+                // in pieces (its start is in `head`). In hex mode a line is hex whenever it
+                // parses as hex (below).
+                let head = std::mem::take(&mut self.head);
+                let is_quit = |q: &str| {
+                    let q = q.as_bytes();
+                    if whole {
+                        q == text
+                    } else {
+                        head.len() + text.len() == q.len()
+                            && q.starts_with(&head)
+                            && q[head.len()..] == *text
+                    }
+                };
+                if !self.hex && self.quit.as_deref().is_some_and(is_quit) {
                     self.quit_seen = true;
                     let mut msg = self.transcode(text, true);
                     // A chosen ending goes after the quit word even at the end of input.
@@ -633,12 +667,13 @@ mod tests {
         assert_eq!(out.concat(), b"??\n");
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2, "{seen:?}");
+        // Each piece is sent as it comes, so each is told as it is sent.
         assert!(
-            seen[0].contains("1 piece(s) of input are not UTF-8"),
+            seen[0].contains("1 character(s) have no GBK form"),
             "{seen:?}"
         );
         assert!(
-            seen[1].contains("1 character(s) have no GBK form"),
+            seen[1].contains("1 piece(s) of input are not UTF-8"),
             "{seen:?}"
         );
     }

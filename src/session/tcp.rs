@@ -310,6 +310,9 @@ pub async fn listen(
         opts.wait_for_input = false;
     }
     let mut outbound = Outbound::new(&opts, false, term.events.clone());
+    if keep_open {
+        outbound.keep_lines_whole();
+    }
     // At a terminal, input is read while waiting for a client, so that the quit word typed
     // then ends the listener at once; what else is typed, and the end of input (Ctrl-D), is
     // held for the client. Piped input is read only in a conversation: a script's quit word

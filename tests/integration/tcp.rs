@@ -463,6 +463,33 @@ fn ipv6_loopback() {
     assert!(server.stderr.text().contains("connection from [::1]:"));
 }
 
+/// Piped text that is transcoded (`-e gbk`) or watched for a quit word goes out as it comes,
+/// not held until its line ends (nc sends it at once too); a quit word that comes in two
+/// pieces still ends the conversation.
+#[test]
+fn piped_text_goes_out_before_its_line_ends() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "-e", "gbk", "--quit", "end"]);
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+    let mut expect = |typed: &[u8], wire: &[u8]| {
+        client.send(typed);
+        let mut got = vec![0u8; wire.len()];
+        peer.read_exact(&mut got)
+            .expect("sent before its line ended");
+        assert_eq!(got, wire);
+    };
+    expect("你好".as_bytes(), &gbk("你好"));
+    expect(b"\r\nen", b"\r\nen");
+    expect(b"d\n", b"d\n");
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    assert!(client.stderr.text().contains("sent \"end\""));
+}
+
 /// `-v` tells what happens underneath: each address tried, the way the bytes are moved, how
 /// the conversation ended; in plain text when stderr is not a terminal.
 #[test]
