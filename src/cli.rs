@@ -286,8 +286,9 @@ pub struct RawArg {
 /// Options shared by every conversation.
 #[derive(Debug, Args)]
 pub struct TalkArgs {
-    /// Text encoding on the wire (gbk, gb18030, big5, shift_jis, utf-8, ...); the terminal
-    /// stays UTF-8. Without it bytes pass through untouched.
+    /// Text encoding on the wire (gbk, gb18030, big5, shift_jis, utf-8, ...), as browsers
+    /// have them: big5 is Big5-HKSCS and euc-kr is windows-949 (Python: big5hkscs, cp949). The
+    /// terminal stays UTF-8. Without it bytes pass through untouched.
     #[arg(short, long, value_name = "LABEL", value_parser = parse_encoding_arg)]
     pub encoding: Option<EncodingArg>,
     /// Typed lines are hex bytes (48 65 6c or 48656c); received data is shown as a hexdump.
@@ -392,6 +393,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if !d.is_zero() => Ok(d),
+        // Above 0 but below a nanosecond (1e-10), which a Duration cannot count: the shortest
+        // time it can, rather than refuse a number that is above 0.
+        Ok(_) if secs > 0.0 => Ok(Duration::from_nanos(1)),
         // Too long to count (1e30, inf): as good as none, like any other huge value.
         Err(_) if secs > 0.0 => Ok(Duration::MAX),
         _ => Err(format!("{s:?} must be a number of seconds above 0")),
@@ -582,4 +586,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any number above 0 is a time: one below a nanosecond is the shortest time there is,
+    /// one too large to count is no limit; 0, negatives and NaN are refused.
+    #[test]
+    fn seconds_above_zero_are_accepted_however_small() {
+        assert_eq!(parse_secs("1e-10"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_secs("4.9e-324"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_secs("1e-9"), Ok(Duration::from_nanos(1)));
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_secs("inf"), Ok(Duration::MAX));
+        assert_eq!(parse_secs("1e30"), Ok(Duration::MAX));
+        for refused in ["0", "-0", "0.0", "-1", "-1e-10", "NaN", "-inf"] {
+            let e = parse_secs(refused).expect_err(refused);
+            assert!(e.contains("above 0"), "{refused}: {e}");
+        }
+        assert!(parse_secs("soon").is_err());
+    }
 }

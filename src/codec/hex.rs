@@ -17,25 +17,13 @@ use std::fmt::Write as _;
 /// assert!(parse_hex("4g").is_err());
 /// ```
 pub fn parse_hex(line: &str) -> Result<Vec<u8>, Error> {
-    // A line copied from a hexdump (`hexdump -C`, Wireshark, `od`) with its offset first: the
-    // offset would go out as bytes too.
-    let mut words = line.split_whitespace();
-    if let Some(first) = words.next() {
-        let first = first.strip_suffix(':').unwrap_or(first);
-        let rest: Vec<&str> = words.collect();
-        let hex = |t: &str| t.chars().all(|c| c.is_ascii_hexdigit());
-        // Offsets count rows of 8 or 16 bytes, so they end in 0 (or 8).
-        if first.len() >= 4
-            && hex(first)
-            && first.ends_with(['0', '8'])
-            && rest.len() >= 2
-            && rest.iter().all(|t| t.len() == 2 && hex(t))
-        {
-            return Err(Error::BadHex(format!(
-                "{first:?} looks like a hexdump's offset, which would be sent as bytes too: \
-                 leave it out, or write it in pairs like the rest"
-            )));
-        }
+    // A line copied from a hexdump (`hexdump -C`, `xxd`, Wireshark, this program's own dump)
+    // with its offset first: the offset would go out as bytes too.
+    if let Some(offset) = dump_offset(line) {
+        return Err(Error::BadHex(format!(
+            "{offset:?} looks like a hexdump's offset, which would be sent as bytes too: \
+             leave it out, or write it in pairs like the rest"
+        )));
     }
     let mut out = Vec::with_capacity(line.len() / 2);
     for token in line.split(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | '-')) {
@@ -66,6 +54,40 @@ pub fn parse_hex(line: &str) -> Result<Vec<u8>, Error> {
         }
     }
     Ok(out)
+}
+
+/// The offset that `line` starts with, if it is a line of a hexdump: a first word of at least
+/// four hex digits ending in 0 or 8 (offsets count rows of 8 or 16 bytes), followed by hex only,
+/// and set off from the bytes the way dumps set it off:
+/// - by a colon (`0010: 48 65`, xxd's `00000010: 4865 6c6c`),
+/// - by a column gap of two or more spaces or a tab (`00000010  48 65` as `hexdump -C` and
+///   this program write, Wireshark's `0000   48 65`),
+/// - or, as `od -A x -t x1` writes, by one space after six or seven digits followed by pairs
+///   (`000010 63 64`).
+///
+/// Otherwise one space is how hex is typed in groups (`ff00 01 02`, `4865 6c6c`, an address
+/// `c0a80010 00 50`): those are bytes.
+fn dump_offset(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    let end = line.find(char::is_whitespace)?;
+    let (first, after) = line.split_at(end);
+    let gap_len = after.len() - after.trim_start().len();
+    let gap = &after[..gap_len];
+    let (first, colon) = match first.strip_suffix(':') {
+        Some(f) => (f, true),
+        None => (first, false),
+    };
+    let hex = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit());
+    let rest: Vec<&str> = after.split_whitespace().collect();
+    let od = matches!(first.len(), 6 | 7) && rest.iter().all(|t| t.len() == 2);
+    let set_off = colon || gap.chars().count() >= 2 || gap.contains('\t') || od;
+    (set_off
+        && first.len() >= 4
+        && hex(first)
+        && first.ends_with(['0', '8'])
+        && !rest.is_empty()
+        && rest.iter().all(|t| t.len() % 2 == 0 && hex(t)))
+    .then_some(first)
 }
 
 fn nibble(d: u8) -> u8 {
@@ -143,7 +165,18 @@ mod tests {
                 .contains("no digits")
         );
         // A hexdump line with its offset is refused; the same bytes in pairs are not.
-        for dump in ["0000   48 65 6c", "00000010  48 65", "0010: 48 65"] {
+        for dump in [
+            "0000   48 65 6c",
+            "00000010  48 65",
+            "0010: 48 65",
+            // The last row of a dump may hold one byte.
+            "00000010  41",
+            // xxd groups two bytes.
+            "00000010: 4865 6c6c 6f0a",
+            "  0008\t48 65",
+            // od -A x -t x1
+            "000010 63 64 65",
+        ] {
             let e = parse_hex(dump).unwrap_err().to_string();
             assert!(e.contains("hexdump's offset"), "{dump}: {e}");
         }
@@ -153,6 +186,40 @@ mod tests {
             parse_hex("deadbeef 00 01").unwrap(),
             [0xde, 0xad, 0xbe, 0xef, 0, 1]
         );
+    }
+
+    /// Hex typed in groups of any even size, one space apart, is bytes, whatever the first
+    /// group looks like: only a colon or a column gap after it makes it a dump's offset.
+    #[test]
+    fn plain_groups_are_not_taken_for_offsets() {
+        assert_eq!(parse_hex("ff00 01 02").unwrap(), [0xff, 0, 1, 2]);
+        assert_eq!(parse_hex("0000 48 65").unwrap(), [0, 0, 0x48, 0x65]);
+        assert_eq!(
+            parse_hex("c0a80010 00 50").unwrap(),
+            [0xc0, 0xa8, 0, 0x10, 0, 0x50]
+        );
+        assert_eq!(
+            parse_hex("1234 5678 9abc").unwrap(),
+            [0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]
+        );
+        assert_eq!(parse_hex("ff00:01:02").unwrap(), [0xff, 0, 1, 2]);
+        assert_eq!(parse_hex("ff00,01,02").unwrap(), [0xff, 0, 1, 2]);
+        assert_eq!(parse_hex("0x0010  0x48").unwrap(), [0, 0x10, 0x48]);
+        assert_eq!(parse_hex("ff00").unwrap(), [0xff, 0]);
+    }
+
+    /// This program's own dump rows, with their ascii column left out (with it, a row is
+    /// refused anyway, as not hex), are recognised as dump lines.
+    #[test]
+    fn our_own_dump_lines_are_recognised() {
+        let mut d = HexDump::default();
+        let mut s = String::new();
+        d.dump(&[0x41; 20], &mut s);
+        for row in s.lines() {
+            let bytes = row.split("  |").next().unwrap_or(row);
+            let e = parse_hex(bytes).unwrap_err().to_string();
+            assert!(e.contains("hexdump's offset"), "{bytes}: {e}");
+        }
     }
 
     #[test]

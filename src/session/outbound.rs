@@ -64,7 +64,52 @@ struct LineSink {
     quit_seen: bool,
     /// Lines of input so far, to say which one a warning is about.
     line_no: u64,
+    /// Input lines that were not UTF-8 (with an encoding): the first is named, the rest are
+    /// counted and their number given once at the end, not a warning per line.
+    not_utf8: Tally,
+    /// Input lines with characters that the encoding lacks, likewise.
+    unmappable: Tally,
     events: Events,
+}
+
+/// Input lines that a warning is about: the first gets the warning, the others are counted
+/// for one line at the end ([`LineSink::summarize`]).
+#[derive(Default)]
+struct Tally {
+    /// Lines affected.
+    lines: u64,
+    /// Things counted in them (pieces that are not UTF-8, characters without a form).
+    items: u64,
+    /// The last line counted, so that a line read in pieces counts once.
+    last_line: u64,
+    /// `lines` as the last summary gave it.
+    summarized: u64,
+}
+
+impl Tally {
+    /// Counts `n` things on input line `line`; true for the first line counted, which gets
+    /// the warning.
+    fn add(&mut self, line: u64, n: usize) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let first = self.lines == 0;
+        self.items += n as u64;
+        if first || self.last_line != line {
+            self.lines += 1;
+            self.last_line = line;
+        }
+        first
+    }
+
+    /// The totals, when lines beyond the first were counted since the last summary.
+    fn summary(&mut self) -> Option<(u64, u64)> {
+        if self.lines <= 1 || self.lines == self.summarized {
+            return None;
+        }
+        self.summarized = self.lines;
+        Some((self.lines, self.items))
+    }
 }
 
 impl Outbound {
@@ -101,6 +146,8 @@ impl Outbound {
                 max,
                 quit_seen: false,
                 line_no: 0,
+                not_utf8: Tally::default(),
+                unmappable: Tally::default(),
                 events,
             },
             held: std::collections::VecDeque::new(),
@@ -198,7 +245,16 @@ impl Outbound {
         if let Some(lines) = &mut self.lines {
             lines.finish(&mut |piece| sink.piece(piece, out));
         }
+        sink.summarize();
         self.flow()
+    }
+
+    /// Gives, in one line each, how many input lines in all got a warning that was given only
+    /// for the first of them (not UTF-8; characters the encoding lacks), if there were more
+    /// since the last time. Done when the input ends, when a conversation ends, and at the
+    /// latest when this is dropped.
+    pub fn summarize(&mut self) {
+        self.sink.summarize();
     }
 
     fn flow(&self) -> Flow {
@@ -207,6 +263,14 @@ impl Outbound {
         } else {
             Flow::Continue
         }
+    }
+}
+
+impl Drop for Outbound {
+    /// However the conversation ended (the quit word, the peer, an error), the counts of
+    /// warnings given once are not lost.
+    fn drop(&mut self) {
+        self.sink.summarize();
     }
 }
 
@@ -326,9 +390,6 @@ impl LineSink {
         }
     }
 
-    /// Typed bytes -> wire bytes. Without an encoding they go untouched (binary stays binary);
-    /// with one they are decoded as UTF-8, statefully across the pieces of a long line, and
-    /// encoded. `last` ends the line.
     /// What goes after a line: the chosen `--eol`, or without one the line's own ending (a
     /// last line without `\n` gets none, but keeps a `\r` it ended with).
     fn ending(&self, terminated: bool, cr: bool) -> &'static [u8] {
@@ -352,6 +413,26 @@ impl LineSink {
         })
     }
 
+    /// The counts of the warnings given once, if more lines were counted since the last time.
+    fn summarize(&mut self) {
+        if let Some((lines, pieces)) = self.not_utf8.summary() {
+            self.events.warn(format!(
+                "in all, {lines} input lines were not UTF-8 ({pieces} pieces replaced)"
+            ));
+        }
+        if let Some((lines, chars)) = self.unmappable.summary()
+            && let Some(enc) = self.encoding
+        {
+            self.events.warn(format!(
+                "in all, {lines} input lines had characters with no {} form ({chars} sent as '?')",
+                enc.name()
+            ));
+        }
+    }
+
+    /// Typed bytes -> wire bytes. Without an encoding they go untouched (binary stays binary);
+    /// with one they are decoded as UTF-8, statefully across the pieces of a long line, and
+    /// encoded. `last` ends the line.
     fn transcode(&mut self, bytes: &[u8], last: bool) -> Vec<u8> {
         let Some(enc) = self.encoding else {
             return bytes.to_vec();
@@ -370,19 +451,23 @@ impl LineSink {
         }
         let mut wire = Vec::with_capacity(text.len());
         let unmappable = enc.encode_message(&text, &mut wire);
-        if invalid > 0 {
+        // A piece of a long line belongs to the line that is still being read.
+        let line = if last { self.line_no } else { self.line_no + 1 };
+        if self.not_utf8.add(line, invalid) {
             self.events.warn(format!(
-                "{invalid} piece(s) of input are not UTF-8, which -e {} converts from, and were \
-                 replaced; to send bytes as they are, leave out -e",
+                "input line {line} is not UTF-8, which -e {} converts from, so bytes of it were \
+                 replaced; to send bytes as they are, leave out -e (later such lines are only \
+                 counted)",
                 enc.name()
             ));
         }
         // The encoding may lack U+FFFD (GBK does), so those replacements were counted as
         // unmappable too; an encoding with a form for every character (GB18030) has none.
         let unmappable = unmappable.saturating_sub(invalid);
-        if unmappable > 0 {
+        if self.unmappable.add(line, unmappable) {
             self.events.warn(format!(
-                "{unmappable} character(s) have no {} form and were sent as '?'",
+                "input line {line}: {unmappable} character(s) have no {} form and were sent \
+                 as '?' (later such lines are only counted)",
                 enc.name()
             ));
         }
@@ -667,15 +752,95 @@ mod tests {
         assert_eq!(out.concat(), b"??\n");
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 2, "{seen:?}");
-        // Each piece is sent as it comes, so each is told as it is sent.
+        // Each piece is sent, and told of, as it comes: the U+FFFD first.
         assert!(
-            seen[0].contains("1 character(s) have no GBK form"),
+            seen[0].contains("input line 1: 1 character(s) have no GBK form"),
             "{seen:?}"
         );
-        assert!(
-            seen[1].contains("1 piece(s) of input are not UTF-8"),
-            "{seen:?}"
+        assert!(seen[1].contains("input line 1 is not UTF-8"), "{seen:?}");
+    }
+
+    /// Warnings about input lines (not UTF-8; characters without a form) are given for the
+    /// first such line, naming it; the others are counted, and the count is given once when
+    /// the input ends, or when the conversation ends otherwise. What is sent does not change.
+    #[test]
+    fn input_warnings_are_given_once_and_counted() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let events = {
+            let seen = seen.clone();
+            Events::new(move |e: &super::super::Event| seen.lock().unwrap().push(e.to_string()))
+        };
+        let opts = Options {
+            encoding: Some(Encoding::GBK),
+            max_line: 16,
+            ..Options::default()
+        };
+        let mut o = Outbound::new(&opts, false, events.clone());
+        let mut out = Vec::new();
+        o.feed(b"fine\n", &mut out);
+        for _ in 0..500 {
+            o.feed(b"caf\xe9 \xff\n", &mut out);
+            o.feed("😀\n".as_bytes(), &mut out);
+        }
+        // A line longer than max_line comes in pieces, two of them with a bad byte: one line.
+        o.feed(b"\xe9aaaaaaaaaaaaaaaaaaaa\xe9\n", &mut out);
+        assert_eq!(
+            out.concat(),
+            [
+                b"fine\n".to_vec(),
+                b"caf? ?\n?\n".repeat(500),
+                b"?aaaaaaaaaaaaaaaaaaaa?\n".to_vec()
+            ]
+            .concat()
         );
+        {
+            let seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert!(
+                seen[0].starts_with("warning: input line 2 is not UTF-8"),
+                "{seen:?}"
+            );
+            assert!(
+                seen[1].starts_with(
+                    "warning: input line 3: 1 character(s) have no GBK form and were sent as '?'"
+                ),
+                "{seen:?}"
+            );
+        }
+        o.finish(&mut out);
+        // Said once: a later end (of the conversation, of the program) adds nothing.
+        o.summarize();
+        drop(o);
+        {
+            let mut seen = seen.lock().unwrap();
+            assert_eq!(
+                seen[2..],
+                [
+                    "warning: in all, 501 input lines were not UTF-8 (1002 pieces replaced)",
+                    "warning: in all, 500 input lines had characters with no GBK form (500 sent as '?')",
+                ],
+                "{seen:?}"
+            );
+            seen.clear();
+        }
+        // A conversation that ends before the input (the quit word, the peer) still gets the
+        // count, at the latest when its Outbound goes.
+        let mut o = Outbound::new(&opts, false, events.clone());
+        o.feed(b"\xff\n\xff\n\xff\n", &mut out);
+        drop(o);
+        {
+            let mut seen = seen.lock().unwrap();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert!(seen[1].contains("in all, 3 input lines"), "{seen:?}");
+            seen.clear();
+        }
+        // One line alone needs no count.
+        let mut o = Outbound::new(&opts, false, events);
+        o.feed(b"\xff\n", &mut out);
+        o.finish(&mut out);
+        drop(o);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
     }
 
     #[test]

@@ -274,6 +274,8 @@ async fn talk_with(
     )
     .await;
     let _ = term.output.flush().await;
+    // Before the closing line: how many input lines had a warning given only for the first.
+    outbound.summarize();
     super::report_end(end, &activity, opts, &events)
 }
 

@@ -33,8 +33,9 @@ const FLUSH_AT: usize = 256 * 1024;
 const MAX_DATAGRAM: usize = 65_507;
 
 /// Holds one UDP conversation on `socket`. With [`PeerPolicy::LastSender`] and input from a
-/// script or pipe ([`Options::wait_for_input`]), input is not read until a datagram has
-/// arrived, so its lines go to the last sender instead of nowhere, as with nc. Typed lines are
+/// script or pipe ([`Options::wait_for_input`]), input is not sent until a datagram has
+/// arrived, so its lines go to the last sender instead of nowhere, as with nc (only its first
+/// read is made before, to learn whether there is any input at all). Typed lines are
 /// read at once, and one with nowhere to go is reported as such.
 pub async fn converse<R, W>(
     socket: &UdpSocket,
@@ -54,16 +55,27 @@ where
     let first_sender = tokio::sync::Notify::new();
     let connected_peer = socket.peer_addr().ok();
     let holding = opts.wait_for_input && policy == PeerPolicy::LastSender;
+    // The input turned out to be empty (`< /dev/null`): nothing was kept from anyone.
+    let input_empty = Cell::new(false);
     let send = async {
+        // With --raw a read is a datagram, so a read is at most the largest UDP payload.
+        let mut buf = vec![0u8; if opts.raw { MAX_DATAGRAM } else { 64 * 1024 }];
+        // Input held for the first sender: its first read is made at once, and kept, so that
+        // an empty input is known as such; the rest is read once someone has sent a datagram.
+        let mut first_read = None;
         if holding {
+            let n = input.read(&mut buf).await.map_err(Error::Input)?;
+            input_empty.set(n == 0);
+            first_read = Some(n);
             first_sender.notified().await;
         }
         let mut outbound = Outbound::new(opts, true, events.clone());
-        // With --raw a read is a datagram, so a read is at most the largest UDP payload.
-        let mut buf = vec![0u8; if opts.raw { MAX_DATAGRAM } else { 64 * 1024 }];
         let mut msgs = Vec::new();
         loop {
-            let n = input.read(&mut buf).await.map_err(Error::Input)?;
+            let n = match first_read.take() {
+                Some(n) => n,
+                None => input.read(&mut buf).await.map_err(Error::Input)?,
+            };
             let flow = match n {
                 0 if opts.raw => Flow::Continue,
                 n if opts.raw => {
@@ -161,8 +173,8 @@ where
         }
     };
     let end = drive(send, recv, activity, opts, events).await;
-    if holding && last_sender.get().is_none() {
-        events.warn("nobody sent a datagram, so the input was not read and nothing was sent");
+    if holding && last_sender.get().is_none() && !input_empty.get() {
+        events.warn("nobody sent a datagram, so the input had nowhere to go and nothing was sent");
     }
     end
 }

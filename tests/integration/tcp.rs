@@ -379,6 +379,45 @@ fn gbk_and_gb18030_round_trip_and_invalid_bytes() {
     }
 }
 
+/// A pipe of many lines that are not UTF-8 (Latin-1 here) with `-e gbk` gets one warning
+/// naming the first line and one line with the count at the end, not a warning per line, also
+/// with `-q`, which keeps warnings; each bad byte still goes out as `?`, as it always did.
+#[test]
+fn input_that_is_not_utf8_is_warned_of_once_with_a_count() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut client = Proc::wirechat(&["tcp", "connect", &addr, "-e", "gbk", "-q"]);
+    let mut s = crate::util::accept(&listener);
+    let mut input = b"ok\n".to_vec();
+    let mut expected = input.clone();
+    for n in 0..1000 {
+        input.extend_from_slice(format!("{n} caf").as_bytes());
+        input.extend_from_slice(b"\xe9\n");
+        expected.extend_from_slice(format!("{n} caf?\n").as_bytes());
+    }
+    let mut stdin = client.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    writer.join().unwrap().unwrap();
+    drop(s);
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    assert!(got == expected, "the bytes sent changed");
+    let err = client.stderr.text();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("wirechat: warning: input line 2 is not UTF-8")
+            && lines[0].contains("leave out -e"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        "wirechat: warning: in all, 1000 input lines were not UTF-8 (1000 pieces replaced)",
+        "{err}"
+    );
+}
+
 /// Hex in: typed hex lines become bytes; a bad line is refused with a message and the
 /// conversation goes on. Hex out: a hexdump with offsets continuing across reads.
 #[test]

@@ -3,7 +3,7 @@
 
 use crate::util::{Proc, gbk, have, python};
 use std::net::UdpSocket;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// The next datagram's bytes and sender, waiting at most the tests' deadline.
 fn recv_bytes(sock: &UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
@@ -369,9 +369,26 @@ fn held_input_is_not_sent_after_the_quit_word_and_unsent_input_is_reported() {
     assert_eq!(l.wait_exit(), 0);
     let err = l.stderr.text();
     assert!(
-        err.contains("nobody sent a datagram, so the input was not read and nothing was sent"),
+        err.contains("nobody sent a datagram, so the input had nowhere to go and nothing was sent"),
         "{err}"
     );
+}
+
+/// An empty input (`< /dev/null`) kept nothing from anyone: a listener that nobody sent a
+/// datagram does not say that its input was not sent.
+#[test]
+fn an_empty_input_is_not_reported_unsent() {
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["udp", "listen", "127.0.0.1:0", "-w", "0.5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut l = Proc::spawn_stderr(cmd);
+    l.listening();
+    assert_eq!(l.wait_exit(), 0, "{}", l.stderr.text());
+    let err = l.stderr.text();
+    assert!(err.contains("idle for 0.5 s"), "{err}");
+    assert!(!err.contains("nobody sent a datagram"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
 }
 
 /// `-C` puts CRLF at the end of each datagram, as nc -u -C does, and after a hex line's bytes.
