@@ -28,6 +28,7 @@ fn main() {
     // The room shuts down in order on Ctrl-C/SIGTERM and exits 0; it listens for them itself.
     let own_signals = matches!(cli.command, Command::Room(_));
     let tty = TtyGuard::save();
+    let stdio = wirechat::session::terminal::BlockingStdio::take();
     // Signals are watched on a thread of their own, which ends the process if the
     // conversation does not end in time (see exit::watch_interrupts).
     let interrupted = (!own_signals).then(|| {
@@ -70,6 +71,7 @@ fn main() {
     let mut screen = wirechat::session::terminal::silence_editor();
     tty.restore(screen.as_mut());
     let _ = std::io::stdout().flush();
+    stdio.restore();
     // Exit without waiting for threads blocked on stdin (the runtime would wait for them).
     std::process::exit(status.code());
 }

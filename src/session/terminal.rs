@@ -81,6 +81,61 @@ impl Terminal {
     }
 }
 
+/// stdin and stdout as they were given: wirechat reads and writes them as blocking files (on
+/// threads of their own, or through splice), so one that a parent left non-blocking (Node's
+/// child processes, some test harnesses) is made blocking for the run, which would otherwise
+/// fail with "resource temporarily unavailable" as soon as a pipe is empty or full; the flags
+/// are put back on the way out, since other processes may share them.
+pub struct BlockingStdio(#[cfg(unix)] Vec<(i32, nix::fcntl::OFlag)>);
+
+impl BlockingStdio {
+    /// Clears O_NONBLOCK on stdin and stdout where it is set.
+    #[cfg(unix)]
+    pub fn take() -> BlockingStdio {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+        let (stdin, stdout) = (io::stdin(), io::stdout());
+        let fds: [BorrowedFd<'_>; 2] = [stdin.as_fd(), stdout.as_fd()];
+        let mut changed = Vec::new();
+        for fd in fds {
+            let Ok(bits) = fcntl(fd, FcntlArg::F_GETFL) else {
+                continue;
+            };
+            let flags = OFlag::from_bits_truncate(bits);
+            if flags.contains(OFlag::O_NONBLOCK)
+                && fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).is_ok()
+            {
+                tracing::debug!(fd = fd.as_raw_fd(), "made blocking for the run");
+                changed.push((fd.as_raw_fd(), flags));
+            }
+        }
+        BlockingStdio(changed)
+    }
+
+    /// Elsewhere there is nothing to change.
+    #[cfg(not(unix))]
+    pub fn take() -> BlockingStdio {
+        BlockingStdio()
+    }
+
+    /// Puts the flags back.
+    pub fn restore(&self) {
+        #[cfg(unix)]
+        {
+            use nix::fcntl::{FcntlArg, fcntl};
+            use std::os::fd::AsFd;
+            let (stdin, stdout) = (io::stdin(), io::stdout());
+            for (raw, flags) in &self.0 {
+                let fd = match raw {
+                    0 => stdin.as_fd(),
+                    _ => stdout.as_fd(),
+                };
+                let _ = fcntl(fd, FcntlArg::F_SETFL(*flags));
+            }
+        }
+    }
+}
+
 /// How often a reader in the background looks again whether it has been brought to the
 /// foreground: there is no signal for that which every shell sends.
 const FOREGROUND_POLL: std::time::Duration = std::time::Duration::from_millis(300);

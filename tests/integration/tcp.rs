@@ -502,6 +502,58 @@ fn ipv6_loopback() {
     assert!(server.stderr.text().contains("connection from [::1]:"));
 }
 
+/// A stdin and a stdout left non-blocking by whoever started wirechat (Node's child processes
+/// do) are read and written all the same: an empty or full pipe is waited for, not an error
+/// ("resource temporarily unavailable", and the peer's data lost). Afterwards they are
+/// non-blocking again.
+#[test]
+fn non_blocking_stdin_and_stdout_are_waited_for() {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let non_blocking = |fd: &dyn std::os::fd::AsFd| {
+        let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL).unwrap());
+        fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+    };
+    let is_non_blocking = |fd: &dyn std::os::fd::AsFd| {
+        OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL).unwrap())
+            .contains(OFlag::O_NONBLOCK)
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stdin, mut typed) = std::io::pipe().unwrap();
+    let (mut shown, stdout) = std::io::pipe().unwrap();
+    non_blocking(&stdin);
+    non_blocking(&stdout);
+    // Shares the input's flags; an extra reading end does not keep the input from ending.
+    let stdin_flags = stdin.try_clone().unwrap();
+    let mut cmd = crate::util::wirechat();
+    cmd.args(["tcp", "connect", &addr, "-e", "gbk"])
+        .stdin(stdin)
+        .stdout(stdout);
+    let mut client = Proc::spawn_stderr(cmd);
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(crate::util::DEADLINE)).unwrap();
+    // The peer sends more than a pipe holds before anyone reads the output...
+    let data = "数据".repeat(100_000) + "\n";
+    peer.write_all(&gbk(&data)).unwrap();
+    // ...and the input, empty until now, comes.
+    typed.write_all("你好\n".as_bytes()).unwrap();
+    let mut got = vec![0u8; gbk("你好\n").len()];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(got, gbk("你好\n"));
+    drop(typed);
+    peer.shutdown(Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    shown.read_to_end(&mut out).unwrap();
+    assert_eq!(client.wait_exit(), 0, "{}", client.stderr.text());
+    assert!(
+        out == data.as_bytes(),
+        "{} of {} bytes shown",
+        out.len(),
+        data.len()
+    );
+    assert!(is_non_blocking(&stdin_flags), "the flags are put back");
+}
+
 /// Piped text that is transcoded (`-e gbk`) or watched for a quit word goes out as it comes,
 /// not held until its line ends (nc sends it at once too); a quit word that comes in two
 /// pieces still ends the conversation.
