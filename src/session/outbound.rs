@@ -479,6 +479,15 @@ impl LineSink {
 mod tests {
     use super::*;
 
+    /// Events that record what they are told, and the record.
+    fn recorded() -> (Events, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let events =
+            Events::new(move |e: &super::super::Event| record.lock().unwrap().push(e.to_string()));
+        (events, seen)
+    }
+
     fn run(opts: &Options, datagram: bool, input: &[&[u8]]) -> (Vec<Vec<u8>>, Flow) {
         let mut o = Outbound::new(opts, datagram, Events::new(|_| {}));
         let mut out = Vec::new();
@@ -695,11 +704,7 @@ mod tests {
     /// Input that is not UTF-8 is named as such, apart from characters the encoding lacks.
     #[test]
     fn input_that_is_not_utf8_is_named_in_the_warning() {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let events = {
-            let seen = seen.clone();
-            Events::new(move |e: &super::super::Event| seen.lock().unwrap().push(e.to_string()))
-        };
+        let (events, seen) = recorded();
         let opts = Options {
             encoding: Some(Encoding::GBK),
             ..Options::default()
@@ -724,11 +729,7 @@ mod tests {
     /// that really are not UTF-8 get the warning that says so.
     #[test]
     fn a_typed_replacement_character_is_not_called_invalid_input() {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let events = {
-            let seen = seen.clone();
-            Events::new(move |e: &super::super::Event| seen.lock().unwrap().push(e.to_string()))
-        };
+        let (events, seen) = recorded();
         let gb18030 = Options {
             encoding: Encoding::from_label("gb18030").ok(),
             ..Options::default()
@@ -765,11 +766,7 @@ mod tests {
     /// the input ends, or when the conversation ends otherwise. What is sent does not change.
     #[test]
     fn input_warnings_are_given_once_and_counted() {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let events = {
-            let seen = seen.clone();
-            Events::new(move |e: &super::super::Event| seen.lock().unwrap().push(e.to_string()))
-        };
+        let (events, seen) = recorded();
         let opts = Options {
             encoding: Some(Encoding::GBK),
             max_line: 16,
