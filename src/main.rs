@@ -29,6 +29,9 @@ fn main() {
     let own_signals = matches!(cli.command, Command::Room(_));
     let tty = TtyGuard::save();
     let stdio = wirechat::session::terminal::BlockingStdio::take();
+    // Also when the signal watcher ends the process itself (a second Ctrl-C).
+    let forced = stdio.clone();
+    wirechat::exit::on_forced_exit(move || forced.restore());
     // Signals are watched on a thread of their own, which ends the process if the
     // conversation does not end in time (see exit::watch_interrupts).
     let interrupted = (!own_signals).then(|| {

@@ -158,7 +158,9 @@ impl Outbound {
     }
 
     /// Holds each line until its end, as for datagrams: `tcp listen -k` gives the clients its
-    /// input a line at a time, so that a line is not split between two of them.
+    /// input a line at a time, so that a half line read while one client leaves goes whole to
+    /// the next. (A line cut by a write that a turn did not finish is finished for the next
+    /// client: see [`Outbound::sent`].)
     pub fn keep_lines_whole(&mut self) {
         self.flush_partials = false;
     }
@@ -257,7 +259,8 @@ impl Outbound {
         self.sink.summarize();
     }
 
-    fn flow(&self) -> Flow {
+    /// [`Flow::Quit`] once the quit word has been passed on (queued, or given to `out`).
+    pub fn flow(&self) -> Flow {
         if self.sink.quit_seen {
             Flow::Quit
         } else {

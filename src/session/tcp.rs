@@ -34,10 +34,18 @@ where
     let peer = stream.peer_addr().unwrap_or(super::UNKNOWN_PEER);
     let (mut rd, mut wr) = stream.into_split();
     let send = async {
-        let mut ended_before = outbound.take_held_end();
         // What was typed while nobody was connected, or left unsent by the last client, goes
         // first.
         send_queued(&mut wr, outbound, activity).await?;
+        // The last turn (`-k`) ended after its input's quit word was queued but before all of
+        // it was written: it has gone out now, and ends this conversation.
+        if outbound.flow() == Flow::Quit {
+            let _ = wr.shutdown().await;
+            return Ok(SendEnd::Quit);
+        }
+        // Taken only once what was held has gone out: a turn that fails before that keeps the
+        // end of input (Ctrl-D typed between clients) for the next client.
+        let mut ended_before = outbound.take_held_end();
         let mut buf = vec![0u8; 64 * 1024];
         let mut msgs = Vec::new();
         loop {
@@ -384,5 +392,99 @@ async fn accept(listener: &tokio::net::TcpListener, events: &Events) -> (TcpStre
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Events, Side};
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair on loopback: (our side, the client's).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = l.accept().await.unwrap();
+        (ours, client)
+    }
+
+    /// `tcp listen -k` with `--quit zzz`, and its outbound side.
+    fn keep_open() -> (Options, Events, Outbound) {
+        let opts = Options {
+            wait_for_input: false,
+            quit: Some("zzz".into()),
+            ..Options::default()
+        };
+        let events = Events::new(|_| {});
+        let mut outbound = Outbound::new(&opts, false, events.clone());
+        outbound.keep_lines_whole();
+        (opts, events, outbound)
+    }
+
+    /// A turn of `tcp listen -k` with input that never ends, within a deadline.
+    async fn turn(
+        ours: TcpStream,
+        outbound: &mut Outbound,
+        opts: &Options,
+        events: &Events,
+    ) -> Result<End, Error> {
+        let (input, _open) = tokio::io::duplex(64);
+        let activity = Activity::default();
+        let turn = converse(
+            ours,
+            input,
+            outbound,
+            tokio::io::sink(),
+            opts,
+            events,
+            &activity,
+        );
+        tokio::time::timeout(Duration::from_secs(10), turn)
+            .await
+            .expect("the turn ends")
+    }
+
+    /// A quit word that a turn queued but had not finished writing when it ended goes to the
+    /// next client, and then ends the listener, as it would have ended the turn.
+    #[tokio::test]
+    async fn a_quit_word_left_queued_ends_the_next_turn() {
+        let (opts, events, mut outbound) = keep_open();
+        // As a turn cut short leaves it: the quit word queued, part of the line before it sent.
+        assert_eq!(outbound.hold(b"hello\nzzz\n"), Flow::Quit);
+        outbound.sent(2);
+        let (ours, mut client) = pair().await;
+        let end = turn(ours, &mut outbound, &opts, &events).await;
+        assert!(matches!(end, Ok(End::Quit(Side::Local))), "{end:?}");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"llo\nzzz\n");
+    }
+
+    /// An end of input held for the next client (Ctrl-D typed between clients) is kept when
+    /// that client's turn fails before what was held went out: the one after gets it.
+    #[tokio::test]
+    async fn a_held_end_of_input_outlives_a_turn_that_fails() {
+        let (opts, events, mut outbound) = keep_open();
+        outbound.hold(b"hello\n");
+        outbound.hold_end();
+        // The first client is gone with a reset before its turn begins.
+        let (ours, client) = pair().await;
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        assert!(turn(ours, &mut outbound, &opts, &events).await.is_err());
+        // The next one gets the line, then the end of input: our FIN.
+        let (ours, mut client) = pair().await;
+        let read = async {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            drop(client);
+            got
+        };
+        let (end, got) = tokio::join!(turn(ours, &mut outbound, &opts, &events), read);
+        assert_eq!(got, b"hello\n");
+        assert!(matches!(end, Ok(End::Closed)), "{end:?}");
     }
 }

@@ -86,6 +86,7 @@ impl Terminal {
 /// child processes, some test harnesses) is made blocking for the run, which would otherwise
 /// fail with "resource temporarily unavailable" as soon as a pipe is empty or full; the flags
 /// are put back on the way out, since other processes may share them.
+#[derive(Clone)]
 pub struct BlockingStdio(#[cfg(unix)] Vec<(i32, nix::fcntl::OFlag)>);
 
 impl BlockingStdio {

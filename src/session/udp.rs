@@ -55,8 +55,8 @@ where
     let first_sender = tokio::sync::Notify::new();
     let connected_peer = socket.peer_addr().ok();
     let holding = opts.wait_for_input && policy == PeerPolicy::LastSender;
-    // The input turned out to be empty (`< /dev/null`): nothing was kept from anyone.
-    let input_empty = Cell::new(false);
+    // The first read of the input brought data: if nobody sends, it had nowhere to go.
+    let input_had_data = Cell::new(false);
     let send = async {
         // With --raw a read is a datagram, so a read is at most the largest UDP payload.
         let mut buf = vec![0u8; if opts.raw { MAX_DATAGRAM } else { 64 * 1024 }];
@@ -65,7 +65,7 @@ where
         let mut first_read = None;
         if holding {
             let n = input.read(&mut buf).await.map_err(Error::Input)?;
-            input_empty.set(n == 0);
+            input_had_data.set(n > 0);
             first_read = Some(n);
             first_sender.notified().await;
         }
@@ -173,7 +173,7 @@ where
         }
     };
     let end = drive(send, recv, activity, opts, events).await;
-    if holding && last_sender.get().is_none() && !input_empty.get() {
+    if holding && last_sender.get().is_none() && input_had_data.get() {
         events.warn("nobody sent a datagram, so the input had nowhere to go and nothing was sent");
     }
     end

@@ -623,9 +623,9 @@ fn keep_open_with_one_client(stdout: Stdio, data: &[u8]) -> (Proc, u16, TcpStrea
 }
 
 /// `tcp listen -k` fed from a file: a turn that ends while the listener is in the middle of
-/// writing to its client (here the idle timeout, with a client that stopped reading; also a
-/// client that closes its side, as `nc -N` does) leaves what was not written to the next
-/// client. Every byte reaches one of them, once and in order; the rest of a 64 KiB piece used
+/// writing to its client (here by the idle timeout, with a client that stopped reading; a
+/// client that closes its side, as `nc -N` does, ends it the same way) leaves what was not
+/// written to the next client. Every byte reaches one of them, once and in order; the rest of a 64 KiB piece used
 /// to be lost, and the byte count was short.
 #[test]
 fn keep_open_loses_nothing_when_a_turn_ends_mid_write() {

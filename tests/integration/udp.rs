@@ -374,21 +374,31 @@ fn held_input_is_not_sent_after_the_quit_word_and_unsent_input_is_reported() {
     );
 }
 
-/// An empty input (`< /dev/null`) kept nothing from anyone: a listener that nobody sent a
-/// datagram does not say that its input was not sent.
+/// An input that brought nothing, empty (`< /dev/null`) or a pipe nobody has written to yet,
+/// kept nothing from anyone: a listener that nobody sent a datagram does not say that its
+/// input was not sent.
 #[test]
-fn an_empty_input_is_not_reported_unsent() {
-    let mut cmd = crate::util::wirechat();
-    cmd.args(["udp", "listen", "127.0.0.1:0", "-w", "0.5"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let mut l = Proc::spawn_stderr(cmd);
-    l.listening();
-    assert_eq!(l.wait_exit(), 0, "{}", l.stderr.text());
-    let err = l.stderr.text();
-    assert!(err.contains("idle for 0.5 s"), "{err}");
-    assert!(!err.contains("nobody sent a datagram"), "{err}");
-    assert!(!err.contains("warning"), "{err}");
+fn an_input_without_data_is_not_reported_unsent() {
+    for empty in [true, false] {
+        let mut cmd = crate::util::wirechat();
+        cmd.args(["udp", "listen", "127.0.0.1:0", "-w", "0.5"])
+            .stdout(Stdio::null());
+        if empty {
+            cmd.stdin(Stdio::null());
+        }
+        let mut l = if empty {
+            Proc::spawn_stderr(cmd)
+        } else {
+            // Piped and kept open, with nothing written.
+            Proc::spawn(cmd)
+        };
+        l.listening();
+        assert_eq!(l.wait_exit(), 0, "{}", l.stderr.text());
+        let err = l.stderr.text();
+        assert!(err.contains("idle for 0.5 s"), "{err}");
+        assert!(!err.contains("nobody sent a datagram"), "{empty}: {err}");
+        assert!(!err.contains("warning"), "{empty}: {err}");
+    }
 }
 
 /// `-C` puts CRLF at the end of each datagram, as nc -u -C does, and after a hex line's bytes.
