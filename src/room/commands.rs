@@ -134,22 +134,28 @@ pub struct NickKeys {
     /// What the name looks like: Unicode's confusable skeletons (UTS #39) of the name as typed,
     /// of its caseless form and of its capitals. So `biII` looks like `bill` (a capital I for
     /// an l), `аlice` (a Cyrillic `а`) like `alice` and therefore `Alice`, `B0B` like `BOB`,
-    /// and `ВОВ` (Cyrillic capitals) like `BOB`, the capitals of `Bob`. Only these spellings
-    /// count, not every mix of cases: `IAN` is not `lan`, since that would need `lAN`.
-    pub looks: [String; 3],
+    /// and `ВОВ` (Cyrillic capitals) like `BOB`, the capitals of `Bob`. A name with letters
+    /// from beyond ASCII also has its skeleton without case, so that `ВОЬ` (Cyrillic, read as
+    /// `BOb`) is taken for `Bob` too. Names in ASCII are not folded that way: `IAN` is not
+    /// `lan`, since that would need `lAN`, which nobody types.
+    pub looks: [String; 4],
 }
 
 impl NickKeys {
     /// The keys of `nick`.
     pub fn of(nick: &str) -> Self {
-        let id: String = nick.chars().nfd().default_case_fold().nfd().collect();
+        let caseless = |s: &str| -> String { s.chars().nfd().default_case_fold().nfd().collect() };
         let skeleton = |s: &str| unicode_security::skeleton(s).collect::<String>();
+        let id = caseless(nick);
+        let typed = skeleton(nick);
+        let folded = skeleton(&id);
+        let any_case = if nick.is_ascii() {
+            folded.clone()
+        } else {
+            caseless(&typed)
+        };
         NickKeys {
-            looks: [
-                skeleton(nick),
-                skeleton(&id),
-                skeleton(&nick.to_uppercase()),
-            ],
+            looks: [typed, folded, skeleton(&nick.to_uppercase()), any_case],
             id,
         }
     }
@@ -459,6 +465,11 @@ mod tests {
             ("eve", "\u{395}V\u{395}"),
             ("Bob", "B0B"),
             ("bob", "b0b"),
+            // Beyond ASCII, in any mix of cases: Cyrillic В, О and Ь read as "BOb"; and В, о, В
+            // ("BoB") through the capitals.
+            ("Bob", "\u{412}\u{41e}\u{42c}"),
+            ("bob", "\u{412}\u{41e}\u{42c}"),
+            ("Bob", "\u{412}\u{43e}\u{412}"),
         ] {
             assert_eq!(clash(a, b), Some("look"), "{a:?} {b:?}");
         }
